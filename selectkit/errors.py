@@ -1,0 +1,20 @@
+"""Exceptions raised by selectkit.
+
+Every error a user can fix carries a one-line message that names the setting to change.
+"""
+
+
+class SelectkitError(Exception):
+    """Base class of every error selectkit raises on purpose."""
+
+
+class ConfigError(SelectkitError, ValueError):
+    """A setting has a value selectkit cannot work with; the message names the setting."""
+
+
+class DataNotFoundError(ConfigError):
+    """A dataset could not be found in any of the places selectkit looks."""
+
+
+class SelectionError(SelectkitError, RuntimeError):
+    """A selector returned a result that breaks the `Selection` contract."""
