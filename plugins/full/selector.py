@@ -1,0 +1,21 @@
+"""The full-data selector."""
+
+from __future__ import annotations
+
+from selectkit.selection import Selection
+from selectkit.selector import Pool, SelectContext, Selector
+
+
+class Full(Selector):
+    """Every pool item, unweighted: the baseline every other selector is measured against."""
+
+    name = "full"
+
+    def __init__(self) -> None:
+        pass
+
+    def expected_size(self, pool_size: int) -> int:
+        return pool_size
+
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        return Selection.all(len(pool))

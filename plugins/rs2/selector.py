@@ -1,0 +1,91 @@
+"""The RS2 selector (Repeated Sampling of Random Subsets)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from selectkit.sampling import balanced_quotas, permutation, subset_size, walk_chunk
+from selectkit.selection import Selection
+from selectkit.selector import Boolean, Interval, Pool, SelectContext, Selector
+
+_WALK = 0x5253  # salt separating the permutation streams from per-epoch draws
+_QUOTA = 0x5154
+
+
+class RS2(Selector):
+    """A fresh random ``fraction`` of the pool every epoch.
+
+    Args:
+        fraction: share of the pool selected per epoch, in (0, 1].
+        replacement: draw items independently each epoch (True), or walk a permutation so every item is
+            seen once per ``ceil(n / m)`` epochs (False).
+        class_balanced: split each epoch's draw evenly over classes (needs labels).
+    """
+
+    name = "rs2"
+    parameter_constraints = {
+        "fraction": Interval(0.0, 1.0, low_closed=False),
+        "replacement": Boolean(),
+        "class_balanced": Boolean(),
+    }
+
+    def __init__(self, *, fraction: float = 0.1, replacement: bool = False, class_balanced: bool = False) -> None:
+        self.fraction = fraction
+        self.replacement = replacement
+        self.class_balanced = class_balanced
+        self._perm_cache: dict[tuple, np.ndarray] = {}
+
+    @property
+    def requires(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({"labels"}) if self.class_balanced else frozenset()
+
+    def expected_size(self, pool_size: int) -> int:
+        return subset_size(pool_size, self.fraction)
+
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        n = len(pool)
+        m = subset_size(n, self.fraction)
+        if not self.class_balanced:
+            groups = [np.arange(n, dtype=np.int64)]
+            quotas = np.array([m])
+        else:
+            classes, inverse = np.unique(pool.labels, return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.cumsum(np.bincount(inverse, minlength=classes.size))[:-1]
+            groups = np.split(order.astype(np.int64), bounds)
+            quota_rng = np.random.default_rng([ctx.seed, ctx.stage, _QUOTA])
+            quotas = balanced_quotas(np.array([g.size for g in groups]), m, quota_rng)
+        draw_rng = ctx.rng()
+        parts = []
+        cycles = []
+        for g, (members, q) in enumerate(zip(groups, quotas)):
+            if q == 0:
+                continue
+            if self.replacement:
+                parts.append(members[draw_rng.integers(0, members.size, size=q)])
+                continue
+            per_cycle = math.ceil(members.size / q)
+            cycle, position = divmod(ctx.epoch, per_cycle)
+            perm = self._permutation(ctx, g, cycle, members.size)
+            chunk = walk_chunk(perm, int(q), position, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle, 1]))
+            parts.append(members[chunk])
+            cycles.append(cycle)
+        indices = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            indices = indices[draw_rng.permutation(indices.size)]
+        meta: dict[str, Any] = {"size": int(indices.size)}
+        if cycles:
+            meta["cycle"] = int(max(cycles))
+        return Selection(indices.astype(np.int64, copy=False), meta=meta)
+
+    def _permutation(self, ctx: SelectContext, group: int, cycle: int, n: int) -> np.ndarray:
+        key = (ctx.seed, ctx.stage, group, cycle, n)
+        perm = self._perm_cache.get(key)
+        if perm is None:
+            perm = permutation(n, np.random.default_rng([ctx.seed, ctx.stage, _WALK, group, cycle]))
+            self._perm_cache = {k: v for k, v in self._perm_cache.items() if k[2] != group}
+            self._perm_cache[key] = perm
+        return perm

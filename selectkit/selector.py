@@ -1,0 +1,308 @@
+"""The `Selector` base class, the `Pool` it selects from and the `SelectContext` that seeds it.
+
+A plugin subclasses `Selector`, declares its parameters in a keyword-only ``__init__`` that only stores
+them, declares the rules each parameter must follow in ``parameter_constraints``, declares what data it
+needs in ``requires``, and implements ``_select``. The public `Selector.select` validates parameters and
+input, calls ``_select`` with a generator derived from (seed, stage, epoch/round), and checks the result.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+
+from selectkit.errors import ConfigError, SelectionError
+from selectkit.selection import Selection
+
+#: Every kind of data a selector may ask for; the pipeline computes only what is asked for.
+KNOWN_REQUIREMENTS = frozenset({"labels", "features", "embeddings", "probs", "losses"})
+
+
+@dataclass(frozen=True)
+class SelectContext:
+    """Where in training a selection happens: the source of all randomness."""
+
+    seed: int
+    epoch: int = 0
+    stage: int = 0
+    round: int = 0
+
+    def rng(self, *salt: int) -> np.random.Generator:
+        """A generator determined by (seed, stage, epoch, round, *salt) alone: never by rank or time."""
+        return np.random.default_rng([self.seed, self.stage, self.epoch, self.round, *salt])
+
+
+class Pool:
+    """The items one stage selects from, with lazily computed per-item data.
+
+    ``ids`` are the items' global ids (dataset rows; synthetic rows follow the dataset's own).
+    ``providers`` map a requirement name to a function ``ids -> array`` computed on first access.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        *,
+        weights: np.ndarray | None = None,
+        providers: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        **arrays: np.ndarray,
+    ) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.weights = weights
+        self._providers = dict(providers or {})
+        self._cache: dict[str, np.ndarray] = {}
+        for key, value in arrays.items():
+            if value is not None:
+                self._cache[key] = np.asarray(value)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is available (already computed or computable)."""
+        return name in self._cache or name in self._providers
+
+    def get(self, name: str) -> np.ndarray:
+        """The per-item array ``name``, computed on first access."""
+        if name not in self._cache:
+            if name not in self._providers:
+                raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self._available())}")
+            value = np.asarray(self._providers[name](self.ids))
+            if value.shape[0] != len(self):
+                raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {len(self)} items")
+            self._cache[name] = value
+        return self._cache[name]
+
+    def _available(self) -> set[str]:
+        return set(self._cache) | set(self._providers)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer class labels of the pool items."""
+        return self.get("labels")
+
+    @property
+    def features(self) -> np.ndarray:
+        """Raw input features, flattened to ``[n, d]``."""
+        return self.get("features")
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The model's embeddings of the pool items, ``[n, d]``."""
+        return self.get("embeddings")
+
+
+# ---------------------------------------------------------------------------------------------------
+# parameter rules, declared once per selector and checked at selection time
+
+
+class Constraint:
+    """A rule for one parameter; `describe` reads as the end of 'must be ...'."""
+
+    def ok(self, value: Any) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Interval(Constraint):
+    """A real (or, with ``integer=True``, integral) number within bounds."""
+
+    low: float | None = None
+    high: float | None = None
+    low_closed: bool = True
+    high_closed: bool = True
+    integer: bool = False
+
+    def ok(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if not np.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_closed)):
+            return False
+        if self.high is not None and (value > self.high or (value == self.high and not self.high_closed)):
+            return False
+        return True
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{kind} in {'[' if self.low_closed else '('}{lo}, {hi}{']' if self.high_closed else ')'}"
+
+
+@dataclass(frozen=True)
+class OneOf(Constraint):
+    """One of a fixed set of values."""
+
+    choices: tuple[Any, ...]
+
+    def ok(self, value: Any) -> bool:
+        return any(value == c and type(value) is type(c) for c in self.choices)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Boolean(Constraint):
+    """``true`` or ``false``."""
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, (bool, np.bool_))
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True)
+class AnyOf(Constraint):
+    """Any of several rules (e.g. a number or null)."""
+
+    options: tuple[Constraint, ...]
+
+    def ok(self, value: Any) -> bool:
+        return any(o.ok(value) for o in self.options)
+
+    def describe(self) -> str:
+        return " or ".join(o.describe() for o in self.options)
+
+
+@dataclass(frozen=True)
+class IsNone(Constraint):
+    """``null``."""
+
+    def ok(self, value: Any) -> bool:
+        return value is None
+
+    def describe(self) -> str:
+        return "null"
+
+
+@dataclass(frozen=True)
+class Check(Constraint):
+    """A rule given as a predicate and its description."""
+
+    predicate: Callable[[Any], bool]
+    text: str
+
+    def ok(self, value: Any) -> bool:
+        try:
+            return bool(self.predicate(value))
+        except Exception:
+            return False
+
+    def describe(self) -> str:
+        return self.text
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+class Selector(abc.ABC):
+    """Base class of every selector, built-in or external.
+
+    Class attributes a plugin sets:
+        name: the registry name (also the entry-point name).
+        requires: which pool data ``_select`` reads, from `KNOWN_REQUIREMENTS`.
+        parameter_constraints: one `Constraint` per constructor parameter.
+        creates_samples: whether the selector may return synthetic samples.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {}
+    creates_samples: ClassVar[bool] = False
+
+    #: config path used in error messages; the pipeline sets it (e.g. ``pipeline.stages.1.selector``).
+    config_path: str = "selector"
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, read back from the attributes of the same name."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def check_params(self) -> None:
+        """Raise `ConfigError` naming the setting for the first parameter that breaks its rule."""
+        unknown = set(self.parameter_constraints) - set(self._param_names())
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.parameter_constraints names unknown parameters {unknown}")
+        for key, rule in self.parameter_constraints.items():
+            value = getattr(self, key)
+            if not rule.ok(value):
+                raise ConfigError(f"{self.config_path}.{key} must be {rule.describe()}, got {value!r}")
+        self._check_params_jointly()
+
+    def _check_params_jointly(self) -> None:
+        """Override for rules that involve several parameters; raise `ConfigError` via `param_error`."""
+
+    def param_error(self, key: str, message: str) -> ConfigError:
+        """A `ConfigError` whose message starts with this selector's full setting path."""
+        return ConfigError(f"{self.config_path}.{key} {message}")
+
+    # ------------------------------------------------------------------ selection
+    def select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        """Validate parameters and input, run ``_select`` and check its output against the pool."""
+        self.check_params()
+        if len(pool) == 0:
+            raise ConfigError(f"{self.config_path}: the pool is empty; nothing to select from (check data.* and earlier stages)")
+        for need in self.requires:
+            if not pool.has(need):
+                raise ConfigError(f"{self.config_path} ({self.name}) needs {need!r}, which this pipeline cannot provide")
+        result = self._select(pool, ctx)
+        if not isinstance(result, Selection):
+            raise SelectionError(f"{type(self).__name__}._select returned {type(result).__name__}, not Selection")
+        if result.synthetic is not None and not self.creates_samples:
+            raise SelectionError(f"{type(self).__name__} returned synthetic samples but creates_samples is False")
+        return result.check(len(pool))
+
+    @abc.abstractmethod
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        """Choose from ``pool``; every random draw must come from ``ctx.rng(...)``."""
+
+    def expected_size(self, pool_size: int) -> int | None:
+        """How many items a selection from ``pool_size`` items will hold, when known in advance."""
+        return None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and any state carried between selections (override `_extra_state`)."""
+        return {"name": self.name, "params": self.get_params(), "state": self._extra_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from `state_dict`; refuses a state saved by a different selector or parameters."""
+        if state.get("name") != self.name:
+            raise ConfigError(f"{self.config_path}: checkpoint holds selector {state.get('name')!r}, config has {self.name!r}")
+        saved, mine = dict(state.get("params", {})), self.get_params()
+        if saved != mine:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise ConfigError(f"{self.config_path}: parameters {diff} differ from the checkpoint's; resume with the same settings")
+        self._load_extra_state(state.get("state", {}))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
