@@ -1,0 +1,49 @@
+# Two commands set up a fresh machine: `make demo` (train RS2 against full data on Fashion-MNIST and
+# write the report) and `make test`. Both create the virtual environment and install what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build by default; on a CUDA machine: make install TORCH_SPEC="torch" FAISS_EXTRA=",gpu"
+TORCH_SPEC ?= torch==2.13.0
+FAISS_EXTRA ?=
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+DEMO_EPOCHS ?= 8
+DEMO_OUT ?= outputs/demo
+
+.PHONY: install data demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test,launchers,bench$(FAISS_EXTRA)]"
+	touch $@
+
+# Fashion-MNIST from Debian's package when it is missing and we may install packages.
+data:
+	@if [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ] || [ -n "$$SELECTKIT_DATA" ]; then \
+		echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or put the four IDX .gz files in data/ (or set SELECTKIT_DATA)" >&2; exit 1; \
+	fi
+
+demo: install data
+	$(VENV)/bin/selectkit-train -m selector=rs2,full trainer.max_epochs=$(DEMO_EPOCHS) \
+		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${run_name}'
+	$(VENV)/bin/selectkit-report $(DEMO_OUT)
+	@echo "report: $(DEMO_OUT)/report.md and $(DEMO_OUT)/*.png"
+
+test: install data
+	@WANDB_MODE=disabled $(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+bench: install data
+	$(PY) scripts/bench_rs2.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache
