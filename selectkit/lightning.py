@@ -139,6 +139,7 @@ class SelectionDataModule(pl.LightningDataModule):
         shuffle: shuffle each epoch's selection (from seed and epoch).
         num_workers: loader workers; 0 keeps gathering in the main process, which is fastest in memory.
         embed_batch_size: batch size of the embedding pass for selectors that need embeddings.
+        record_shards: write every rank's shard of every epoch to ``<out_dir>/shards`` (audits).
     """
 
     def __init__(
@@ -151,6 +152,7 @@ class SelectionDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         num_workers: int = 0,
         embed_batch_size: int = 1024,
+        record_shards: bool = False,
     ) -> None:
         super().__init__()
         self._datasets = datasets
@@ -160,6 +162,7 @@ class SelectionDataModule(pl.LightningDataModule):
         self.shuffle = shuffle
         self.num_workers = num_workers
         self.embed_batch_size = embed_batch_size
+        self.record_shards = record_shards
         self.train_ds = self.val_ds = None
         self.meta: dict[str, Any] = {}
         self.controller: SelectionController | None = None
@@ -203,7 +206,8 @@ class SelectionDataModule(pl.LightningDataModule):
         dataset = self.train_ds
         if self.pipeline.synthetic:
             dataset = self._synthetic_dataset()
-        sampler = SelectionSampler(self.controller, shuffle=self.shuffle)
+        record = str(Path(self.out_dir) / "shards") if self.record_shards and self.out_dir is not None else None
+        sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)
         sampler.epoch = epoch
         return self._loader(dataset, sampler)
 

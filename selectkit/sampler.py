@@ -54,6 +54,7 @@ class SelectionSampler(DistributedSampler):
         source: computes an epoch's selection (global ids and optional weights).
         num_replicas, rank: the distributed layout; read from the process group when omitted.
         shuffle: shuffle the selection's order each epoch (from seed and epoch).
+        record_dir: when set, each rank writes its shard of every epoch there (for audits and tests).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class SelectionSampler(DistributedSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         shuffle: bool = True,
+        record_dir: str | None = None,
     ) -> None:
         world, my_rank = world_and_rank()
         num_replicas = world if num_replicas is None else num_replicas
@@ -70,6 +72,7 @@ class SelectionSampler(DistributedSampler):
         super().__init__(_Sized(max(1, source.expected_size())), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=source.seed)
         self.source = source
         self._size = source.expected_size()
+        self.record_dir = record_dir
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch: the selection is computed (or reused) now."""
@@ -102,6 +105,12 @@ class SelectionSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator:
         ids, w = self.shard()
+        if self.record_dir is not None:
+            from pathlib import Path
+
+            folder = Path(self.record_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"epoch_{self.epoch:04d}_rank_{self.rank}.npz", indices=ids, weights=w)
         if np.all(w == 1.0):
             return iter(ids.tolist())
         return iter(zip(ids.tolist(), w.tolist()))

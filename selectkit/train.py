@@ -167,6 +167,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         out_dir=out_dir,
         shuffle=d.shuffle,
         num_workers=d.num_workers,
+        record_shards=bool(d.get("record_shards", False)),
     )
     recorder = RunRecorder(out_dir, cfg.targets or [], lambda: dm.controller)
     callbacks: list[pl.Callback] = [recorder]
@@ -246,8 +247,27 @@ def _app(cfg: DictConfig) -> float:
     return float(best) if best is not None else float("nan")
 
 
+def _check_selector_choice(argv: list[str]) -> None:
+    """Refuse ``selector=<unknown>`` with one line listing the installed selectors (before Hydra runs)."""
+    from selectkit import registry
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") != "selector":
+            continue
+        for name in value.split(","):
+            name = name.strip()
+            if name and name != "null" and name not in registry.available():
+                raise ConfigError(f"unknown selector {name!r} in selector={value}; installed selectors: {', '.join(registry.available())}")
+
+
 def main() -> None:
     """Console entry point of ``selectkit-train``."""
+    try:
+        _check_selector_choice(sys.argv[1:])
+    except ConfigError as err:
+        print(f"selectkit-train: error: {err}", file=sys.stderr)
+        sys.exit(2)
     _app()
 
 
