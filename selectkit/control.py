@@ -50,6 +50,7 @@ class SelectionController:
         self._current: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self._size: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.random_order = bool(pipeline.stages[-1].selector.random_order) if pipeline.stages else False
 
     # ------------------------------------------------------------------ data for the stages
     def labels_of(self, ids: np.ndarray) -> np.ndarray:

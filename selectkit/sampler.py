@@ -26,6 +26,7 @@ class EpochSource(Protocol):
     """What the sampler needs from its owner: the selection of an epoch and its expected size."""
 
     seed: int
+    random_order: bool
 
     def selection(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]: ...
 
@@ -92,7 +93,7 @@ class SelectionSampler(DistributedSampler):
                 "selections must keep one size per run"
             )
         w = np.ones(ids.shape[0], dtype=np.float32) if weights is None else weights.astype(np.float32, copy=False)
-        if self.shuffle:
+        if self.shuffle and not getattr(self.source, "random_order", False):
             order = np.random.default_rng([self.seed, epoch, _ORDER]).permutation(ids.shape[0])
             ids, w = ids[order], w[order]
         total = len(self) * self.num_replicas

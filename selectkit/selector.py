@@ -216,12 +216,15 @@ class Selector(abc.ABC):
         requires: which pool data ``_select`` reads, from `KNOWN_REQUIREMENTS`.
         parameter_constraints: one `Constraint` per constructor parameter.
         creates_samples: whether the selector may return synthetic samples.
+        random_order: whether its indices come in uniformly random order (the sampler then skips its
+            own shuffle).
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()
     parameter_constraints: ClassVar[dict[str, Constraint]] = {}
     creates_samples: ClassVar[bool] = False
+    random_order: ClassVar[bool] = False
 
     #: config path used in error messages; the pipeline sets it (e.g. ``pipeline.stages.1.selector``).
     config_path: str = "selector"

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from selectkit.sampling import balanced_quotas, permutation, subset_size, walk_chunk
+from selectkit.sampling import FeistelPermutation, balanced_quotas, subset_size, walk_chunk
 from selectkit.selection import Selection
 from selectkit.selector import Boolean, Interval, Pool, SelectContext, Selector
 
@@ -26,6 +26,7 @@ class RS2(Selector):
     """
 
     name = "rs2"
+    random_order = True
     parameter_constraints = {
         "fraction": Interval(0.0, 1.0, low_closed=False),
         "replacement": Boolean(),
@@ -36,7 +37,6 @@ class RS2(Selector):
         self.fraction = fraction
         self.replacement = replacement
         self.class_balanced = class_balanced
-        self._perm_cache: dict[tuple, np.ndarray] = {}
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
@@ -69,7 +69,7 @@ class RS2(Selector):
                 continue
             per_cycle = math.ceil(members.size / q)
             cycle, position = divmod(ctx.epoch, per_cycle)
-            perm = self._permutation(ctx, g, cycle, members.size)
+            perm = FeistelPermutation(members.size, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle]))
             chunk = walk_chunk(perm, int(q), position, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle, 1]))
             parts.append(members[chunk])
             cycles.append(cycle)
@@ -80,12 +80,3 @@ class RS2(Selector):
         if cycles:
             meta["cycle"] = int(max(cycles))
         return Selection(indices.astype(np.int64, copy=False), meta=meta)
-
-    def _permutation(self, ctx: SelectContext, group: int, cycle: int, n: int) -> np.ndarray:
-        key = (ctx.seed, ctx.stage, group, cycle, n)
-        perm = self._perm_cache.get(key)
-        if perm is None:
-            perm = permutation(n, np.random.default_rng([ctx.seed, ctx.stage, _WALK, group, cycle]))
-            self._perm_cache = {k: v for k, v in self._perm_cache.items() if k[2] != group}
-            self._perm_cache[key] = perm
-        return perm
