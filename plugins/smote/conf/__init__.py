@@ -1,0 +1,1 @@
+"""Hydra configs of the SMOTE family (``selector/<name>.yaml``), exposed through ``selectkit.configs``."""

@@ -1,0 +1,418 @@
+"""The resampling algorithms, shared by the selectors and the scikit-learn style estimators.
+
+Everything here works on a feature matrix ``X`` (``[n, d]``), the class position of each row
+(``codes``, see `strategy.class_counts`) and a plan ``{class position: n}`` from
+`strategy.resolve_strategy`. Over-samplers return a `Drawn`: for each new sample its two parents (rows of
+``X``) and its interpolation factor; `interpolate` turns that into features block by block. Neighbour
+search goes through a `NeighborSource`, by default selectkit's neighbour layer.
+
+Seeds are spread over a class's points as evenly as possible (every point seeds ``g // n`` samples and
+``g % n`` distinct random points seed one more), as in the SMOTE paper's "N% per sample" procedure;
+ADASYN spreads them in proportion to each point's hardness instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from selectkit.errors import ConfigError
+
+BLOCK_ROWS = 1 << 16  # rows interpolated (and checked for NaN) per block: bounds temporaries to ~block*d
+
+
+@dataclass(frozen=True)
+class Names:
+    """How errors refer to the settings and the data (``selector.k_neighbors`` vs ``SMOTE.k_neighbors``)."""
+
+    prefix: str = "selector"
+    data: str = "data: features"
+    classes: np.ndarray | None = None
+
+    def setting(self, key: str) -> str:
+        """The full name of parameter ``key``."""
+        return f"{self.prefix}.{key}"
+
+    def key(self, code: int) -> Any:
+        """The user's label of class position ``code`` as a plain Python value (for metadata)."""
+        if self.classes is None:
+            return int(code)
+        c = self.classes[code]
+        return c.item() if isinstance(c, np.generic) else c
+
+    def label(self, code: int) -> str:
+        """The user's label of class position ``code``."""
+        if self.classes is None:
+            return str(code)
+        c = self.classes[code]
+        return repr(c.item() if isinstance(c, np.generic) else c)
+
+
+@dataclass
+class Drawn:
+    """Synthetic samples before their features are computed.
+
+    Attributes:
+        parents: int64 ``[m, 2]``: rows of ``X`` (seed, neighbour); ``x = x[p0] + lam * (x[p1] - x[p0])``.
+        lam: float32 ``[m]`` in ``[0, 1)``.
+        codes: int64 ``[m]``: class position of each new sample (the seed's class).
+        meta: per-run facts worth reporting (e.g. classes without danger points).
+    """
+
+    parents: np.ndarray
+    lam: np.ndarray
+    codes: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# input checks
+
+
+def check_matrix(X: Any, names: Names) -> np.ndarray:
+    """``X`` as a numeric ``[n, d]`` array (float dtype kept, others made float64); `ConfigError` otherwise.
+
+    Rejects non-numeric dtypes and NaN/inf values, naming ``names.data``. The finiteness scan runs block
+    by block, so it needs no temporary the size of ``X``.
+    """
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "fiub":
+        raise ConfigError(f"{names.data} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim < 2:
+        raise ConfigError(f"{names.data} must have one row per sample ([n, d]), got shape {arr.shape}")
+    arr = arr.reshape(arr.shape[0], -1)
+    if arr.dtype.kind != "f":
+        return arr.astype(np.float64)
+    for start in range(0, arr.shape[0], BLOCK_ROWS):
+        ok = np.isfinite(arr[start : start + BLOCK_ROWS]).all(axis=1)
+        if not ok.all():
+            bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+            raise ConfigError(f"{names.data} contain NaN or inf in {bad.size} rows (first: row {bad[0]}); clean or impute them first")
+    return arr
+
+
+def as_search_matrix(X: np.ndarray) -> np.ndarray:
+    """float32 C-contiguous view or copy of ``X``, what the neighbour layer searches."""
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_labels(y: Any, n: int, names: Names, what: str = "data: labels") -> np.ndarray:
+    """``y`` as a 1-D array of ``n`` labels; `ConfigError` on a wrong shape."""
+    arr = np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ConfigError(f"{what} must be a 1-D array with one label per sample ({n}), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ConfigError(f"{what} contain NaN or inf")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------------
+# neighbour search
+
+
+class NeighborSource(Protocol):
+    """Finds, for rows of ``base``, their ``k`` nearest rows of ``base`` other than themselves."""
+
+    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """int64 ``[len(rows), k]`` (all rows of ``base`` when ``rows`` is None), nearest first."""
+
+
+def drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Remove each row's own index from ``k + 1`` neighbours (or the farthest one, if it is absent)."""
+    keep = idx != rows[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return idx[keep].reshape(idx.shape[0], idx.shape[1] - 1)
+
+
+def fill_missing(idx: np.ndarray, names: Names) -> np.ndarray:
+    """Replace the ``-1`` an approximate index returns for missing neighbours by the row's nearest one."""
+    missing = idx < 0
+    if not missing.any():
+        return idx
+    if missing[:, 0].any():
+        raise ConfigError(
+            f"{names.setting('neighbors')}: the approximate search found no neighbour for "
+            f"{int(missing[:, 0].sum())} points; raise nprobe/ef_search or use exact search"
+        )
+    return np.where(missing, idx[:, :1], idx)
+
+
+class LayerNeighbors:
+    """Neighbour search through `selectkit.neighbors.knn` with a given `NeighborConfig`."""
+
+    def __init__(self, config: Any = None, names: Names = Names()) -> None:
+        self.config = config
+        self.names = names
+
+    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        from selectkit.neighbors import knn
+
+        if rows is None:
+            _, idx = knn(base, k=k, config=self.config, exclude_self=True)
+        else:
+            _, idx = knn(base, base[rows], k=k + 1, config=self.config)
+            idx = drop_self(np.asarray(idx, dtype=np.int64), rows)
+        return fill_missing(np.asarray(idx, dtype=np.int64), self.names)
+
+
+class EstimatorNeighbors:
+    """Neighbour search through any object with scikit-learn's ``fit`` / ``kneighbors`` API.
+
+    The object is copied before each fit (the caller's instance is never refitted). Its
+    ``n_neighbors`` counts the query point itself, as in imbalanced-learn: ``k = n_neighbors - 1``.
+    """
+
+    def __init__(self, prototype: Any, names: Names = Names()) -> None:
+        self.prototype = prototype
+        self.names = names
+
+    @property
+    def k(self) -> int | None:
+        """The ``k`` the object implies, when it carries ``n_neighbors``."""
+        n = getattr(self.prototype, "n_neighbors", None)
+        return int(n) - 1 if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else None
+
+    def _fresh(self) -> Any:
+        if hasattr(self.prototype, "get_params"):
+            from sklearn.base import clone
+
+            try:
+                return clone(self.prototype)
+            except Exception:
+                pass
+        return copy.deepcopy(self.prototype)
+
+    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        est = self._fresh()
+        est.fit(base)
+        rows_ = np.arange(base.shape[0], dtype=np.int64) if rows is None else rows
+        queries = base if rows is None else base[rows]
+        out = est.kneighbors(queries, n_neighbors=k + 1, return_distance=False)
+        idx = np.asarray(out[1] if isinstance(out, tuple) else out, dtype=np.int64)
+        return fill_missing(drop_self(idx, rows_), self.names)
+
+
+def neighbor_source(neighbors: Any, k_neighbors: Any, names: Names) -> tuple[NeighborSource, int]:
+    """The search to use and ``k``: from an object with ``kneighbors``, or from an int and a config."""
+    if hasattr(k_neighbors, "kneighbors"):
+        source = EstimatorNeighbors(k_neighbors, names)
+        return source, source.k if source.k is not None else 5
+    return LayerNeighbors(make_config(neighbors, names), names), int(k_neighbors)
+
+
+def make_config(neighbors: Any, names: Names) -> Any:
+    """A `NeighborConfig` from None (defaults), a config, or a mapping of its fields."""
+    from selectkit.neighbors import NeighborConfig
+
+    if neighbors is None:
+        return NeighborConfig()
+    if isinstance(neighbors, NeighborConfig):
+        return neighbors
+    if not isinstance(neighbors, Mapping):
+        raise ConfigError(f"{names.setting('neighbors')} must be a mapping of NeighborConfig fields or null, got {neighbors!r}")
+    fields = {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in neighbors.items()}
+    try:
+        return NeighborConfig(**fields)
+    except ConfigError as err:
+        raise ConfigError(f"{names.setting('neighbors')}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{names.setting('neighbors')}: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# allocation and drawing
+
+
+def class_members(codes: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """Rows of each class, ascending, from one stable sort."""
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    bounds = np.cumsum(np.bincount(codes, minlength=n_classes))[:-1]
+    return np.split(order, bounds)
+
+
+def even_counts(n: int, g: int, rng: np.random.Generator) -> np.ndarray:
+    """How many samples each of ``n`` seeds makes so that ``g`` are made in all, as evenly as possible."""
+    per, rest = divmod(int(g), int(n))
+    counts = np.full(n, per, dtype=np.int64)
+    if rest:
+        counts[rng.choice(n, size=rest, replace=False)] += 1
+    return counts
+
+
+def proportional_counts(weights: np.ndarray, g: int, rng: np.random.Generator) -> np.ndarray:
+    """Split ``g`` over integer ``weights`` in proportion (largest remainders, ties broken at random)."""
+    w = weights.astype(np.int64)
+    total = int(w.sum())
+    scaled = w * np.int64(g)
+    counts = scaled // total
+    rest = int(g - counts.sum())
+    if rest:
+        order = np.lexsort((rng.random(w.size), -(scaled % total)))
+        counts[order[:rest]] += 1
+    return counts
+
+
+def _pick(nn: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds (repeated per ``counts``) and, for each, one of its ``k`` neighbours at random."""
+    seeds = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    cols = rng.integers(0, nn.shape[1], size=seeds.size)
+    return seeds, nn[seeds, cols]
+
+
+def check_sizes(method: str, counts: np.ndarray, plan: Mapping[int, int], k: int, m: int, names: Names) -> None:
+    """Refuse, before any work, classes too small for ``k`` (and ``m``) neighbours."""
+    n_total = int(counts.sum())
+    if method in ("borderline-1", "borderline-2"):
+        if n_total < m + 1:
+            raise ConfigError(f"{names.setting('m_neighbors')}={m} needs at least {m + 1} samples, the data has {n_total}")
+    for c, g in plan.items():
+        if g <= 0:
+            continue
+        n_c = int(counts[c])
+        need = k + 1
+        if method == "borderline-2":
+            if n_total < need:
+                raise ConfigError(f"{names.setting('k_neighbors')}={k} needs at least {need} samples, the data has {n_total}")
+            continue
+        if n_c < need:
+            raise ConfigError(
+                f"{names.setting('k_neighbors')}={k} needs at least {need} samples in every class it over-samples; "
+                f"class {names.label(c)} has {n_c} (lower k_neighbors or leave that class out of sampling_strategy)"
+            )
+
+
+def draw(
+    method: str,
+    X: np.ndarray,
+    codes: np.ndarray,
+    plan: Mapping[int, int],
+    rng: np.random.Generator,
+    source: NeighborSource,
+    *,
+    k: int,
+    m: int = 10,
+    names: Names = Names(),
+) -> Drawn:
+    """Parents and interpolation factors for ``method`` in ``smote``, ``borderline-1``, ``borderline-2``,
+    ``adasyn``, following ``plan`` (class position -> samples to create).
+
+    ``X`` is the float32 search matrix. Classes are handled in ascending order, each with one neighbour
+    search over all of its points, and every per-sample step is vectorised.
+    """
+    n_classes = int(codes.max()) + 1 if codes.size else 0
+    counts = np.bincount(codes, minlength=n_classes)
+    check_sizes(method, counts, plan, k, m, names)
+    members = class_members(codes, n_classes)
+    parents, lams, labels = [], [], []
+    meta: dict[str, Any] = {}
+    for c in sorted(plan):
+        g = int(plan[c])
+        if g <= 0:
+            continue
+        rows = members[c]
+        if method == "smote":
+            nn = source(X[rows], k)
+            seeds, near = _pick(nn, even_counts(rows.size, g, rng), rng)
+            p0, p1 = rows[seeds], rows[near]
+            lam = rng.random(seeds.size, dtype=np.float32)
+        elif method in ("borderline-1", "borderline-2"):
+            around = source(X, m, rows)
+            other = (codes[around] != c).sum(axis=1)
+            danger = np.flatnonzero((2 * other >= m) & (other < m))
+            meta.setdefault("danger", {})[names.key(c)] = int(danger.size)
+            meta.setdefault("noise", {})[names.key(c)] = int((other == m).sum())
+            if danger.size == 0:
+                meta.setdefault("no_danger", []).append(names.key(c))
+                warnings.warn(
+                    f"{names.prefix}: class {names.label(c)} has no point in danger (borderline), so borderline SMOTE creates none for it",
+                    stacklevel=3,
+                )
+                continue
+            if method == "borderline-1":
+                nn = source(X[rows], k, danger)
+                seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
+                p0, p1 = rows[danger[seeds]], rows[near]
+                lam = rng.random(seeds.size, dtype=np.float32)
+            else:
+                nn = source(X, k, rows[danger])
+                seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
+                p0, p1 = rows[danger[seeds]], near
+                lam = rng.random(seeds.size, dtype=np.float32)
+                lam[codes[p1] != c] *= np.float32(0.5)
+        elif method == "adasyn":
+            around = source(X, k, rows)
+            hard = (codes[around] != c).sum(axis=1)
+            meta.setdefault("hardness", {})[names.key(c)] = float(hard.mean() / k)
+            if hard.sum() == 0:
+                meta.setdefault("no_hard", []).append(names.key(c))
+                warnings.warn(
+                    f"{names.prefix}: no point of class {names.label(c)} has a neighbour of another class; ADASYN spreads its samples evenly",
+                    stacklevel=3,
+                )
+                alloc = even_counts(rows.size, g, rng)
+            else:
+                alloc = proportional_counts(hard, g, rng)
+            nn = source(X[rows], k)
+            seeds, near = _pick(nn, alloc, rng)
+            p0, p1 = rows[seeds], rows[near]
+            lam = rng.random(seeds.size, dtype=np.float32)
+        else:  # pragma: no cover - guarded by callers
+            raise ValueError(f"unknown method {method!r}")
+        parents.append(np.stack([p0, p1], axis=1))
+        lams.append(lam)
+        labels.append(np.full(seeds.size, c, dtype=np.int64))
+    if not parents:
+        return Drawn(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), meta)
+    return Drawn(
+        np.concatenate(parents).astype(np.int64, copy=False),
+        np.concatenate(lams),
+        np.concatenate(labels),
+        meta,
+    )
+
+
+def interpolate(X: np.ndarray, parents: np.ndarray, lam: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``X[p0] + lam * (X[p1] - X[p0])`` for every parent pair, in ``X``'s dtype, block by block.
+
+    The arithmetic is exactly that expression's (same operations, same order, same dtype), so the
+    result equals it bit for bit. ``out`` (``[m, d]``, e.g. a slice of a preallocated result) is filled
+    in place when given.
+    """
+    m = parents.shape[0]
+    if out is None:
+        out = np.empty((m, X.shape[1]), dtype=X.dtype)
+    lam = lam.astype(X.dtype, copy=False)
+    for start in range(0, m, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, m)
+        o = out[start:stop]
+        seed = X[parents[start:stop, 0]]
+        np.take(X, parents[start:stop, 1], axis=0, out=o)
+        o -= seed
+        o *= lam[start:stop, None]
+        o += seed
+    return out
+
+
+def random_over(codes: np.ndarray, plan: Mapping[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Rows to duplicate: for each class, ``plan[c]`` of its rows drawn with replacement."""
+    n_classes = int(codes.max()) + 1
+    members = class_members(codes, n_classes)
+    extra = [members[c][rng.integers(0, members[c].size, size=int(g))] for c, g in sorted(plan.items()) if g > 0]
+    return np.concatenate(extra).astype(np.int64) if extra else np.zeros(0, np.int64)
+
+
+def random_under(codes: np.ndarray, plan: Mapping[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Rows to keep, ascending: ``plan[c]`` rows of each named class drawn without replacement, all others."""
+    n_classes = int(codes.max()) + 1
+    members = class_members(codes, n_classes)
+    keep = np.ones(codes.size, dtype=bool)
+    for c, target in sorted(plan.items()):
+        rows = members[c]
+        if target < rows.size:
+            keep[rows] = False
+            keep[rows[rng.choice(rows.size, size=int(target), replace=False)]] = True
+    return np.flatnonzero(keep).astype(np.int64)

@@ -1,0 +1,208 @@
+"""The SMOTE family as selectkit selectors: ``smote``, ``borderline_smote``, ``adasyn``, ``random_over``,
+``random_under``.
+
+Over-samplers return every pool position followed by the positions of the synthetic samples they carry
+(``len(pool) .. len(pool) + m - 1``); `random_over` repeats pool positions instead, and `random_under`
+returns the positions it keeps, ascending.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from selectkit.errors import ConfigError
+from selectkit.selection import Selection, Synthetic
+from selectkit.selector import AnyOf, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
+from selectkit_plugins.smote import core
+from selectkit_plugins.smote.strategy import OVER, STRATEGY_NAMES, UNDER, class_counts, is_strategy, resolve_strategy
+
+_STRATEGY = Check(is_strategy, "a float in (0, 1], a dict {class: count} or one of " + ", ".join(map(repr, STRATEGY_NAMES)))
+_NEIGHBORS = AnyOf((IsNone(), Check(lambda v: isinstance(v, Mapping), "a mapping of NeighborConfig fields")))
+_SPACE = OneOf(("input", "embedding"))
+
+
+def _labels(pool: Pool, names: core.Names) -> np.ndarray:
+    y = core.check_labels(pool.labels, len(pool), names)
+    if y.dtype.kind not in "iub":
+        raise ConfigError(f"data: labels must be integers, got dtype {y.dtype}")
+    return y.astype(np.int64, copy=False)
+
+
+def _counts_meta(classes: np.ndarray, plan: Mapping[int, int]) -> dict[int, int]:
+    return {int(classes[c]): int(n) for c, n in plan.items()}
+
+
+class _OverSampler(Selector):
+    """What the interpolating over-samplers share: parameters, input checks, the `Selection` they build."""
+
+    creates_samples = True
+    method = ""
+    parameter_constraints = {
+        "sampling_strategy": _STRATEGY,
+        "k_neighbors": Interval(1, None, integer=True),
+        "neighbors": _NEIGHBORS,
+        "space": _SPACE,
+    }
+
+    def __init__(
+        self,
+        *,
+        sampling_strategy: Any = "auto",
+        k_neighbors: int = 5,
+        neighbors: Mapping[str, Any] | None = None,
+        space: str = "input",
+    ) -> None:
+        self.sampling_strategy = sampling_strategy
+        self.k_neighbors = k_neighbors
+        self.neighbors = neighbors
+        self.space = space
+
+    @property
+    def requires(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({"labels", "embeddings" if self.space == "embedding" else "features"})
+
+    def _data_name(self) -> str:
+        return "data: embeddings" if self.space == "embedding" else "data: features"
+
+    def _method(self) -> str:
+        return self.method
+
+    def _extra_kwargs(self) -> dict[str, int]:
+        return {}
+
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        base = core.Names(self.config_path, self._data_name())
+        y = _labels(pool, base)
+        raw = pool.get("embeddings" if self.space == "embedding" else "features")
+        X = core.as_search_matrix(core.check_matrix(raw, base))
+        classes, codes, counts = class_counts(y)
+        names = core.Names(self.config_path, self._data_name(), classes)
+        plan = resolve_strategy(self.sampling_strategy, classes, counts, OVER, names.setting("sampling_strategy"), y)
+        source = core.LayerNeighbors(core.make_config(self.neighbors, names), names)
+        drawn = core.draw(
+            self._method(), X, codes, plan, ctx.rng(), source, k=int(self.k_neighbors), names=names, **self._extra_kwargs()
+        )
+        features = core.interpolate(X, drawn.parents, drawn.lam)
+        shape = np.shape(raw)[1:]
+        if len(shape) != 1:
+            features = features.reshape((features.shape[0], *shape))
+        n, m = len(pool), drawn.lam.size
+        synthetic = Synthetic(
+            features=features,
+            labels=classes[drawn.codes].astype(np.int64),
+            parents=drawn.parents,
+            lam=drawn.lam,
+            space=self.space,
+        )
+        created = np.bincount(drawn.codes, minlength=classes.size)
+        meta = {
+            "created": {int(classes[c]): int(created[c]) for c in range(classes.size) if created[c]},
+            "sampling_strategy": _counts_meta(classes, plan),
+            **drawn.meta,
+        }
+        return Selection(np.arange(n + m, dtype=np.int64), synthetic=synthetic, meta=meta)
+
+
+class SMOTESelector(_OverSampler):
+    """SMOTE: new minority samples on segments between a sample and one of its ``k`` nearest same-class
+    neighbours.
+
+    Args:
+        sampling_strategy: which classes to grow and to what size (imbalanced-learn semantics).
+        k_neighbors: neighbours each seed may interpolate towards.
+        neighbors: `NeighborConfig` fields for the search (backend, metric, nprobe, ...); null: exact.
+        space: ``'input'`` interpolates raw features, ``'embedding'`` the model's embeddings.
+    """
+
+    name = "smote"
+    method = "smote"
+
+
+class BorderlineSMOTESelector(_OverSampler):
+    """Borderline-SMOTE: only minority samples in danger (at least half, but not all, of their
+    ``m_neighbors`` nearest neighbours of another class) seed new samples.
+
+    ``kind='borderline-1'`` interpolates towards the seed's ``k`` nearest same-class neighbours;
+    ``'borderline-2'`` towards its ``k`` nearest neighbours of any class, with ``lam`` in ``[0, 0.5)``
+    when the neighbour is of another class (the new sample stays nearer the seed).
+    A class without any point in danger gets no new samples (reported in ``meta['no_danger']``).
+    """
+
+    name = "borderline_smote"
+    parameter_constraints = {
+        **_OverSampler.parameter_constraints,
+        "m_neighbors": Interval(1, None, integer=True),
+        "kind": OneOf(("borderline-1", "borderline-2")),
+    }
+
+    def __init__(
+        self,
+        *,
+        sampling_strategy: Any = "auto",
+        k_neighbors: int = 5,
+        m_neighbors: int = 10,
+        kind: str = "borderline-1",
+        neighbors: Mapping[str, Any] | None = None,
+        space: str = "input",
+    ) -> None:
+        super().__init__(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, neighbors=neighbors, space=space)
+        self.m_neighbors = m_neighbors
+        self.kind = kind
+
+    def _method(self) -> str:
+        return self.kind
+
+    def _extra_kwargs(self) -> dict[str, int]:
+        return {"m": int(self.m_neighbors)}
+
+
+class ADASYNSelector(_OverSampler):
+    """ADASYN: like SMOTE, but each minority sample seeds new samples in proportion to its hardness, the
+    share of its ``k_neighbors`` nearest neighbours (any class) that belong to another class.
+    """
+
+    name = "adasyn"
+    method = "adasyn"
+
+
+class _Duplicating(Selector):
+    parameter_constraints = {"sampling_strategy": _STRATEGY}
+    requires = frozenset({"labels"})
+
+    def __init__(self, *, sampling_strategy: Any = "auto") -> None:
+        self.sampling_strategy = sampling_strategy
+
+
+class RandomOverSelector(_Duplicating):
+    """Random over-sampling: grows classes by repeating randomly drawn samples of theirs (with
+    replacement). Returns pool positions only (repeats, no synthetic samples), so it needs no features.
+    """
+
+    name = "random_over"
+
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        names = core.Names(self.config_path)
+        y = _labels(pool, names)
+        classes, codes, counts = class_counts(y)
+        plan = resolve_strategy(self.sampling_strategy, classes, counts, OVER, names.setting("sampling_strategy"), y)
+        extra = core.random_over(codes, plan, ctx.rng())
+        indices = np.concatenate([np.arange(len(pool), dtype=np.int64), extra])
+        return Selection(indices, meta={"sampling_strategy": _counts_meta(classes, plan), "repeated": int(extra.size)})
+
+
+class RandomUnderSelector(_Duplicating):
+    """Random under-sampling: shrinks classes to their target size by keeping a random subset of each
+    (without replacement). Returns the kept pool positions, ascending.
+    """
+
+    name = "random_under"
+
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        names = core.Names(self.config_path)
+        y = _labels(pool, names)
+        classes, codes, counts = class_counts(y)
+        plan = resolve_strategy(self.sampling_strategy, classes, counts, UNDER, names.setting("sampling_strategy"), y)
+        kept = core.random_under(codes, plan, ctx.rng())
+        return Selection(kept, meta={"sampling_strategy": _counts_meta(classes, plan), "kept": int(kept.size)})
