@@ -73,6 +73,12 @@ class SelectionModule(pl.LightningModule):
         logits = self.model(batch["x"])
         per_sample = F.cross_entropy(logits, batch["y"], reduction="none")
         weight = batch["weight"].to(per_sample.dtype)
+        if "syn_lam" in batch and batch["syn_lam"].numel():
+            e0, e1 = self.model.embed(batch["syn_x0"]), self.model.embed(batch["syn_x1"])
+            lam = batch["syn_lam"].to(e0.dtype).unsqueeze(1)
+            syn_logits = self.model.head(e0 + lam * (e1 - e0))
+            per_sample = torch.cat([per_sample, F.cross_entropy(syn_logits, batch["syn_y"], reduction="none")])
+            weight = torch.cat([weight, batch["syn_weight"].to(weight.dtype)])
         live = int((weight > 0).sum())
         self.examples_in_epoch += live
         loss = (per_sample * weight).sum() / max(live, 1)
@@ -214,8 +220,15 @@ class SelectionDataModule(pl.LightningDataModule):
     def _synthetic_dataset(self):
         if self._train_with_synthetic is None:
             spaces = {s.space for _, s, _ in self.pipeline.synthetic}
+            if spaces == {"embedding"}:
+                module = self.trainer.lightning_module if self.trainer is not None else None
+                if module is None or not hasattr(module.model, "head"):
+                    raise ConfigError("model.name: synthetic samples in embedding space need a model with embed() and head()")
+                parents = np.concatenate([gp for _, _, gp in self.pipeline.synthetic])
+                self._train_with_synthetic = ProvenanceDataset(self.train_ds, parents, np.concatenate([s.lam for _, s, _ in self.pipeline.synthetic]), self.controller.synthetic_labels())
+                return self._train_with_synthetic
             if spaces != {"input"}:
-                raise ConfigError("synthetic samples in embedding space cannot be trained on by this model; set the stage's space=input")
+                raise ConfigError("pipeline: stages mix input-space and embedding-space synthetic samples; use one space")
             shape = tuple(self.train_ds.x.shape[1:])
             feats = np.concatenate([s.features for _, s, _ in self.pipeline.synthetic]).reshape(-1, *shape)
             labels = self.controller.synthetic_labels()
@@ -248,6 +261,49 @@ class SelectionDataModule(pl.LightningDataModule):
             self._pending_state = state_dict["controller"]
         else:
             self.controller.load_state_dict(state_dict["controller"])
+
+
+class ProvenanceDataset(torch.utils.data.Dataset):
+    """A training set plus synthetic samples defined by provenance in the model's embedding space.
+
+    Synthetic row ``j`` (global id ``N + j``) is ``embed(x[p0]) + lam * (embed(x[p1]) - embed(x[p0]))``
+    with the *current* model, so it follows the representation as it trains. Batches carry the base
+    rows as usual plus ``syn_x0``, ``syn_x1``, ``syn_lam``, ``syn_y`` and ``syn_weight``.
+    """
+
+    def __init__(self, base: Any, parents: np.ndarray, lam: np.ndarray, labels: np.ndarray) -> None:
+        if parents.size and parents.max() >= len(base):
+            raise ConfigError("pipeline: embedding-space samples must be made from training rows, not from other synthetic samples")
+        self.base = base
+        self.parents = torch.as_tensor(parents, dtype=torch.long)
+        self.lam = torch.as_tensor(lam, dtype=torch.float32)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.n = len(base)
+
+    def __len__(self) -> int:
+        return self.n + int(self.labels.shape[0])
+
+    def __getitems__(self, items: list) -> dict[str, torch.Tensor]:
+        if items and isinstance(items[0], tuple):
+            idx = torch.tensor([i for i, _ in items], dtype=torch.long)
+            w = torch.tensor([w for _, w in items], dtype=torch.float32)
+        else:
+            idx = torch.tensor(items, dtype=torch.long)
+            w = torch.ones(idx.shape[0], dtype=torch.float32)
+        base = idx < self.n
+        syn = idx[~base] - self.n
+        p = self.parents[syn]
+        return {
+            "x": self.base.x[idx[base]],
+            "y": self.base.y[idx[base]],
+            "index": idx[base],
+            "weight": w[base],
+            "syn_x0": self.base.x[p[:, 0]],
+            "syn_x1": self.base.x[p[:, 1]],
+            "syn_lam": self.lam[syn],
+            "syn_y": self.labels[syn],
+            "syn_weight": w[~base],
+        }
 
 
 # ====================================================================================== the books

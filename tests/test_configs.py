@@ -1,0 +1,97 @@
+"""Every config in conf/ (and every plugin's selector YAML) composes and instantiates."""
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class, instantiate
+
+from selectkit import registry
+from selectkit.train import build_pipeline, check_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(*overrides, hydra_cfg=False):
+    with initialize_config_module("selectkit_conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+def test_default_config_is_valid():
+    cfg = _compose()
+    check_config(cfg)
+    assert build_pipeline(cfg).label == "rs2"
+
+
+@pytest.mark.parametrize("name", registry.available())
+def test_every_installed_selector_has_a_config_that_builds(name):
+    cfg = _compose(f"selector={name}")
+    pipeline = build_pipeline(cfg)
+    assert pipeline.stages[0].selector.name == name
+
+
+@pytest.mark.parametrize("name", _options("pipeline"))
+def test_pipelines_build(name):
+    pipeline = build_pipeline(_compose(f"pipeline={name}"))
+    assert len(pipeline.stages) >= 2
+
+
+@pytest.mark.parametrize("group", ["data", "model", "optim", "trainer", "logger", "paths", "debug", "experiment"])
+def test_group_options_compose_and_pass_checks(group):
+    for option in _options(group):
+        cfg = _compose(f"{group}={option}")
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("name", _options("model"))
+def test_models_instantiate(name):
+    from selectkit.models import build_model
+
+    cfg = _compose(f"model={name}")
+    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    model = build_model(cfg.model.name, (1, 28, 28), 10, **kwargs)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", _options("data"))
+def test_datasets_load(name):
+    from selectkit.data import build_datasets
+
+    d = _compose(f"data={name}").data
+    if name == "fashion_mnist" and not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    train, val, meta = build_datasets(name=d.name, data_dir=d.data_dir, val_fraction=d.val_fraction, seed=0, normalize=d.normalize, imbalance=None)
+    assert len(train) > 0 and len(val) > 0 and meta["num_classes"] == 10
+
+
+@pytest.mark.parametrize("name", _options("hydra/launcher"))
+def test_launchers_compose(name):
+    cfg = _compose(f"hydra/launcher={name}", hydra_cfg=True)
+    assert get_class(cfg.hydra.launcher._target_) is not None
+
+
+def test_neighbors_configs_instantiate():
+    options = _options("neighbors")
+    if not options:
+        pytest.skip("no neighbors configs")
+    for option in options:
+        cfg = _compose(f"+neighbors={option}")
+        obj = instantiate(cfg.neighbors)
+        assert type(obj).__name__ == "NeighborConfig"
+
+
+@pytest.mark.parametrize("name", _options("experiment"))
+def test_experiments_run_a_few_steps(name, tmp_path):
+    from selectkit.train import run
+
+    cfg = _compose(
+        f"experiment={name}", "logger=none", "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.max_steps=3",
+        "trainer.progress_bar=false", f"paths.output_dir={tmp_path}",
+    )
+    summary = run(cfg, tmp_path / name)
+    assert summary["status"] == "completed"
