@@ -91,7 +91,8 @@ def check_matrix(X: Any, names: Names) -> np.ndarray:
         ok = np.isfinite(arr[start : start + BLOCK_ROWS]).all(axis=1)
         if not ok.all():
             bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-            raise ConfigError(f"{names.data} contain NaN or inf in {bad.size} rows (first: row {bad[0]}); clean or impute them first")
+            rows = f"{bad.size} row{'s' if bad.size != 1 else ''} hold{'s' if bad.size == 1 else ''}"
+            raise ConfigError(f"{names.data} must be finite: {rows} NaN or inf (first: row {bad[0]}); clean or impute them first")
     return arr
 
 
@@ -106,7 +107,7 @@ def check_labels(y: Any, n: int, names: Names, what: str = "data: labels") -> np
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ConfigError(f"{what} must be a 1-D array with one label per sample ({n}), got shape {arr.shape}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ConfigError(f"{what} contain NaN or inf")
+        raise ConfigError(f"{what} must be finite, found NaN or inf")
     return arr
 
 

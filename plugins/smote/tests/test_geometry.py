@@ -1,0 +1,218 @@
+"""Where synthetic samples land: exact segments towards true nearest neighbours (checked against a
+brute-force numpy reference), the Borderline-SMOTE danger set, ADASYN's allocation, determinism."""
+
+import numpy as np
+import pytest
+
+from selectkit.selector import Pool, SelectContext
+from selectkit_plugins.smote import (
+    ADASYN,
+    SMOTE,
+    ADASYNSelector,
+    BorderlineSMOTE,
+    BorderlineSMOTESelector,
+    RandomOverSelector,
+    RandomUnderSelector,
+    SMOTESelector,
+)
+
+
+def _pool(X, y):
+    return Pool(np.arange(y.size, dtype=np.int64), labels=y, features=X)
+
+
+def brute_knn(X, rows, candidates, k):
+    """For each of ``rows``, its ``k`` nearest ``candidates`` (itself excluded), by full distance sort."""
+    d = ((X[rows, None, :].astype(np.float64) - X[None, candidates, :].astype(np.float64)) ** 2).sum(-1)
+    d[rows[:, None] == candidates[None, :]] = np.inf
+    return candidates[np.argsort(d, axis=1, kind="stable")[:, :k]]
+
+
+def brute_other_counts(X, y, rows, m):
+    """How many of each row's ``m`` nearest neighbours (any class) are of another class."""
+    nn = brute_knn(X, rows, np.arange(y.size), m)
+    return (y[nn] != y[rows][:, None]).sum(axis=1)
+
+
+def assert_exact_segments(X, syn_features, parents, lam):
+    p0, p1 = parents[:, 0], parents[:, 1]
+    want = X[p0] + lam[:, None] * (X[p1] - X[p0])
+    assert syn_features.dtype == want.dtype == np.float32
+    assert np.array_equal(syn_features, want), "x_new must equal x[p0] + lam * (x[p1] - x[p0]) exactly"
+    assert np.all((lam >= 0) & (lam < 1))
+
+
+def assert_neighbours(parents, reference):
+    """``reference[p0]`` lists the allowed neighbours of seed ``p0``."""
+    for p0, p1 in parents:
+        assert p1 in reference[p0], f"{p1} is not among the nearest neighbours of {p0}"
+
+
+@pytest.mark.parametrize("cls", [SMOTESelector, ADASYNSelector])
+def test_smote_and_adasyn_segments_towards_same_class_neighbours(cls, data3):
+    X, y = data3
+    k = 4
+    sel = cls(k_neighbors=k).select(_pool(X, y), SelectContext(seed=3))
+    syn = sel.synthetic
+    assert np.array_equal(sel.indices, np.arange(y.size + len(syn)))
+    assert_exact_segments(X, syn.features, syn.parents, syn.lam)
+    assert np.array_equal(syn.labels, y[syn.parents[:, 0]]), "a synthetic sample takes its seed's class"
+    assert np.array_equal(y[syn.parents[:, 1]], y[syn.parents[:, 0]])
+    for c in (1, 2):
+        rows = np.flatnonzero(y == c)
+        ref = dict(zip(rows, brute_knn(X, rows, rows, k)))
+        assert_neighbours(syn.parents[syn.labels == c], ref)
+
+
+def test_estimator_rows_are_the_same_segments(data3):
+    X, y = data3
+    est = SMOTE(k_neighbors=4, random_state=0)
+    X_res, y_res = est.fit_resample(X, y)
+    assert np.array_equal(X_res[: y.size], X) and np.array_equal(y_res[: y.size], y)
+    assert_exact_segments(X, X_res[y.size :], est.synthetic_parents_, est.synthetic_lam_)
+    assert np.array_equal(y_res[y.size :], y[est.synthetic_parents_[:, 0]])
+
+
+def test_float64_input_keeps_its_dtype(data2):
+    X, y = data2
+    X64 = X.astype(np.float64)
+    est = SMOTE(k_neighbors=3, random_state=0)
+    X_res, _ = est.fit_resample(X64, y)
+    p, lam = est.synthetic_parents_, est.synthetic_lam_.astype(np.float64)
+    assert X_res.dtype == np.float64
+    assert np.array_equal(X_res[y.size :], X64[p[:, 0]] + lam[:, None] * (X64[p[:, 1]] - X64[p[:, 0]]))
+
+
+def test_seeds_are_spread_evenly(data2):
+    X, y = data2
+    sel = SMOTESelector(k_neighbors=3).select(_pool(X, y), SelectContext(seed=0))
+    per_seed = np.bincount(sel.synthetic.parents[:, 0], minlength=y.size)[y == 1]
+    g, n = 400 - 60, 60
+    assert per_seed.sum() == g and per_seed.min() == g // n and per_seed.max() == g // n + 1
+
+
+# ------------------------------------------------------------------------------- Borderline-SMOTE
+
+
+def hand_made():
+    """1-D islands far apart, so each minority point's m=3 neighbours are fixed by hand:
+
+    * a (x=0) has only majority neighbours: noise;
+    * b (x=100) and b2 (x=100.13) each have two majority neighbours out of three: danger;
+    * c1, c2, c3 (x=210, 210.1, 210.25) have one: safe.
+    A far island of 20 majority points makes class 1 the minority (6 vs 28).
+    """
+    minority = {"a": 0.0, "b": 100.0, "b2": 100.13, "c1": 210.0, "c2": 210.1, "c3": 210.25}
+    majority = [0.1, -0.15, 0.22, 0.3, 99.9, 100.3, 99.6, 210.45] + [400 + 0.01 * i for i in range(20)]
+    x = np.array(list(minority.values()) + majority, dtype=np.float32)[:, None]
+    y = np.array([1] * len(minority) + [0] * len(majority), dtype=np.int64)
+    return x, y, {name: i for i, name in enumerate(minority)}
+
+
+def test_danger_set_of_hand_made_example():
+    X, y, at = hand_made()
+    assert list(brute_other_counts(X, y, np.arange(6), 3)) == [3, 2, 2, 1, 1, 1], "the example is what its docstring says"
+    sel = BorderlineSMOTESelector(k_neighbors=2, m_neighbors=3).select(_pool(X, y), SelectContext(seed=0))
+    assert sel.meta["danger"] == {1: 2} and sel.meta["noise"] == {1: 1}
+    seeds = sel.synthetic.parents[:, 0]
+    assert sorted(set(seeds.tolist())) == [at["b"], at["b2"]], "only danger points seed"
+    assert np.bincount(seeds, minlength=6)[[at["b"], at["b2"]]].tolist() == [11, 11], "28 - 6 = 22, evenly"
+    minority = np.arange(6)
+    ref = dict(zip(minority, brute_knn(X, minority, minority, 2)))
+    assert_neighbours(sel.synthetic.parents, ref)
+
+
+def test_borderline_2_may_step_towards_other_classes_but_only_halfway():
+    X, y, at = hand_made()
+    sel = BorderlineSMOTESelector(k_neighbors=3, m_neighbors=3, kind="borderline-2").select(_pool(X, y), SelectContext(seed=0))
+    syn = sel.synthetic
+    assert set(syn.parents[:, 0].tolist()) == {at["b"], at["b2"]}
+    ref = dict(zip(np.arange(6), brute_knn(X, np.arange(6), np.arange(y.size), 3)))
+    assert_neighbours(syn.parents, ref)
+    other = y[syn.parents[:, 1]] != 1
+    assert other.any() and (~other).any()
+    assert np.all(syn.lam[other] < 0.5), "towards another class lam stays below 0.5"
+    assert_exact_segments(X, syn.features, syn.parents, syn.lam)
+    assert np.all(syn.labels == 1)
+
+
+@pytest.mark.parametrize("kind", ["borderline-1", "borderline-2"])
+def test_borderline_on_random_data_matches_brute_force(kind, data3):
+    X, y = data3
+    k, m = 3, 8
+    est = BorderlineSMOTE(k_neighbors=k, m_neighbors=m, kind=kind, random_state=0)
+    X_res, _ = est.fit_resample(X, y)
+    assert_exact_segments(X, X_res[y.size :], est.synthetic_parents_, est.synthetic_lam_)
+    for c in (1, 2):
+        rows = np.flatnonzero(y == c)
+        other = brute_other_counts(X, y, rows, m)
+        danger = rows[(2 * other >= m) & (other < m)]
+        mine = est.synthetic_parents_[y[est.synthetic_parents_[:, 0]] == c]
+        assert set(mine[:, 0].tolist()) == set(danger.tolist())
+        candidates = rows if kind == "borderline-1" else np.arange(y.size)
+        assert_neighbours(mine, dict(zip(danger, brute_knn(X, danger, candidates, k))))
+
+
+def test_class_without_danger_points_gets_nothing(make_data):
+    X, y = make_data(sizes=(200, 30), d=4, spread=20.0)
+    with pytest.warns(UserWarning, match="no point in danger"):
+        sel = BorderlineSMOTESelector().select(_pool(X, y), SelectContext(seed=0))
+    assert sel.num_synthetic == 0 and sel.meta["no_danger"] == [1]
+
+
+# ------------------------------------------------------------------------------------ ADASYN
+
+
+def test_adasyn_allocation_is_proportional_to_hardness(data3):
+    X, y = data3
+    k = 5
+    est = ADASYN(k_neighbors=k, random_state=0)
+    est.fit_resample(X, y)
+    for c in (1, 2):
+        rows = np.flatnonzero(y == c)
+        hard = brute_other_counts(X, y, rows, k)
+        g = est.sampling_strategy_[c]
+        made = np.bincount(est.synthetic_parents_[:, 0], minlength=y.size)[rows]
+        exact = hard * g / hard.sum()
+        assert made.sum() == g
+        assert np.all((made == np.floor(exact)) | (made == np.floor(exact) + 1)), "each point's share, rounded"
+        assert np.all(made[hard == 0] == 0), "easy points seed nothing"
+        assert made[hard == hard.max()].mean() > made[hard == np.median(hard)].mean()
+
+
+def test_adasyn_falls_back_to_even_spread_when_nothing_is_hard(make_data):
+    X, y = make_data(sizes=(200, 30), d=4, spread=20.0)
+    with pytest.warns(UserWarning, match="evenly"):
+        sel = ADASYNSelector().select(_pool(X, y), SelectContext(seed=0))
+    per_seed = np.bincount(sel.synthetic.parents[:, 0], minlength=y.size)[y == 1]
+    assert per_seed.sum() == 170 and per_seed.max() - per_seed.min() <= 1
+
+
+# ------------------------------------------------------------------------------------ determinism
+
+
+@pytest.mark.parametrize("cls", [SMOTESelector, BorderlineSMOTESelector, ADASYNSelector, RandomOverSelector, RandomUnderSelector])
+def test_same_seed_same_output_other_seed_other_output(cls, data3):
+    X, y = data3
+
+    def run(seed, epoch=0):
+        sel = cls().select(_pool(X, y), SelectContext(seed=seed, epoch=epoch))
+        syn = sel.synthetic
+        return sel.indices, None if syn is None else (syn.features, syn.parents, syn.lam)
+
+    def same(a, b):
+        if not np.array_equal(a[0], b[0]):
+            return False
+        return a[1] is None and b[1] is None or all(np.array_equal(u, v) for u, v in zip(a[1], b[1]))
+
+    assert same(run(5), run(5))
+    assert not same(run(5), run(6))
+    assert not same(run(5), run(5, epoch=1))
+
+
+def test_estimator_random_state(data3):
+    X, y = data3
+    a = SMOTE(random_state=1).fit_resample(X, y)[0]
+    b = SMOTE(random_state=1).fit_resample(X, y)[0]
+    c = SMOTE(random_state=2).fit_resample(X, y)[0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
