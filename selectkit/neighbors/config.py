@@ -1,0 +1,67 @@
+"""`NeighborConfig`: every setting of the neighbour layer, checked when it is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from selectkit.errors import ConfigError
+
+BACKENDS = ("flat", "ivf", "hnsw")
+METRICS = ("l2", "cosine", "ip")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class NeighborConfig:
+    """How neighbours are searched; the Hydra group ``neighbors`` instantiates it.
+
+    Errors name the field as ``neighbors.<field>`` (its path in the Hydra config).
+    """
+
+    backend: str = "flat"  # 'flat' exact search | 'ivf' inverted lists (approximate) | 'hnsw' graph (approximate)
+    metric: str = "l2"  # 'l2' squared Euclidean | 'cosine' similarity of L2-normalised copies | 'ip' inner product
+    device: str = "cpu"  # 'cpu' | 'cuda' (FAISS GPU index) | 'auto' (cuda when FAISS sees a GPU)
+    block_size: int | None = None  # queries per block; None picks one that keeps the distance tile within the cap
+    memory_cap_gb: float = 8.0  # peak memory a job may need (GB, 1e9 bytes); checked before any work starts
+    nlist: int | None = None  # IVF: number of inverted lists; None = 4 * sqrt(n_base), at least 39 points per list
+    nprobe: int = 16  # IVF: lists visited per query (FAISS's own default of 1 loses much recall)
+    hnsw_m: int = 32  # HNSW: graph links per node
+    ef_search: int = 128  # HNSW: candidate list size while searching (raised to k when smaller)
+    ef_construction: int = 200  # HNSW: candidate list size while building
+    train_size: int = 100_000  # IVF: at most this many base points (a seeded sample) train the coarse quantizer
+    seed: int = 0  # seed of IVF training samples and of k-means
+
+    def __post_init__(self) -> None:
+        """Reject unknown choices and out-of-range numbers with a message naming the field."""
+        for name, allowed in (("backend", BACKENDS), ("metric", METRICS), ("device", DEVICES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"neighbors.{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        for name in ("block_size", "nlist"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value >= 1):
+                raise ConfigError(f"neighbors.{name}={value!r} must be a positive integer or null")
+        for name in ("nprobe", "hnsw_m", "ef_search", "ef_construction", "train_size"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                raise ConfigError(f"neighbors.{name}={value!r} must be a positive integer")
+        if not _is_int(self.seed):
+            raise ConfigError(f"neighbors.seed={self.seed!r} must be an integer")
+        if isinstance(self.memory_cap_gb, bool) or not isinstance(self.memory_cap_gb, (int, float)) or not self.memory_cap_gb > 0:
+            raise ConfigError(f"neighbors.memory_cap_gb={self.memory_cap_gb!r} must be a positive number of GB")
+        self.memory_cap_gb = float(self.memory_cap_gb)
+
+
+def _is_int(value: object) -> bool:
+    import numpy as np
+
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def resolve(config: NeighborConfig | None) -> NeighborConfig:
+    """The given config, or the defaults when it is None."""
+    if config is None:
+        return NeighborConfig()
+    if not isinstance(config, NeighborConfig):
+        raise ConfigError(f"neighbors must be a NeighborConfig or None, got {type(config).__name__}")
+    return config

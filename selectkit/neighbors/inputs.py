@@ -1,0 +1,75 @@
+"""Input coercion at the layer's boundary: 2-D float32 C-contiguous finite arrays, and a valid ``k``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def shape_of(x: Any, name: str) -> tuple[int, int]:
+    """``(n, d)`` of a 2-D array-like, read without copying arrays and tensors."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        try:
+            shape = np.shape(x)
+        except ValueError as err:
+            raise ValueError(f"{name} is not a rectangular array ({err})") from None
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2:
+        hint = "; use x.reshape(-1, 1) for a single feature" if len(shape) == 1 else ""
+        raise ValueError(f"{name} must be 2-D [n_samples, n_features], got shape {shape}{hint}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name} has shape {shape}; it needs at least one row and one feature")
+    return shape  # type: ignore[return-value]
+
+
+def as_float32(x: Any, name: str) -> np.ndarray:
+    """``x`` as a finite float32 C-contiguous 2-D array (a copy only when needed)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind == "O":
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} holds non-numeric values (dtype object); pass numeric features") from None
+        else:
+            raise ValueError(f"{name} holds non-numeric values (dtype {arr.dtype}); pass numeric features")
+    shape_of(arr, name)
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out.sum(dtype=np.float64)):
+        bad = ~np.isfinite(out)
+        if bad.any():
+            what = "NaN" if np.isnan(out).any() else "infinite (or beyond float32 range)"
+            row = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise ValueError(f"{name} contains {what} values (first in row {row}); clean or impute them first")
+    return out
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    """L2-normalised copy of the rows of ``x``; zero rows stay zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+    norms[norms == 0] = 1.0
+    return x / norms[:, None]
+
+
+def check_k(k: Any, n_base: int, exclude_self: bool) -> int:
+    """``k`` as an int in ``[1, n_base]`` (``n_base - 1`` when each query's own point is excluded)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k={k!r} must be a positive integer")
+    k = int(k)
+    available = n_base - 1 if exclude_self else n_base
+    if k < 1:
+        raise ValueError(f"k={k} must be at least 1")
+    if k > available:
+        extra = " other" if exclude_self else ""
+        raise ValueError(f"k={k} exceeds the {available}{extra} base points available; lower k")
+    return k
+
+
+def check_dims(d_base: int, d_query: int) -> None:
+    """Queries and base must have the same number of features."""
+    if d_base != d_query:
+        raise ValueError(f"queries have {d_query} features but the base has {d_base}; pass queries in the base's feature space")

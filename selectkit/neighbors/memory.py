@@ -1,0 +1,119 @@
+"""Peak-memory estimates, the cap check every entry point runs first, and automatic block sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from selectkit.errors import ConfigError
+from selectkit.neighbors.config import NeighborConfig
+
+F32 = 4
+I64 = 8
+GB = 1e9
+TILE_FRACTION = 0.25
+DEFAULT_QUERY_BLOCK = 256
+DEFAULT_BASE_BLOCK = 16384
+DEFAULT_TILE_BYTES = 64 * 2**20
+FAISS_QUERY_BLOCK = 4096
+
+
+class MemoryCapExceeded(ConfigError):
+    """A job would need more memory than ``neighbors.memory_cap_gb`` allows (raised before any work)."""
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """How a search is cut: queries per block, base points per tile, and the group width of the top-k filter."""
+
+    query: int
+    base: int
+    group: int
+
+
+def group_width(base_block: int, k: int) -> int:
+    """Width of the column groups whose maxima pre-filter a tile (1 = plain top-k over the tile)."""
+    for g in (64, 32, 16, 8):
+        if base_block % g == 0 and 4 * k * g <= base_block:
+            return g
+    return 1
+
+
+def plan_blocks(n_base: int, k: int, d: int, config: NeighborConfig) -> Blocks:
+    """Block sizes that keep one distance tile within a fraction of the memory cap.
+
+    ``config.block_size`` fixes the query block; otherwise it starts at 256 queries and shrinks
+    (then the base block shrinks) until the tile fits ``TILE_FRACTION * memory_cap_gb``.
+    """
+    budget = min(DEFAULT_TILE_BYTES, TILE_FRACTION * config.memory_cap_gb * GB)
+    if config.backend != "flat":
+        query = config.block_size or max(1, min(FAISS_QUERY_BLOCK, int(budget // max(1, _faiss_tile_per_query(n_base, k, d)))))
+        return Blocks(query, n_base, 1)
+    base = min(n_base, DEFAULT_BASE_BLOCK)
+    query = config.block_size or DEFAULT_QUERY_BLOCK
+    if config.block_size is None:
+        while query > 1 and _tile_bytes(query, base, k, d) > budget:
+            query //= 2
+        while base > 1024 and _tile_bytes(query, base, k, d) > budget:
+            base //= 2
+    return Blocks(query, base, group_width(base, k))
+
+
+def _tile_bytes(query: int, base: int, k: int, d: int) -> int:
+    """The flat path's working set per block: score tile, group maxima, candidates, and the gather of
+    the selected base rows used to recompute exact distances."""
+    g = group_width(base, k)
+    candidates = min(base, k * g) + 2 * k
+    return query * (base * F32 + (base // max(g, 1)) * F32 + candidates * (F32 + I64) * 2 + k * d * F32 * 2)
+
+
+def _faiss_tile_per_query(n_base: int, k: int, d: int) -> int:
+    """Per-query working set of a FAISS search: its distance row slice, heap, and exact-distance gather."""
+    return min(n_base, 1024) * F32 + k * (F32 + I64) * 2 + k * d * F32 * 2 + d * F32
+
+
+def index_bytes(n_base: int, d: int, config: NeighborConfig) -> int:
+    """Memory held by a built index over ``n_base`` points, including the float32 copy of the base."""
+    base = n_base * d * F32
+    if config.backend == "flat":
+        return base + n_base * F32
+    if config.backend == "ivf":
+        from selectkit.neighbors.backend import auto_nlist
+
+        nlist = auto_nlist(n_base, config)
+        train = min(n_base, config.train_size) * d * F32
+        return base + n_base * (d * F32 + I64) + nlist * d * F32 + train
+    return base + n_base * (d * F32 + int(2.5 * config.hnsw_m) * 4 + 24)
+
+
+def estimate_memory_bytes(n_base: int, n_query: int, d: int, k: int, config: NeighborConfig | None = None) -> int:
+    """Estimated peak bytes of a job: the index, one query block with its distance tile, and the results.
+
+    ``n_query=0`` estimates building the index alone. Queries that are not the base add their own
+    float32 copy (count them in ``n_query``; self-searches pass the base size).
+    """
+    from selectkit.neighbors.config import resolve
+
+    config = resolve(config)
+    total = index_bytes(n_base, d, config)
+    if n_query > 0:
+        blocks = plan_blocks(n_base, k, d, config)
+        query = min(blocks.query, n_query)
+        if config.backend == "flat":
+            tile = _tile_bytes(query, blocks.base, k, d)
+        else:
+            tile = query * _faiss_tile_per_query(n_base, k, d)
+        results = n_query * (k + 1) * (F32 + I64) * 2
+        total += n_query * d * F32 + query * d * F32 + tile + results
+    return int(total)
+
+
+def check_cap(n_base: int, n_query: int, d: int, k: int, config: NeighborConfig, what: str = "search") -> int:
+    """Raise `MemoryCapExceeded` when the job's estimate is above ``config.memory_cap_gb``."""
+    need = estimate_memory_bytes(n_base, n_query, d, k, config)
+    if need > config.memory_cap_gb * GB:
+        hint = " or lower neighbors.block_size" if config.block_size is not None and n_query > 0 else ""
+        raise MemoryCapExceeded(
+            f"neighbors.memory_cap_gb={config.memory_cap_gb:g} is below the {need / GB:.2f} GB this {what} needs; "
+            f"raise neighbors.memory_cap_gb{hint}"
+        )
+    return need

@@ -1,0 +1,192 @@
+"""`knn` and `NeighborIndex`: exact or approximate k-nearest-neighbour search through one layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from selectkit.neighbors.backend import build_faiss_index, check_gpu_k, use_gpu
+from selectkit.neighbors.config import NeighborConfig, resolve
+from selectkit.neighbors.inputs import as_float32, check_dims, check_k, normalized, shape_of
+from selectkit.neighbors.memory import check_cap, plan_blocks
+
+
+class NeighborIndex(BaseEstimator):
+    """An index built once over a base set and searched many times.
+
+    `search` returns the layer's convention (squared L2, or similarity for 'ip'/'cosine'). The
+    scikit-learn methods (`fit`, `kneighbors`, `kneighbors_graph`, `get_params`, `set_params`)
+    make it usable wherever scikit-learn or imbalanced-learn accept a neighbours object, e.g.
+    ``SMOTE(k_neighbors=NeighborIndex(n_neighbors=6))`` (``n_neighbors`` counts the point itself there).
+
+    Parameters
+    ----------
+    n_neighbors:
+        Default number of neighbours of `kneighbors`.
+    config:
+        `NeighborConfig` (None = exact L2 search on CPU).
+    """
+
+    def __init__(self, n_neighbors: int = 5, config: NeighborConfig | None = None) -> None:
+        self.n_neighbors = n_neighbors
+        self.config = config
+
+    def fit(self, X: Any, y: Any = None) -> "NeighborIndex":
+        """Build the index over ``X`` ``[n, d]`` (after checking the memory cap); returns ``self``."""
+        config = resolve(self.config)
+        n, d = shape_of(X, "base")
+        check_cap(n, 0, d, 1, config, what="index")
+        base = as_float32(X, "base")
+        if config.metric == "cosine":
+            base = normalized(base)
+        self._config = config
+        self._base = base
+        self._gpu = use_gpu(config)
+        if config.backend == "flat" and not self._gpu:
+            from selectkit.neighbors.flat import FlatEngine
+
+            self._engine: Any = FlatEngine(base, l2=config.metric == "l2")
+        else:
+            self._engine = build_faiss_index(base, config, self._gpu)
+        self.n_samples_fit_ = n
+        self.n_features_in_ = d
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_engine"):
+            raise RuntimeError("NeighborIndex is not built yet; call fit(base) first")
+
+    def search(self, queries: Any = None, k: int = 5, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Distances float32 ``[nq, k]`` and indices int64 ``[nq, k]``, best first.
+
+        ``queries=None`` searches the base itself; ``exclude_self`` then drops each point's own
+        index (or, when duplicates push it out of the list, the last of the tied neighbours).
+        Approximate backends may return index ``-1`` (distance ``inf`` for 'l2', ``-inf`` otherwise)
+        when they find fewer than ``k`` neighbours.
+        """
+        self._check_fitted()
+        config = self._config
+        n, d = self._base.shape
+        if exclude_self and queries is not None:
+            raise ValueError("exclude_self=True needs queries=None: a query's own point is only known when the queries are the base")
+        k = check_k(k, n, exclude_self)
+        want = k + 1 if exclude_self else k
+        if self._gpu:
+            check_gpu_k(want)
+        if queries is None:
+            check_cap(n, n, d, want, config)
+            q = self._base
+        else:
+            nq, dq = shape_of(queries, "queries")
+            check_dims(d, dq)
+            check_cap(n, nq, d, want, config)
+            q = as_float32(queries, "queries")
+            if config.metric == "cosine":
+                q = normalized(q)
+        blocks = plan_blocks(n, want, d, config)
+        if config.backend == "flat" and not self._gpu:
+            scores, idx = self._engine.search(q, want, blocks)
+        else:
+            scores, idx = _faiss_search(self._engine, q, want, blocks.query)
+        if exclude_self:
+            scores, idx = _drop_self(scores, idx)
+        if config.metric == "l2":
+            return _exact_l2(self._base, q, idx, blocks.query)
+        scores[idx < 0] = -np.inf
+        return scores, idx
+
+    def kneighbors(self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True) -> Any:
+        """scikit-learn's ``kneighbors``: ``(distances, indices)`` or ``indices``, nearest first.
+
+        ``X=None`` returns the neighbours of the fitted points, each excluding itself. Distances
+        follow scikit-learn (smaller is closer): Euclidean for 'l2', ``1 - similarity`` for
+        'cosine', ``-inner product`` for 'ip'.
+        """
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        dist, idx = self.search(X, k, exclude_self=X is None)
+        if not return_distance:
+            return idx
+        metric = self._config.metric
+        if metric == "l2":
+            dist = np.sqrt(dist)
+        elif metric == "cosine":
+            dist = 1.0 - dist
+        else:
+            dist = -dist
+        return dist.astype(np.float32, copy=False), idx
+
+    def kneighbors_graph(self, X: Any = None, n_neighbors: int | None = None, mode: str = "connectivity") -> Any:
+        """scikit-learn's ``kneighbors_graph``: a sparse ``[nq, n_samples_fit_]`` CSR matrix."""
+        from scipy.sparse import csr_matrix
+
+        if mode not in ("connectivity", "distance"):
+            raise ValueError(f"mode={mode!r} must be 'connectivity' or 'distance'")
+        dist, idx = self.kneighbors(X, n_neighbors, return_distance=True)
+        nq, k = idx.shape
+        keep = idx >= 0
+        data = np.ones(int(keep.sum())) if mode == "connectivity" else dist[keep].astype(np.float64)
+        rows = np.repeat(np.arange(nq), k).reshape(nq, k)[keep]
+        return csr_matrix((data, (rows, idx[keep])), shape=(nq, self.n_samples_fit_))
+
+
+def knn(
+    base: Any,
+    queries: Any = None,
+    *,
+    k: int,
+    config: NeighborConfig | None = None,
+    exclude_self: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest base points of each query: ``(distances float32 [nq, k], indices int64 [nq, k])``.
+
+    ``queries=None`` searches the base against itself; ``exclude_self=True`` then leaves each point
+    out of its own list. Distances are squared L2 for ``metric='l2'`` (ascending) and similarities
+    for 'ip' and 'cosine' (descending). The memory cap is checked for the whole job before the
+    index is built.
+    """
+    config = resolve(config)
+    n, d = shape_of(base, "base")
+    if queries is None:
+        nq, dq = n, d
+    else:
+        nq, dq = shape_of(queries, "queries")
+        check_dims(d, dq)
+    if exclude_self and queries is not None:
+        raise ValueError("exclude_self=True needs queries=None: a query's own point is only known when the queries are the base")
+    kk = check_k(k, n, exclude_self)
+    check_cap(n, nq, d, kk + 1 if exclude_self else kk, config)
+    return NeighborIndex(n_neighbors=kk, config=config).fit(base).search(queries, kk, exclude_self=exclude_self)
+
+
+def _faiss_search(index: Any, queries: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS search block by block into preallocated ``[nq, k]`` arrays."""
+    nq = queries.shape[0]
+    scores = np.empty((nq, k), dtype=np.float32)
+    idx = np.empty((nq, k), dtype=np.int64)
+    for i in range(0, nq, block):
+        scores[i : i + block], idx[i : i + block] = index.search(queries[i : i + block], k)
+    return scores, idx
+
+
+def _drop_self(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index from ``k + 1`` results (or its last entry when it is absent)."""
+    nq, width = idx.shape
+    drop = idx == np.arange(nq)[:, None]
+    drop[~drop.any(axis=1), -1] = True
+    keep = ~drop
+    return scores[keep].reshape(nq, width - 1), idx[keep].reshape(nq, width - 1)
+
+
+def _exact_l2(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squared L2 distances of the selected pairs computed directly (no expansion error), re-sorted."""
+    nq, k = idx.shape
+    dist = np.empty((nq, k), dtype=np.float32)
+    for i in range(0, nq, block):
+        rows = idx[i : i + block]
+        diff = base[np.maximum(rows, 0)] - queries[i : i + block, None, :]
+        dist[i : i + block] = np.einsum("qkd,qkd->qk", diff, diff)
+    dist[idx < 0] = np.inf
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
