@@ -38,7 +38,8 @@ def as_float32(x: Any, name: str) -> np.ndarray:
         else:
             raise ValueError(f"{name} holds non-numeric values (dtype {arr.dtype}); pass numeric features")
     shape_of(arr, name)
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out.sum(dtype=np.float64)):
         bad = ~np.isfinite(out)
         if bad.any():

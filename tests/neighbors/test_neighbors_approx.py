@@ -1,0 +1,55 @@
+"""IVF and HNSW recall against exact search on a modest set."""
+
+import numpy as np
+import pytest
+
+from selectkit.neighbors import NeighborConfig, NeighborIndex, knn
+
+
+def clustered(n, d, seed):
+    """Points around 50 centres: the structure approximate indexes are built for."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, d)) * 4
+    return (centres[rng.integers(0, 50, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def recall(found, truth):
+    return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
+
+
+@pytest.mark.parametrize("backend", ["ivf", "hnsw"])
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_recall_against_exact(backend, metric):
+    base = clustered(8000, 32, 0)
+    queries = clustered(300, 32, 1)
+    _, truth = knn(base, queries, k=10, config=NeighborConfig(metric=metric))
+    # Inner products are not a metric; the HNSW graph needs a wider search to hold the same recall.
+    ef = 256 if (backend, metric) == ("hnsw", "ip") else NeighborConfig.ef_search
+    dist, found = knn(base, queries, k=10, config=NeighborConfig(backend=backend, metric=metric, ef_search=ef))
+    assert recall(found, truth) >= 0.9
+    assert dist.dtype == np.float32 and found.dtype == np.int64
+
+
+@pytest.mark.parametrize("backend", ["ivf", "hnsw"])
+def test_exclude_self_approximate(backend):
+    base = clustered(4000, 16, 2)
+    _, truth = knn(base, k=5, exclude_self=True)
+    dist, found = knn(base, k=5, config=NeighborConfig(backend=backend), exclude_self=True)
+    assert not (found == np.arange(len(base))[:, None]).any()
+    assert recall(found, truth) >= 0.9
+    assert (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_ivf_defaults_probe_more_than_one_list():
+    config = NeighborConfig(backend="ivf")
+    assert config.nprobe == 16
+    index = NeighborIndex(config=config).fit(clustered(4000, 8, 3))
+    assert index._engine.nprobe == 16 and index._engine.nlist > 16
+
+
+def test_ivf_training_sample_is_seeded():
+    base = clustered(6000, 8, 4)
+    config = NeighborConfig(backend="ivf", train_size=2000, seed=7, nprobe=2)
+    a = knn(base, base[:50], k=5, config=config)
+    b = knn(base, base[:50], k=5, config=config)
+    assert np.array_equal(a[1], b[1])

@@ -1,0 +1,125 @@
+"""Exact search equals a float64 brute-force reference (ties aside), for every metric and with self-exclusion."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from selectkit.neighbors import NeighborConfig, NeighborIndex, knn
+
+
+def reference(base, queries, metric):
+    """Float64 brute force: distance matrix in the layer's convention and the sort direction."""
+    b, q = base.astype(np.float64), queries.astype(np.float64)
+    if metric == "cosine":
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-300)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-300)
+    if metric == "l2":
+        return np.maximum((q * q).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * q @ b.T, 0.0), 1.0
+    return q @ b.T, -1.0
+
+
+def assert_matches(dist, idx, full, sign, k, atol):
+    """Returned distances match the reference top-k, and each returned index has that distance."""
+    nq = full.shape[0]
+    expect = np.sort(sign * full, axis=1)[:, :k] * sign
+    np.testing.assert_allclose(dist, expect, rtol=1e-4, atol=atol)
+    np.testing.assert_allclose(full[np.arange(nq)[:, None], idx], expect, rtol=1e-4, atol=atol)
+    assert dist.dtype == np.float32 and idx.dtype == np.int64 and idx.shape == (nq, k)
+    assert (np.diff(sign * dist.astype(np.float64), axis=1) >= -atol).all()
+    assert all(len(set(row)) == k for row in idx)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_random_data_with_queries(metric, block_size):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3000, 24)).astype(np.float32)
+    queries = rng.standard_normal((150, 24)).astype(np.float32)
+    dist, idx = knn(base, queries, k=9, config=NeighborConfig(metric=metric, block_size=block_size))
+    full, sign = reference(base, queries, metric)
+    assert_matches(dist, idx, full, sign, 9, atol=1e-4)
+    expect_idx = np.argsort(sign * full, axis=1, kind="stable")[:, :9]
+    assert (idx == expect_idx).mean() > 0.999
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_digits_exclude_self(metric):
+    x = load_digits().data
+    dist, idx = knn(x, k=10, config=NeighborConfig(metric=metric), exclude_self=True)
+    full, sign = reference(x, x, metric)
+    np.fill_diagonal(full, sign * np.inf)
+    assert not (idx == np.arange(len(x))[:, None]).any()
+    assert_matches(dist, idx, full, sign, 10, atol=1e-2)
+
+
+def test_large_base_crosses_tile_and_group_boundaries():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((40_000, 8)).astype(np.float32)
+    queries = rng.standard_normal((64, 8)).astype(np.float32)
+    dist, idx = knn(base, queries, k=5)
+    full, sign = reference(base, queries, "l2")
+    assert_matches(dist, idx, full, sign, 5, atol=1e-4)
+
+
+def test_k_as_large_as_base():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((50, 3)).astype(np.float32)
+    dist, idx = knn(base, k=49, exclude_self=True)
+    assert np.array_equal(np.sort(idx, axis=1), np.array([[j for j in range(50) if j != i] for i in range(50)]))
+    assert (np.diff(dist, axis=1) >= 0).all()
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_duplicates_exclude_own_index_only(metric):
+    rng = np.random.default_rng(3)
+    points = rng.standard_normal((40, 5)).astype(np.float32)
+    base = np.concatenate([points, points, points[:5], points[:5]])
+    dist, idx = knn(base, k=3, config=NeighborConfig(metric=metric), exclude_self=True)
+    n = len(points)
+    assert not (idx == np.arange(len(base))[:, None]).any()
+    copies = {i: {j for j in range(len(base)) if np.array_equal(base[j], base[i])} - {i} for i in range(len(base))}
+    for i in range(len(base)):
+        found = set(idx[i].tolist())
+        assert copies[i] <= found or found <= copies[i]
+    best = 0.0 if metric == "l2" else 1.0
+    np.testing.assert_allclose(dist[:n, 0], best, atol=1e-5)
+
+
+def test_many_duplicates_push_self_out_of_the_list():
+    base = np.zeros((20, 4), dtype=np.float32)
+    base[10:] = 1.0
+    dist, idx = knn(base, k=3, exclude_self=True)
+    assert not (idx == np.arange(20)[:, None]).any()
+    assert ((idx < 10) == (np.arange(20) < 10)[:, None]).all()
+    assert (dist == 0).all()
+
+
+def test_zero_vectors_under_cosine():
+    base = np.array([[0, 0], [1, 0], [0, 2], [3, 3]], dtype=np.float32)
+    dist, idx = knn(base, np.array([[0.0, 0.0], [2.0, 0.0]]), k=2, config=NeighborConfig(metric="cosine"))
+    assert np.isfinite(dist).all()
+    np.testing.assert_allclose(dist[0], 0.0)
+    assert idx[1, 0] == 1 and dist[1, 0] == pytest.approx(1.0)
+
+
+def test_inputs_are_not_mutated_and_dtypes_coerced():
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((100, 6))
+    before = base.copy()
+    queries = np.asfortranarray(base[:10] * 3)
+    d1, i1 = knn(base, queries, k=4, config=NeighborConfig(metric="cosine"))
+    d2, i2 = knn(base.astype(np.float32), np.ascontiguousarray(queries, dtype=np.float32), k=4, config=NeighborConfig(metric="cosine"))
+    assert np.array_equal(base, before)
+    assert np.array_equal(i1, i2) and np.allclose(d1, d2)
+    assert knn(base.tolist(), k=2)[1].shape == (100, 2)
+
+
+def test_index_searches_many_times_and_matches_knn():
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((500, 10)).astype(np.float32)
+    index = NeighborIndex(config=NeighborConfig()).fit(base)
+    for seed in range(3):
+        q = np.random.default_rng(seed).standard_normal((20, 10)).astype(np.float32)
+        d, i = index.search(q, 6)
+        d2, i2 = knn(base, q, k=6)
+        assert np.array_equal(i, i2) and np.array_equal(d, d2)
