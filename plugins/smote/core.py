@@ -152,11 +152,12 @@ class LayerNeighbors:
     def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
         from selectkit.neighbors import knn
 
-        if rows is None:
-            _, idx = knn(base, k=k, config=self.config, exclude_self=True)
-        else:
-            _, idx = knn(base, base[rows], k=k + 1, config=self.config)
-            idx = drop_self(np.asarray(idx, dtype=np.int64), rows)
+        with renamed(self.names):
+            if rows is None:
+                _, idx = knn(base, k=k, config=self.config, exclude_self=True)
+            else:
+                _, idx = knn(base, base[rows], k=k + 1, config=self.config)
+                idx = drop_self(np.asarray(idx, dtype=np.int64), rows)
         return fill_missing(np.asarray(idx, dtype=np.int64), self.names)
 
 
@@ -216,12 +217,28 @@ def make_config(neighbors: Any, names: Names) -> Any:
     if not isinstance(neighbors, Mapping):
         raise ConfigError(f"{names.setting('neighbors')} must be a mapping of NeighborConfig fields or null, got {neighbors!r}")
     fields = {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in neighbors.items()}
-    try:
+    unknown = sorted(set(fields) - set(NeighborConfig.__dataclass_fields__))
+    if unknown:
+        known = ", ".join(NeighborConfig.__dataclass_fields__)
+        raise ConfigError(f"{names.setting('neighbors')}.{unknown[0]} is not a neighbour setting; known: {known}")
+    with renamed(names):
         return NeighborConfig(**fields)
-    except ConfigError as err:
-        raise ConfigError(f"{names.setting('neighbors')}: {err}") from None
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{names.setting('neighbors')}: {err}") from None
+
+
+class renamed:
+    """Context manager re-raising the neighbour layer's ``neighbors.<field>`` errors under this
+    resampler's own path (``selector.neighbors.<field>``, ``SMOTE.neighbors.<field>``)."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if isinstance(err, ConfigError) and str(err).startswith("neighbors."):
+            raise type(err)(f"{self.names.prefix}.{err}") from None
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------

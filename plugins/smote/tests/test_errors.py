@@ -114,7 +114,18 @@ def test_unknown_strategy_and_unknown_class(cls, data3):
 def test_bad_neighbor_config(data3):
     X, y = data3
     _raises(lambda: SMOTESelector(neighbors="ivf").select(_pool(X, y), SelectContext(seed=0)), "selector.neighbors")
-    _raises(lambda: SMOTESelector(neighbors={"no_such_field": 1}).select(_pool(X, y), SelectContext(seed=0)), "selector.neighbors")
+    _raises(lambda: SMOTESelector(neighbors={"no_such_field": 1}).select(_pool(X, y), SelectContext(seed=0)), "selector.neighbors.no_such_field")
+    _raises(lambda: SMOTESelector(neighbors={"backend": "annoy"}).select(_pool(X, y), SelectContext(seed=0)), "selector.neighbors.backend='annoy'")
+    _raises(lambda: SMOTE(neighbors={"nprobe": 0}).fit_resample(X, y), "SMOTE.neighbors.nprobe=0")
+
+
+def test_memory_cap_is_named_under_the_selector(data3):
+    from selectkit.neighbors import MemoryCapExceeded
+
+    X, y = data3
+    sel = ADASYNSelector(neighbors={"memory_cap_gb": 1e-6})
+    with pytest.raises(MemoryCapExceeded, match=r"^selector\.neighbors\.memory_cap_gb"):
+        sel.select(_pool(X, y), SelectContext(seed=0))
 
 
 def test_pipeline_path_is_named(data3):

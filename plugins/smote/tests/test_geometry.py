@@ -64,6 +64,20 @@ def test_smote_and_adasyn_segments_towards_same_class_neighbours(cls, data3):
         assert_neighbours(syn.parents[syn.labels == c], ref)
 
 
+@pytest.mark.parametrize("neighbors", [{"backend": "ivf", "nlist": 8, "nprobe": 8}, {"backend": "hnsw"}, {"backend": "flat", "metric": "cosine"}])
+def test_approximate_and_other_metric_searches(neighbors, data3):
+    """Other searches change which neighbours are found, never the segment property or the counts."""
+    X, y = data3
+    sel = SMOTESelector(k_neighbors=4, neighbors=neighbors).select(_pool(X, y), SelectContext(seed=0))
+    syn = sel.synthetic
+    assert_exact_segments(X, syn.features, syn.parents, syn.lam)
+    assert np.array_equal(y[syn.parents[:, 1]], syn.labels) and np.all(syn.parents[:, 0] != syn.parents[:, 1])
+    assert np.bincount(syn.labels, minlength=3).tolist() == [0, 210, 260]
+    if neighbors["backend"] == "ivf":  # 8 of 8 lists probed: the search is exhaustive, hence exact
+        rows = np.flatnonzero(y == 2)
+        assert_neighbours(syn.parents[syn.labels == 2], dict(zip(rows, brute_knn(X, rows, rows, 4))))
+
+
 def test_estimator_rows_are_the_same_segments(data3):
     X, y = data3
     est = SMOTE(k_neighbors=4, random_state=0)
