@@ -13,6 +13,7 @@ GB = 1e9
 TILE_FRACTION = 0.25
 DEFAULT_QUERY_BLOCK = 256
 DEFAULT_BASE_BLOCK = 16384
+MAX_QUERY_BLOCK = 65536
 DEFAULT_TILE_BYTES = 64 * 2**20
 FAISS_QUERY_BLOCK = 4096
 
@@ -41,7 +42,8 @@ def group_width(base_block: int, k: int) -> int:
 def plan_blocks(n_base: int, k: int, d: int, config: NeighborConfig) -> Blocks:
     """Block sizes that keep one distance tile within a fraction of the memory cap.
 
-    ``config.block_size`` fixes the query block; otherwise it starts at 256 queries and shrinks
+    ``config.block_size`` fixes the query block; otherwise it starts at 256 queries (more when the
+    base is small, so each tile keeps about 4M scores) and shrinks
     (then the base block shrinks) until the tile fits ``TILE_FRACTION * memory_cap_gb``.
     """
     budget = min(DEFAULT_TILE_BYTES, TILE_FRACTION * config.memory_cap_gb * GB)
@@ -49,7 +51,7 @@ def plan_blocks(n_base: int, k: int, d: int, config: NeighborConfig) -> Blocks:
         query = config.block_size or max(1, min(FAISS_QUERY_BLOCK, int(budget // max(1, _faiss_tile_per_query(n_base, k, d)))))
         return Blocks(query, n_base, 1)
     base = min(n_base, DEFAULT_BASE_BLOCK)
-    query = config.block_size or DEFAULT_QUERY_BLOCK
+    query = config.block_size or max(DEFAULT_QUERY_BLOCK, min(MAX_QUERY_BLOCK, DEFAULT_QUERY_BLOCK * DEFAULT_BASE_BLOCK // base))
     if config.block_size is None:
         while query > 1 and _tile_bytes(query, base, k, d) > budget:
             query //= 2
