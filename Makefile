@@ -34,7 +34,7 @@ data:
 
 demo: install data
 	$(VENV)/bin/selectkit-train -m selector=rs2,full trainer.max_epochs=$(DEMO_EPOCHS) \
-		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${run_name}'
+		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${hydra.job.override_dirname}'
 	$(VENV)/bin/selectkit-report $(DEMO_OUT)
 	@echo "report: $(DEMO_OUT)/report.md and $(DEMO_OUT)/*.png"
 

@@ -127,7 +127,8 @@ class SelectionModule(pl.LightningModule):
         if self.scheduler_name == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
         elif self.scheduler_name == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=max(steps, 2), pct_start=self.warmup_fraction)
+            # stepped after every optimizer step, the last one included: steps + 1 positions
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps + 1, pct_start=self.warmup_fraction)
         else:
             raise ConfigError(f"optim.scheduler must be one of none, cosine, onecycle, got {self.scheduler_name!r}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -87,7 +87,7 @@ def build_pipeline(cfg: DictConfig):
     return pipeline
 
 
-def _make_logger(cfg: DictConfig, out_dir: Path):
+def _make_logger(cfg: DictConfig, out_dir: Path, run_name: str):
     name = cfg.logger.name
     if name == "none":
         return None
@@ -101,7 +101,7 @@ def _make_logger(cfg: DictConfig, out_dir: Path):
     _require(mode in ("offline", "online", "disabled"), "logger.mode", "one of offline, online, disabled", mode)
     return WandbLogger(
         project=cfg.logger.project,
-        name=str(cfg.run_name),
+        name=run_name,
         save_dir=str(out_dir),
         mode=mode,
         config=OmegaConf.to_container(cfg, resolve=True),
@@ -133,6 +133,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     check_config(cfg)
     pipeline = build_pipeline(cfg)
+    run_name = str(cfg.run_name) if cfg.get("run_name") else pipeline.label
     d = cfg.data
     imbalance = OmegaConf.to_container(d.imbalance, resolve=True) if d.get("imbalance") is not None else None
     train_ds, val_ds, meta = build_datasets(
@@ -173,7 +174,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     callbacks: list[pl.Callback] = [recorder]
     if cfg.checkpoint:
         callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1))
-    logger = _make_logger(cfg, out_dir)
+    logger = _make_logger(cfg, out_dir, run_name)
     tr = cfg.trainer
     trainer = pl.Trainer(
         max_epochs=tr.max_epochs,
@@ -199,7 +200,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         raise SelectkitError("training did not finish; no summary.json was written")
     summary = {
         "status": "completed",
-        "run_name": str(cfg.run_name),
+        "run_name": run_name,
         "selector": pipeline.label,
         "seed": int(cfg.seed),
         "dataset": meta.get("name", d.name),

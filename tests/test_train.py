@@ -87,7 +87,7 @@ def test_weights_reach_the_loss():
         ("selector.fraction=abc", "selector.fraction"),
         ("trainer.max_epochs=abc", "trainer.max_epochs"),
         ("data.batch_size=-3", "data.batch_size"),
-        ("selector=nope", "installed selectors: full, random, rs2"),
+        ("selector=nope", "installed selectors: adasyn"),
         ("selector.name=nope", "installed selectors"),
         ("+selector.bogus=1", "selector.bogus"),
     ],
