@@ -253,15 +253,42 @@ class SelectionDataModule(pl.LightningDataModule):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"controller": self.controller.state_dict()} if self.controller is not None else {}
+        return {"controller": to_checkpoint(self.controller.state_dict())} if self.controller is not None else {}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if "controller" not in state_dict:
             return
+        state = from_checkpoint(state_dict["controller"])
         if self.controller is None:
-            self._pending_state = state_dict["controller"]
+            self._pending_state = state
         else:
-            self.controller.load_state_dict(state_dict["controller"])
+            self.controller.load_state_dict(state)
+
+
+def to_checkpoint(obj: Any) -> Any:
+    """Numpy arrays and scalars as tensors and Python numbers, so ``torch.load(weights_only=True)`` reads them."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "USO":
+            return obj.tolist()
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        return {k: to_checkpoint(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_checkpoint(v) for v in obj)
+    return obj
+
+
+def from_checkpoint(obj: Any) -> Any:
+    """The inverse of `to_checkpoint`: tensors back to numpy arrays."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, Mapping):
+        return {k: from_checkpoint(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(from_checkpoint(v) for v in obj)
+    return obj
 
 
 class ProvenanceDataset(torch.utils.data.Dataset):

@@ -173,7 +173,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     recorder = RunRecorder(out_dir, cfg.targets or [], lambda: dm.controller)
     callbacks: list[pl.Callback] = [recorder]
     if cfg.checkpoint:
-        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1))
+        # save_top_k=1 without a monitor keeps the newest epoch, rewritten as last.ckpt after every epoch
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False))
     logger = _make_logger(cfg, out_dir, run_name)
     tr = cfg.trainer
     trainer = pl.Trainer(
