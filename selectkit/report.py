@@ -1,0 +1,494 @@
+"""``selectkit-report DIR [DIR ...]``: a table and plots comparing training runs.
+
+A run directory is one that holds ``summary.json``, ``metrics.jsonl`` or ``.hydra/config.yaml`` (what
+``selectkit-train`` writes); directories are searched recursively, so a Hydra multirun folder (``multirun.yaml`` plus one
+sub-folder per job) works as well as single runs. Runs whose ``summary.json`` does not say
+``"status": "completed"`` are listed as incomplete and left out of the table and plots.
+
+Written into ``--out`` (default: the first DIR): ``report.md``, ``report.csv``,
+``acc_vs_wallclock.png`` (validation accuracy against ``train_s + select_s``) and
+``acc_vs_examples.png`` (against examples seen). `load_runs` and `summarize` are the same steps for
+scripts and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from selectkit.errors import ConfigError
+
+PROG = "selectkit-report"
+#: Sub-folders of a run that never hold other runs (not searched).
+_SKIP_DIRS = {".hydra", "checkpoints", "selections", "shards", "wandb", "csv", "__pycache__"}
+#: Columns of ``report.csv`` (``report.md`` shows them formatted, plus one per target).
+COLUMNS = [
+    "run",
+    "run_name",
+    "selector",
+    "seed",
+    "epochs",
+    "examples_seen",
+    "train_s",
+    "select_s",
+    "select_overhead_pct",
+    "final_val_acc",
+    "best_val_acc",
+    "final_balanced_acc",
+    "final_minority_recall",
+    "overrides",
+]
+
+
+@dataclass
+class Run:
+    """One run directory as found on disk.
+
+    Attributes:
+        path: the run directory.
+        name: its path relative to the DIR argument it was found under (the DIR's own name when the
+            DIR is the run).
+        summary: ``summary.json`` (empty when missing or unreadable).
+        metrics: the rows of ``metrics.jsonl``, in order.
+        overrides: Hydra's ``.hydra/overrides.yaml`` (command-line overrides of this run).
+        problem: why the run is incomplete; None when it completed.
+    """
+
+    path: Path
+    name: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        """Whether training finished (``summary.json`` with ``status: completed``)."""
+        return self.problem is None
+
+    @property
+    def label(self) -> str:
+        """Legend label: the run name and the selector (once when one starts with the other), and the seed."""
+        run_name = str(self.summary.get("run_name") or self.name)
+        selector = self.summary.get("selector")
+        if not selector or str(selector) == run_name:
+            label = run_name
+        elif str(selector).startswith(run_name):
+            label = str(selector)
+        else:
+            label = f"{run_name}: {selector}"
+        seed = self.summary.get("seed")
+        return label if seed is None else f"{label}, seed {seed}"
+
+
+# ====================================================================================== loading
+def _is_run_dir(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("summary.json", "metrics.jsonl", ".hydra/config.yaml"))
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Run directories under ``root`` (``root`` itself included), sorted naturally by path."""
+    root = Path(root)
+    if _is_run_dir(root):
+        return [root]
+    found: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if here != root and _is_run_dir(here):
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")]
+    return sorted(found, key=lambda p: _natural_key(p.relative_to(root).parts))
+
+
+def _natural_key(parts: Iterable[str]) -> list[tuple[int, int, str]]:
+    """Sort key putting Hydra job folders ``2`` (or ``2_name``) before ``10``."""
+    key = []
+    for part in parts:
+        head = part.split("_", 1)[0]
+        key.append((0, int(head), part) if head.isdigit() else (1, 0, part))
+    return key
+
+
+def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    rows, bad = [], 0
+    if not path.is_file():
+        return rows, bad
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _read_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return []
+    return [str(o) for o in loaded] if isinstance(loaded, list) else []
+
+
+def load_run(run_dir: str | Path, name: str | None = None) -> Run:
+    """Read one run directory; an unfinished or unreadable run comes back with ``problem`` set."""
+    run_dir = Path(run_dir)
+    run = Run(path=run_dir, name=name or run_dir.name)
+    run.metrics, bad = _read_metrics(run_dir / "metrics.jsonl")
+    run.overrides = _read_overrides(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        run.problem = "no summary.json (training did not finish)"
+        return run
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as err:
+        run.problem = f"summary.json is not valid JSON ({err.msg}, line {err.lineno})"
+        return run
+    if not isinstance(summary, dict):
+        run.problem = "summary.json does not hold a JSON object"
+        return run
+    run.summary = summary
+    if summary.get("status") != "completed":
+        run.problem = f"summary.json has status {summary.get('status')!r}, not 'completed'"
+    elif bad:
+        run.problem = f"metrics.jsonl has {bad} unreadable line(s)"
+    return run
+
+
+def load_runs(dirs: Sequence[str | Path]) -> list[Run]:
+    """Every run found under ``dirs``, completed or not, in order (duplicates dropped).
+
+    Raises `ConfigError` naming the argument when a DIR does not exist or is not a directory.
+    """
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for d in dirs:
+        root = Path(d)
+        if not root.exists():
+            raise ConfigError(f"DIR {str(d)!r} does not exist")
+        if not root.is_dir():
+            raise ConfigError(f"DIR {str(d)!r} is not a directory")
+        for run_dir in find_run_dirs(root):
+            resolved = run_dir.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            rel = run_dir.relative_to(root)
+            name = rel.as_posix() if rel.parts else (root.resolve().name or str(root))
+            runs.append(load_run(run_dir, name))
+    return runs
+
+
+# ====================================================================================== numbers
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _target_key(target: float) -> str:
+    return f"{target:g}"
+
+
+def time_to_target(run: Run, target: float) -> dict[str, Any] | None:
+    """When ``run`` first reached validation accuracy ``target``: ``{"epoch", "wall_s", "examples_seen"}``.
+
+    Taken from ``summary.json``'s ``time_to_target`` when it tracked that target, else from
+    ``metrics.jsonl`` (``wall_s = train_s + select_s``); None when never reached.
+    """
+    recorded = run.summary.get("time_to_target")
+    if isinstance(recorded, dict):
+        for key, hit in recorded.items():
+            try:
+                same = math.isclose(float(key), target, abs_tol=1e-9)
+            except ValueError:
+                continue
+            if same:
+                return hit if isinstance(hit, dict) else None
+    for row in run.metrics:
+        acc = _num(row.get("val_acc"))
+        if acc is not None and acc >= target:
+            return {
+                "epoch": row.get("epoch"),
+                "wall_s": (_num(row.get("train_s")) or 0.0) + (_num(row.get("select_s")) or 0.0),
+                "examples_seen": row.get("examples_seen"),
+            }
+    return None
+
+
+def _targets_of(runs: Sequence[Run]) -> list[float]:
+    found: set[float] = set()
+    for run in runs:
+        for t in run.summary.get("targets") or []:
+            if _num(t) is not None:
+                found.add(float(t))
+        recorded = run.summary.get("time_to_target")
+        if isinstance(recorded, dict):
+            for key in recorded:
+                try:
+                    found.add(float(key))
+                except ValueError:
+                    pass
+    return sorted(found)
+
+
+def summarize(runs: Sequence[Run], targets: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """One row per completed run, with the `COLUMNS` plus ``time_to_<target>`` (wall-clock seconds),
+    ``epoch_to_<target>`` and ``examples_to_<target>`` for each target.
+
+    ``targets`` defaults to those the runs recorded. ``select_overhead_pct`` is selection time as a
+    share of training plus selection time. Missing values are None.
+    """
+    done = [r for r in runs if r.completed]
+    targets = sorted(float(t) for t in targets) if targets else _targets_of(done)
+    rows = []
+    for run in done:
+        s = run.summary
+        final = s.get("final") if isinstance(s.get("final"), dict) else {}
+        last = {**(run.metrics[-1] if run.metrics else {}), **final}
+        train_s = _num(last.get("train_s", s.get("train_s")))
+        select_s = _num(last.get("select_s", s.get("select_s")))
+        overhead = None
+        if train_s is not None and select_s is not None and train_s + select_s > 0:
+            overhead = 100.0 * select_s / (train_s + select_s)
+        accs = [a for a in (_num(m.get("val_acc")) for m in run.metrics) if a is not None]
+        best = _num(s.get("best_val_acc"))
+        if best is None and accs:
+            best = max(accs)
+        epoch = _num(last.get("epoch"))
+        row: dict[str, Any] = {
+            "run": run.name,
+            "run_name": s.get("run_name"),
+            "selector": s.get("selector"),
+            "seed": s.get("seed"),
+            "epochs": len(run.metrics) if run.metrics else (int(epoch) + 1 if epoch is not None else None),
+            "examples_seen": last.get("examples_seen"),
+            "train_s": train_s,
+            "select_s": select_s,
+            "select_overhead_pct": overhead,
+            "final_val_acc": _num(last.get("val_acc")),
+            "best_val_acc": best,
+            "final_balanced_acc": _num(last.get("val_balanced_acc", last.get("balanced_acc"))),
+            "final_minority_recall": _num(last.get("val_minority_recall", last.get("minority_recall"))),
+            "overrides": " ".join(run.overrides),
+        }
+        for t in targets:
+            hit = time_to_target(run, t)
+            key = _target_key(t)
+            row[f"time_to_{key}"] = _num(hit.get("wall_s")) if hit else None
+            row[f"epoch_to_{key}"] = hit.get("epoch") if hit else None
+            row[f"examples_to_{key}"] = hit.get("examples_seen") if hit else None
+        rows.append(row)
+    return rows
+
+
+# ====================================================================================== outputs
+def _fmt(value: Any, kind: str = "") -> str:
+    if value is None or value == "":
+        return "–"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "s":
+        return f"{value:.1f}"
+    if kind == "pct":
+        return f"{value:.1f}%"
+    if kind == "int" and isinstance(value, (int, float)):
+        return f"{int(value):,}"
+    return str(value).replace("|", "\\|")
+
+
+def _target_cell(row: dict[str, Any], key: str) -> str:
+    wall = row.get(f"time_to_{key}")
+    if wall is None:
+        return "not reached"
+    epoch = row.get(f"epoch_to_{key}")
+    return f"{wall:.1f} s (epoch {epoch})" if epoch is not None else f"{wall:.1f} s"
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[dict[str, Any]], runs: Sequence[Run], targets: Sequence[float]) -> str:
+    """``report.md``: one table row per completed run, a per-selector summary, and the incomplete runs."""
+    keys = [_target_key(t) for t in targets]
+    optional = [c for c in ("final_balanced_acc", "final_minority_recall") if any(r[c] is not None for r in rows)]
+    header = ["run", "selector", "seed", "epochs", "examples seen", "train_s", "select_s", "select overhead %", "final val_acc", "best val_acc"]
+    header += [c.replace("final_", "final ").replace("_", " ") for c in optional]
+    header += [f"time to {k}" for k in keys]
+    body = []
+    for r in rows:
+        cells = [
+            _fmt(r["run"]),
+            _fmt(r["selector"]),
+            _fmt(r["seed"]),
+            _fmt(r["epochs"]),
+            _fmt(r["examples_seen"], "int"),
+            _fmt(r["train_s"], "s"),
+            _fmt(r["select_s"], "s"),
+            _fmt(r["select_overhead_pct"], "pct"),
+            _fmt(r["final_val_acc"], "acc"),
+            _fmt(r["best_val_acc"], "acc"),
+        ]
+        cells += [_fmt(r[c], "acc") for c in optional]
+        cells += [_target_cell(r, k) for k in keys]
+        body.append(cells)
+    out = io.StringIO()
+    out.write("# selectkit report\n\n")
+    out.write(
+        f"{len(rows)} completed run(s). Times are seconds of training (`train_s`) and selection (`select_s`), "
+        "validation excluded; *select overhead* is `select_s / (train_s + select_s)`; *time to* a target is "
+        "`train_s + select_s` when the validation accuracy first reached it.\n\n"
+    )
+    out.write(_markdown_table(header, body) + "\n")
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[str(r["selector"])].append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        out.write("\n## By selector (mean over runs)\n\n")
+        g_header = ["selector", "runs", "final val_acc", "best val_acc", "train_s", "select_s"] + [f"time to {k} (reached)" for k in keys]
+        g_body = []
+        for sel, group in groups.items():
+            cells = [_fmt(sel), str(len(group))]
+            cells += [_fmt(_mean(r["final_val_acc"] for r in group), "acc"), _fmt(_mean(r["best_val_acc"] for r in group), "acc")]
+            cells += [_fmt(_mean(r["train_s"] for r in group), "s"), _fmt(_mean(r["select_s"] for r in group), "s")]
+            for k in keys:
+                hits = [r[f"time_to_{k}"] for r in group if r[f"time_to_{k}"] is not None]
+                cells.append(f"{_mean(hits):.1f} s ({len(hits)}/{len(group)})" if hits else f"not reached (0/{len(group)})")
+            g_body.append(cells)
+        out.write(_markdown_table(g_header, g_body) + "\n")
+    incomplete = [r for r in runs if not r.completed]
+    if incomplete:
+        out.write("\n## Incomplete runs (not in the table or plots)\n\n")
+        for r in incomplete:
+            out.write(f"- `{r.name}`: {r.problem}\n")
+    out.write("\n![accuracy against wall-clock](acc_vs_wallclock.png)\n\n![accuracy against examples seen](acc_vs_examples.png)\n")
+    return out.getvalue()
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    nums = [v for v in (_num(x) for x in values) if v is not None]
+    return sum(nums) / len(nums) if nums else None
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``report.csv``: the rows of `summarize`, one column per key, empty cells for missing values."""
+    columns = list(COLUMNS)
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+
+
+def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float]) -> list[Path]:
+    """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png`` (one line per completed run)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    done = [r for r in runs if r.completed]
+    paths = []
+    for filename, xlabel, x_of in (
+        ("acc_vs_wallclock.png", "wall-clock seconds (train_s + select_s)", lambda m: (_num(m.get("train_s")) or 0.0) + (_num(m.get("select_s")) or 0.0)),
+        ("acc_vs_examples.png", "examples seen", lambda m: _num(m.get("examples_seen"))),
+    ):
+        fig = Figure(figsize=(8, 5), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for run in done:
+            points = [(x_of(m), _num(m.get("val_acc"))) for m in run.metrics]
+            points = [(x, y) for x, y in points if x is not None and y is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=run.label)
+        for t in targets:
+            ax.axhline(t, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"validation accuracy against {xlabel.split(' (')[0]}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", loc="lower right")
+        fig.tight_layout()
+        path = out_dir / filename
+        fig.savefig(path, format="png")
+        paths.append(path)
+    return paths
+
+
+# ====================================================================================== CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Table and plots of selectkit training runs (run or multirun directories).")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders holding them (searched recursively)")
+    p.add_argument("--out", default=None, help="where report.md, report.csv and the plots go (default: the first DIR)")
+    p.add_argument("--targets", nargs="+", type=float, default=None, metavar="ACC", help="validation accuracies to report time-to-reach for (default: those the runs recorded)")
+    return p
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: write the report; returns 0, or 2 after a one-line error on stderr."""
+    args = _parser().parse_args(argv)
+    for t in args.targets or []:
+        if not (0 < t <= 1):
+            return _error(f"--targets must be accuracies in (0, 1], got {t:g}")
+    try:
+        runs = load_runs(args.dirs)
+    except ConfigError as err:
+        return _error(str(err))
+    for run in runs:
+        if not run.completed:
+            print(f"{PROG}: warning: skipping incomplete run {run.path}: {run.problem}", file=sys.stderr)
+    done = [r for r in runs if r.completed]
+    if not done:
+        where = ", ".join(args.dirs)
+        found = f" ({len(runs)} incomplete)" if runs else ""
+        return _error(f"no completed runs (summary.json with status 'completed') under DIR {where}{found}")
+    targets = sorted(args.targets) if args.targets else _targets_of(done)
+    out_dir = Path(args.out) if args.out else Path(args.dirs[0])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return _error(f"--out {str(out_dir)!r} cannot be created: {err.strerror}")
+    rows = summarize(done, targets)
+    (out_dir / "report.md").write_text(render_markdown(rows, runs, targets))
+    write_csv(out_dir / "report.csv", rows)
+    plot_runs(done, out_dir, targets)
+    print(f"{PROG}: {len(done)} run(s) -> {out_dir / 'report.md'}, report.csv, acc_vs_wallclock.png, acc_vs_examples.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
