@@ -1,0 +1,83 @@
+"""Models: shapes, embeddings, the factory's errors, and that a few SGD steps learn on digits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selectkit.data import build_datasets
+from selectkit.errors import ConfigError
+from selectkit.models import MLP, SmallCNN, build_model
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 16, 16)])
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_shapes_and_embeddings(name, shape):
+    torch.manual_seed(0)
+    model = build_model(name, shape, num_classes=7).eval()
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        logits, z = model(x), model.embed(x)
+        assert logits.shape == (5, 7)
+        assert z.shape == (5, model.embedding_dim)
+        torch.testing.assert_close(model.head(z), logits)
+
+
+def test_cnn_size_and_settings():
+    cnn = SmallCNN(in_channels=1, num_classes=10, input_size=28, width=32)
+    assert 50_000 < sum(p.numel() for p in cnn.parameters()) < 150_000
+    assert cnn.embedding_dim == 128
+    assert build_model("cnn", (1, 28, 28), 10, width=8, embedding_dim=32).embedding_dim == 32
+
+
+def test_mlp_flattens_and_uses_last_hidden_as_embedding():
+    mlp = MLP(in_features=64, hidden=[32, 16], num_classes=10, dropout=0.0)
+    assert mlp.embedding_dim == 16
+    assert mlp(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    assert MLP(in_features=64, hidden=[], num_classes=10).embedding_dim == 64
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, setting",
+    [
+        ("resnet", {}, r"model\.name must be one of cnn, mlp"),
+        ("cnn", {"depth": 3}, r"model\.depth is not a setting of model cnn"),
+        ("mlp", {"width": 3}, r"model\.width is not a setting of model mlp"),
+        ("cnn", {"width": 0}, r"model\.width"),
+        ("mlp", {"dropout": 1.0}, r"model\.dropout"),
+        ("mlp", {"hidden": [32, -1]}, r"model\.hidden\.1"),
+    ],
+)
+def test_bad_settings_name_the_setting(name, kwargs, setting):
+    with pytest.raises(ConfigError, match=setting) as err:
+        build_model(name, (1, 28, 28), 10, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_cnn_refuses_tiny_images():
+    with pytest.raises(ConfigError, match="model=mlp"):
+        build_model("cnn", (1, 3, 3), 10)
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_a_few_sgd_steps_reduce_the_loss(name):
+    train, _, meta = build_datasets("digits", val_fraction=0.25, seed=0, normalize=True)
+    torch.manual_seed(0)
+    model = build_model(name, meta["input_shape"], meta["num_classes"])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = train.x[:512], train.y[:512]
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.eval()
+    with torch.no_grad():
+        before = float(loss_fn(model(x), y))
+    model.train()
+    for step in range(30):
+        idx = torch.arange(step * 64, step * 64 + 64) % x.shape[0]
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = float(loss_fn(model(x), y))
+    assert after < 0.5 * before
