@@ -115,6 +115,7 @@ class SelectionController:
                 labels=np.concatenate([s.labels for _, s, _ in syn]),
                 parents=np.concatenate([gp for _, _, gp in syn]),
                 lam=np.concatenate([s.lam for _, s, _ in syn]),
+                features=np.concatenate([s.features.reshape(len(s), -1) for _, s, _ in syn]),
                 stage=np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s, _ in syn]),
                 space=np.array([s.space for _, s, _ in syn]),
             )
