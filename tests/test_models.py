@@ -71,7 +71,7 @@ def test_a_few_sgd_steps_reduce_the_loss(name):
     with torch.no_grad():
         before = float(loss_fn(model(x), y))
     model.train()
-    for step in range(30):
+    for step in range(20):
         idx = torch.arange(step * 64, step * 64 + 64) % x.shape[0]
         loss = loss_fn(model(x[idx]), y[idx])
         opt.zero_grad()
