@@ -82,9 +82,28 @@ def build_pipeline(cfg: DictConfig):
         stage = Stage(selector, schedule=spec.get("schedule", "epoch"), every=spec.get("every", 1), name=label)
         stage.check(path)
         stages.append(stage)
+    shared = _neighbors_settings(cfg)
+    if shared is not None:
+        for stage in stages:
+            if "neighbors" in stage.selector.get_params() and stage.selector.neighbors is None:
+                stage.selector.neighbors = dict(shared)
     pipeline = Pipeline(stages, seed=cfg.seed)
     pipeline.check()
     return pipeline
+
+
+def _neighbors_settings(cfg: DictConfig) -> dict | None:
+    """The shared ``neighbors`` settings as NeighborConfig fields, validated; None when unset."""
+    if cfg.get("neighbors") is None:
+        return None
+    from selectkit.neighbors import NeighborConfig
+
+    fields = {k: v for k, v in OmegaConf.to_container(cfg.neighbors, resolve=True).items() if k != "_target_"}
+    try:
+        NeighborConfig(**fields)
+    except TypeError as err:
+        raise ConfigError(f"neighbors: {err}") from None
+    return fields
 
 
 def _make_logger(cfg: DictConfig, out_dir: Path, run_name: str):

@@ -80,7 +80,7 @@ def test_neighbors_configs_instantiate():
     if not options:
         pytest.skip("no neighbors configs")
     for option in options:
-        cfg = _compose(f"+neighbors={option}")
+        cfg = _compose(f"neighbors={option}")
         obj = instantiate(cfg.neighbors)
         assert type(obj).__name__ == "NeighborConfig"
 
@@ -95,3 +95,18 @@ def test_experiments_run_a_few_steps(name, tmp_path):
     )
     summary = run(cfg, tmp_path / name)
     assert summary["status"] == "completed"
+
+
+def test_shared_neighbors_settings_reach_stages_that_search():
+    pipeline = build_pipeline(_compose("pipeline=smote_rs2", "neighbors=hnsw", "neighbors.ef_search=64"))
+    smote = pipeline.stages[0].selector
+    assert smote.neighbors["backend"] == "hnsw" and smote.neighbors["ef_search"] == 64
+    own = build_pipeline(_compose("pipeline=smote_rs2", "neighbors=hnsw", "+pipeline.stages.smote.neighbors={backend: ivf}"))
+    assert own.stages[0].selector.neighbors == {"backend": "ivf"}, "a stage's own setting wins"
+
+
+def test_bad_shared_neighbors_setting_names_it():
+    from selectkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"neighbors\.nprobe"):
+        build_pipeline(_compose("neighbors=ivf", "neighbors.nprobe=0"))
