@@ -212,6 +212,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         callbacks=callbacks,
         default_root_dir=str(out_dir),
         enable_model_summary=False,
+        enable_checkpointing=bool(cfg.checkpoint),
         num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=str(cfg.resume) if cfg.get("resume") else None)
