@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from selectkit.pipeline import Pipeline
 from selectkit.selector import Pool
@@ -154,8 +155,11 @@ def model_embedder(
         was_training = module.training
         module.eval()
         chunks = []
+        starts = range(0, mine.shape[0], batch_size)
+        # rank 0 only; tqdm's disable=None turns the bar off when stderr is not a terminal
+        bar = tqdm(starts, desc="selectkit: embedding the pool", leave=False, disable=None if rank == 0 else True)
         with torch.no_grad():
-            for start in range(0, mine.shape[0], batch_size):
+            for start in bar:
                 x = inputs(mine[start : start + batch_size]).to(device)
                 chunks.append(module.embed(x).float().cpu())
         module.train(was_training)

@@ -189,3 +189,16 @@ def test_two_process_ddp_disjoint_shards_of_same_subset(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["world_size"] == 2
     assert _rows(out)[-1]["examples_seen"] == 2 * len(subset)
+
+
+def test_wandb_offline_run_records_metrics_and_manifest(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg("logger=wandb", "selector=rs2", "selector.fraction=0.3", "trainer.max_epochs=2")
+    out = tmp_path / "wb"
+    summary = run(cfg, out)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "one offline W&B run, no account needed"
+    files = {p.name for p in runs[0].rglob("*")}
+    assert any(name.endswith(".wandb") for name in files)
+    assert summary["status"] == "completed"
