@@ -309,3 +309,22 @@ class Selector(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+class FractionSelector(Selector):
+    """Base of selectors that keep ``fraction`` of the pool, optionally split evenly over classes.
+
+    Subclasses store ``fraction`` and ``class_balanced``; labels are required only when balancing.
+    """
+
+    fraction: float
+    class_balanced: bool
+
+    @property
+    def requires(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({"labels"}) if self.class_balanced else frozenset()
+
+    def expected_size(self, pool_size: int) -> int:
+        from selectkit.sampling import subset_size
+
+        return subset_size(pool_size, self.fraction)

@@ -6,12 +6,12 @@ import numpy as np
 
 from selectkit.sampling import balanced_quotas, subset_size
 from selectkit.selection import Selection
-from selectkit.selector import Boolean, Interval, Pool, SelectContext, Selector
+from selectkit.selector import Boolean, FractionSelector, Interval, Pool, SelectContext
 
 _STATIC = 0x5354
 
 
-class RandomSubset(Selector):
+class RandomSubset(FractionSelector):
     """One uniformly random ``fraction`` of the pool, the same at every epoch.
 
     The draw depends on (seed, stage) only, never on the epoch, so the subset is static by construction
@@ -28,13 +28,6 @@ class RandomSubset(Selector):
     def __init__(self, *, fraction: float = 0.1, class_balanced: bool = False) -> None:
         self.fraction = fraction
         self.class_balanced = class_balanced
-
-    @property
-    def requires(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset({"labels"}) if self.class_balanced else frozenset()
-
-    def expected_size(self, pool_size: int) -> int:
-        return subset_size(pool_size, self.fraction)
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         n = len(pool)

@@ -9,13 +9,13 @@ import numpy as np
 
 from selectkit.sampling import FeistelPermutation, balanced_quotas, subset_size, walk_chunk
 from selectkit.selection import Selection
-from selectkit.selector import Boolean, Interval, Pool, SelectContext, Selector
+from selectkit.selector import Boolean, FractionSelector, Interval, Pool, SelectContext
 
 _WALK = 0x5253  # salt separating the permutation streams from per-epoch draws
 _QUOTA = 0x5154
 
 
-class RS2(Selector):
+class RS2(FractionSelector):
     """A fresh random ``fraction`` of the pool every epoch.
 
     Args:
@@ -37,13 +37,6 @@ class RS2(Selector):
         self.fraction = fraction
         self.replacement = replacement
         self.class_balanced = class_balanced
-
-    @property
-    def requires(self) -> frozenset[str]:  # type: ignore[override]
-        return frozenset({"labels"}) if self.class_balanced else frozenset()
-
-    def expected_size(self, pool_size: int) -> int:
-        return subset_size(pool_size, self.fraction)
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         n = len(pool)
