@@ -68,9 +68,9 @@ class SelectionController:
         parts = [s.labels for _, s, _ in self.pipeline.synthetic]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def _make_pool(self, ids: np.ndarray, weights: np.ndarray | None) -> Pool:
+    def _make_pool(self, ids: np.ndarray | int, weights: np.ndarray | None) -> Pool:
         providers: dict[str, Callable[[np.ndarray], np.ndarray]] = {"labels": self.labels_of}
-        if bool((ids < self.base_size).all()):
+        if isinstance(ids, int) or bool((ids < self.base_size).all()):
             providers["features"] = self._features
             if self.embedder is not None:
                 providers["embeddings"] = self.embedder

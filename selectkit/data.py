@@ -85,9 +85,10 @@ class ArrayDataset(Dataset):
             idx = torch.from_numpy(pairs[:, 0].astype(np.int64))
             weight = torch.from_numpy(pairs[:, 1].astype(np.float32))
         else:
-            idx = torch.as_tensor(np.asarray(items, dtype=np.int64).reshape(-1))
+            idx = torch.from_numpy(np.fromiter(items, dtype=np.int64, count=len(items)))
             weight = torch.ones(idx.shape[0], dtype=torch.float32)
-        return {"x": self.x[idx], "y": self.y[idx], "index": idx, "weight": weight}
+        # index_select is several times faster than advanced indexing for row gathers
+        return {"x": self.x.index_select(0, idx), "y": self.y.index_select(0, idx), "index": idx, "weight": weight}
 
     def with_synthetic(self, x_syn: torch.Tensor, y_syn: torch.Tensor) -> "ArrayDataset":
         """A new dataset with ``x_syn``/``y_syn`` appended once; ids ``>= n_base`` address synthetic rows.

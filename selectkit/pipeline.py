@@ -102,10 +102,10 @@ class Pipeline:
         self,
         epoch: int,
         base_size: int,
-        make_pool: Callable[[np.ndarray, np.ndarray | None], Pool],
+        make_pool: Callable[[np.ndarray | int, np.ndarray | None], Pool],
     ) -> PipelineOutput:
         """Run the stages due at ``epoch`` and return the final selection in global ids."""
-        ids = np.arange(base_size, dtype=np.int64)
+        ids: np.ndarray | None = None  # None: the whole base set 0..base_size-1, never materialised
         weights: np.ndarray | None = None
         changed = False
         ran: list[str] = []
@@ -118,36 +118,42 @@ class Pipeline:
                 continue
             if stage.selector.creates_samples and self._started and cached is None:
                 raise ConfigError(f"{self.config_path}.stages.{k}: stages that create samples must run before training starts")
-            pool = make_pool(ids, weights)
+            pool = make_pool(base_size if ids is None else ids, weights)
             ctx = SelectContext(seed=self.seed, epoch=epoch, stage=k)
             sel = stage.selector.select(pool, ctx)
-            ids, weights = self._to_global(k, sel, ids, weights, base_size)
+            ids, weights = self._to_global(k, sel, ids, weights, base_size, len(pool))
             self._cache[k] = {"ids": ids, "weights": weights, "epoch": epoch}
             ran.append(stage.name or stage.selector.name)
             if sel.meta:
                 meta[stage.name or f"{k}:{stage.selector.name}"] = sel.meta
             changed = True
         self._started = True
+        if ids is None:
+            ids = np.arange(base_size, dtype=np.int64)
         return PipelineOutput(ids=ids, weights=weights, epoch=epoch, ran=ran, meta=meta)
 
     def _to_global(
-        self, k: int, sel: Selection, ids: np.ndarray, weights: np.ndarray | None, base_size: int
+        self, k: int, sel: Selection, ids: np.ndarray | None, weights: np.ndarray | None, base_size: int, n: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        n = ids.shape[0]
         local = sel.indices
-        is_syn = local >= n
-        out = np.empty_like(local)
-        out[~is_syn] = ids[local[~is_syn]]
-        if sel.synthetic is not None and len(sel.synthetic):
+        if sel.num_synthetic == 0:
+            out = local if ids is None else ids[local]
+            kept = None if weights is None else weights[local]
+        else:
+            is_syn = local >= n
+            out = np.empty_like(local)
+            out[~is_syn] = local[~is_syn] if ids is None else ids[local[~is_syn]]
             start = base_size + self.num_synthetic
             out[is_syn] = start + (local[is_syn] - n)
-            parents = ids[sel.synthetic.parents]
+            parents = sel.synthetic.parents if ids is None else ids[sel.synthetic.parents]
             self.synthetic.append((k, sel.synthetic, parents))
-        if weights is None and sel.weights is None:
+            kept = None
+            if weights is not None:
+                kept = np.ones(local.shape[0], dtype=np.float32)
+                kept[~is_syn] = weights[local[~is_syn]]
+        if kept is None and sel.weights is None:
             return out, None
-        w = np.ones(local.shape[0], dtype=np.float32)
-        if weights is not None:
-            w[~is_syn] = weights[local[~is_syn]]
+        w = np.ones(local.shape[0], dtype=np.float32) if kept is None else kept.astype(np.float32, copy=False)
         if sel.weights is not None:
             w = w * sel.weights.astype(np.float32)
         return out, w

@@ -39,19 +39,25 @@ class SelectContext:
 class Pool:
     """The items one stage selects from, with lazily computed per-item data.
 
-    ``ids`` are the items' global ids (dataset rows; synthetic rows follow the dataset's own).
+    ``ids`` are the items' global ids (dataset rows; synthetic rows follow the dataset's own); an int
+    ``n`` stands for the ids ``0..n-1`` without building that array until someone asks for it.
     ``providers`` map a requirement name to a function ``ids -> array`` computed on first access.
     """
 
     def __init__(
         self,
-        ids: np.ndarray,
+        ids: np.ndarray | int,
         *,
         weights: np.ndarray | None = None,
         providers: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
         **arrays: np.ndarray,
     ) -> None:
-        self.ids = np.asarray(ids, dtype=np.int64)
+        if isinstance(ids, (int, np.integer)):
+            self._ids: np.ndarray | None = None
+            self._size = int(ids)
+        else:
+            self._ids = np.asarray(ids, dtype=np.int64)
+            self._size = int(self._ids.shape[0])
         self.weights = weights
         self._providers = dict(providers or {})
         self._cache: dict[str, np.ndarray] = {}
@@ -59,8 +65,15 @@ class Pool:
             if value is not None:
                 self._cache[key] = np.asarray(value)
 
+    @property
+    def ids(self) -> np.ndarray:
+        """Global ids of the pool items (int64)."""
+        if self._ids is None:
+            self._ids = np.arange(self._size, dtype=np.int64)
+        return self._ids
+
     def __len__(self) -> int:
-        return int(self.ids.shape[0])
+        return self._size
 
     def has(self, name: str) -> bool:
         """Whether ``name`` is available (already computed or computable)."""

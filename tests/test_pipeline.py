@@ -16,6 +16,7 @@ def _pool_maker(n_labels=1000):
     labels = np.arange(n_labels) % 5
 
     def make(ids, weights):
+        ids = np.arange(ids) if isinstance(ids, int) else ids
         return Pool(ids, weights=weights, labels=labels[ids] if ids.max(initial=-1) < n_labels else None)
 
     return make

@@ -42,7 +42,8 @@ class RS2(FractionSelector):
         n = len(pool)
         m = subset_size(n, self.fraction)
         if not self.class_balanced:
-            groups = [np.arange(n, dtype=np.int64)]
+            groups: list[np.ndarray | None] = [None]  # None: the whole pool, in pool positions
+            sizes = np.array([n])
             quotas = np.array([m])
         else:
             classes, inverse = np.unique(pool.labels, return_inverse=True)
@@ -50,22 +51,23 @@ class RS2(FractionSelector):
             bounds = np.cumsum(np.bincount(inverse, minlength=classes.size))[:-1]
             groups = np.split(order.astype(np.int64), bounds)
             quota_rng = np.random.default_rng([ctx.seed, ctx.stage, _QUOTA])
-            quotas = balanced_quotas(np.array([g.size for g in groups]), m, quota_rng)
+            sizes = np.array([g.size for g in groups])
+            quotas = balanced_quotas(sizes, m, quota_rng)
         draw_rng = ctx.rng()
         parts = []
         cycles = []
-        for g, (members, q) in enumerate(zip(groups, quotas)):
+        for g, (members, size, q) in enumerate(zip(groups, sizes, quotas)):
             if q == 0:
                 continue
             if self.replacement:
-                parts.append(members[draw_rng.integers(0, members.size, size=q)])
-                continue
-            per_cycle = math.ceil(members.size / q)
-            cycle, position = divmod(ctx.epoch, per_cycle)
-            perm = FeistelPermutation(members.size, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle]))
-            chunk = walk_chunk(perm, int(q), position, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle, 1]))
-            parts.append(members[chunk])
-            cycles.append(cycle)
+                local = draw_rng.integers(0, size, size=q)
+            else:
+                per_cycle = math.ceil(size / q)
+                cycle, position = divmod(ctx.epoch, per_cycle)
+                perm = FeistelPermutation(int(size), np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle]))
+                local = walk_chunk(perm, int(q), position, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle, 1]))
+                cycles.append(cycle)
+            parts.append(local if members is None else members[local])
         indices = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(parts) > 1:
             indices = indices[draw_rng.permutation(indices.size)]

@@ -216,7 +216,8 @@ def make_config(neighbors: Any, names: Names) -> Any:
         return neighbors
     if not isinstance(neighbors, Mapping):
         raise ConfigError(f"{names.setting('neighbors')} must be a mapping of NeighborConfig fields or null, got {neighbors!r}")
-    fields = {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in neighbors.items()}
+    # Hydra's own keys (``_target_`` of a ``neighbors`` group node) are not settings
+    fields = {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in neighbors.items() if not str(k).startswith("_")}
     unknown = sorted(set(fields) - set(NeighborConfig.__dataclass_fields__))
     if unknown:
         known = ", ".join(NeighborConfig.__dataclass_fields__)
