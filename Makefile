@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 FAISS_EXTRA ?=
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 5
 DEMO_OUT ?= outputs/demo
 
 .PHONY: install data demo test bench clean
@@ -34,7 +34,7 @@ data:
 
 demo: install data
 	$(VENV)/bin/selectkit-train -m selector=rs2,full trainer.max_epochs=$(DEMO_EPOCHS) \
-		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${hydra.job.override_dirname}'
+		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${hydra:runtime.choices.selector}'
 	$(VENV)/bin/selectkit-report $(DEMO_OUT)
 	@echo "report: $(DEMO_OUT)/report.md and $(DEMO_OUT)/*.png"
 
