@@ -50,6 +50,7 @@ class SelectionController:
         self.select_s = 0.0
         self._current: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self._size: int | None = None
+        self._last_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.random_order = bool(pipeline.stages[-1].selector.random_order) if pipeline.stages else False
 
@@ -77,6 +78,16 @@ class SelectionController:
         return Pool(ids, weights=weights, providers=providers)
 
     # ------------------------------------------------------------------ selections
+    @property
+    def sized(self) -> bool:
+        """Whether the selection size is known (after the first selection, or restored from a checkpoint)."""
+        return self._size is not None
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch of the latest selection made or restored (0 before any)."""
+        return self._last_epoch
+
     def expected_size(self) -> int:
         """Size of every epoch's selection, fixed by the first one."""
         if self._size is None:
@@ -94,6 +105,7 @@ class SelectionController:
         if self._size is None:
             self._size = int(out.ids.shape[0])
         self._current = (epoch, out.ids, out.weights)
+        self._last_epoch = epoch
         self._write_manifest(epoch, out.ids, out.weights, out.ran)
         return out.ids, out.weights
 
@@ -125,13 +137,14 @@ class SelectionController:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Pipeline state plus the time spent selecting so far."""
-        return {"pipeline": self.pipeline.state_dict(), "select_s": self.select_s, "size": self._size}
+        return {"pipeline": self.pipeline.state_dict(), "select_s": self.select_s, "size": self._size, "last_epoch": self._last_epoch}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from `state_dict`."""
         self.pipeline.load_state_dict(state["pipeline"])
         self.select_s = float(state.get("select_s", 0.0))
         self._size = state.get("size")
+        self._last_epoch = int(state.get("last_epoch", 0))
         self._current = None
 
 

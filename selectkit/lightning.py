@@ -208,8 +208,11 @@ class SelectionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if "embeddings" in self.pipeline.requirements():
             self._attach_model()
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        self.controller.selection(epoch)
+        if not self.controller.sized:
+            # a fresh run: the first selection fixes the loader's size (a resumed one restored it,
+            # and the loops' epoch is not restored yet at this point)
+            self.controller.selection(self.trainer.current_epoch if self.trainer is not None else 0)
+        epoch = self.controller.last_epoch
         dataset = self.train_ds
         if self.pipeline.synthetic:
             dataset = self._synthetic_dataset()

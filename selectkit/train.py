@@ -226,6 +226,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "dataset": meta.get("name", d.name),
         "train_size": len(train_ds),
+        "train_counts": meta.get("train_counts"),
         "selection_size": dm.controller.expected_size(),
         "synthetic": pipeline.num_synthetic,
         "world_size": trainer.world_size,
