@@ -1,5 +1,4 @@
-"""k-means (Lloyd) whose assignments go through the neighbour layer's blocked exact search on the CPU,
-and through FAISS's GPU clustering when a GPU is used."""
+"""k-means on FAISS's Lloyd iterations, with the final assignment made block-wise by the neighbour layer."""
 
 from __future__ import annotations
 
@@ -25,14 +24,13 @@ def kmeans(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Lloyd's k-means: ``(centroids float32 [k, d], assignments int64 [n], inertia)``.
 
-    Runs ``n_iter`` iterations (assign, then update) from ``init`` (``[k, d]`` initial
+    Runs ``n_iter`` FAISS iterations (assign, then update) from ``init`` (``[k, d]`` initial
     centroids) or from ``k`` distinct points drawn with ``seed``. Each point is then assigned to its
     nearest final centroid through the layer, and ``inertia`` is the sum of squared distances to it,
     as scikit-learn's ``KMeans(algorithm='lloyd', max_iter=n_iter, tol=0)`` reports it.
     ``config.metric='cosine'`` runs spherical k-means on normalised copies (inertia then
-    measured on those). All points train every iteration unless ``max_points_per_centroid`` asks for a
-    subsample (drawn with ``seed``). On the CPU the assignments use the layer's blocked exact search;
-    on a GPU, FAISS's clustering. ``config.device`` picks CPU or GPU; its ``backend`` is not used (assignment is exact).
+    measured on those). All points train every iteration unless ``max_points_per_centroid`` asks FAISS
+    to subsample. ``config.device`` picks CPU or GPU; its ``backend`` is not used (assignment is exact).
     """
     config = resolve(config)
     if config.metric == "ip":
@@ -57,69 +55,27 @@ def kmeans(
         data = normalized(data)
     start = _initial_centroids(init, data, k, seed, config.metric == "cosine")
 
+    faiss = import_faiss()
+    clustering = faiss.Clustering(d, k)
+    clustering.niter = n_iter
+    clustering.seed = int(seed)
+    clustering.verbose = False
+    clustering.spherical = config.metric == "cosine"
+    clustering.min_points_per_centroid = 1
+    clustering.max_points_per_centroid = int(max_points_per_centroid) if max_points_per_centroid else n // k + 1
+    index = faiss.IndexFlatL2(d)
     if use_gpu(config):
-        centroids = _lloyd_faiss_gpu(data, start, n_iter, seed, config.metric == "cosine", max_points_per_centroid)
-    else:
-        centroids = _lloyd(data, start, n_iter, exact, config.metric == "cosine", max_points_per_centroid, seed)
+        from selectkit.neighbors.backend import to_gpu
+
+        index = to_gpu(index)
+    faiss.copy_array_to_vector(start.ravel(), clustering.centroids)
+    clustering.train(data, index)
+    centroids = faiss.vector_float_to_array(clustering.centroids).reshape(k, d).copy()
 
     from selectkit.neighbors.search import NeighborIndex
 
     dist, idx = NeighborIndex(n_neighbors=1, config=exact).fit(centroids).search(data, 1)
     return centroids, idx[:, 0].copy(), float(dist[:, 0].sum(dtype=np.float64))
-
-
-def _lloyd(
-    data: np.ndarray,
-    start: np.ndarray,
-    n_iter: int,
-    exact: NeighborConfig,
-    spherical: bool,
-    max_points_per_centroid: int | None,
-    seed: int,
-) -> np.ndarray:
-    """Lloyd iterations on the CPU: assignment through the layer's exact blocked search, update by
-    per-cluster sums. An empty cluster keeps its previous centroid."""
-    import torch
-
-    from selectkit.neighbors.search import knn
-
-    k, d = start.shape
-    train = data
-    if max_points_per_centroid and data.shape[0] > k * max_points_per_centroid:
-        rows = np.random.default_rng([seed, 0x4B4D]).choice(data.shape[0], k * max_points_per_centroid, replace=False)
-        train = data[np.sort(rows)]
-    points = torch.from_numpy(train).double()
-    centroids = start.copy()
-    for _ in range(n_iter):
-        _, idx = knn(centroids, train, k=1, config=exact)
-        assign = torch.from_numpy(idx[:, 0])
-        sums = torch.zeros(k, d, dtype=torch.float64).index_add_(0, assign, points)
-        counts = torch.bincount(assign, minlength=k)
-        filled = (counts > 0).numpy()
-        centroids[filled] = (sums[counts > 0] / counts[counts > 0, None]).float().numpy()
-        if spherical:
-            centroids = normalized(centroids)
-    return centroids
-
-
-def _lloyd_faiss_gpu(
-    data: np.ndarray, start: np.ndarray, n_iter: int, seed: int, spherical: bool, max_points_per_centroid: int | None
-) -> np.ndarray:
-    """FAISS's Lloyd iterations with a GPU flat index."""
-    from selectkit.neighbors.backend import to_gpu
-
-    faiss = import_faiss()
-    k, d = start.shape
-    clustering = faiss.Clustering(d, k)
-    clustering.niter = n_iter
-    clustering.seed = int(seed)
-    clustering.verbose = False
-    clustering.spherical = spherical
-    clustering.min_points_per_centroid = 1
-    clustering.max_points_per_centroid = int(max_points_per_centroid) if max_points_per_centroid else data.shape[0] // k + 1
-    faiss.copy_array_to_vector(start.ravel(), clustering.centroids)
-    clustering.train(data, to_gpu(faiss.IndexFlatL2(d)))
-    return faiss.vector_float_to_array(clustering.centroids).reshape(k, d).copy()
 
 
 def _initial_centroids(init: Any, data: np.ndarray, k: int, seed: int, spherical: bool) -> np.ndarray:
