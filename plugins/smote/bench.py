@@ -81,7 +81,7 @@ def _reset_peak() -> bool:
 # ------------------------------------------------------------------------------------------ worker
 
 
-def approx_config(n_minority: int, nprobe: int = 16) -> dict[str, Any]:
+def approx_config(n_minority: int, nprobe: int = 8) -> dict[str, Any]:
     """The approximate search the benchmark uses: IVF with ``sqrt(n)`` lists over the minority class."""
     return {"backend": "ivf", "nlist": int(max(16, np.sqrt(n_minority))), "nprobe": nprobe}
 
@@ -91,7 +91,7 @@ def method_config(method: str, n_minority: int, nprobe: int) -> dict[str, Any] |
     return {"approx": approx_config(n_minority, nprobe), "exact": EXACT, "exact-default": None}.get(method)
 
 
-def worker(method: str, n: int, d: int, k: int, seed: int, sample: int, nprobe: int = 16) -> dict[str, Any]:
+def worker(method: str, n: int, d: int, k: int, seed: int, sample: int, nprobe: int = 8) -> dict[str, Any]:
     """Run one method once on freshly generated data; measure it; check what it produced."""
     X, y = make_data(n, d, seed)
     n_min = int((y == 1).sum())
@@ -200,7 +200,7 @@ def approx_recall(X, y, k: int, neighbors: dict[str, Any], sample: int, seed: in
 # ------------------------------------------------------------------------------------------ driver
 
 
-def run_one(method: str, n: int, d: int, k: int, seed: int, sample: int, timeout: float, nprobe: int = 16) -> dict[str, Any]:
+def run_one(method: str, n: int, d: int, k: int, seed: int, sample: int, timeout: float, nprobe: int = 8) -> dict[str, Any]:
     """``worker`` in a fresh Python process; its JSON result (or the error it died with)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "result.json"
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000x32,300000x64,1000000x128", help="comma-separated NxD list")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from " + ",".join(KNOWN_METHODS))
-    parser.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query by the approx method")
+    parser.add_argument("--nprobe", type=int, default=8, help="IVF lists probed per query by the approx method")
     parser.add_argument("--k", type=int, default=5, help="k_neighbors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample", type=int, default=2000, help="seeds (and queries) checked against brute force")
