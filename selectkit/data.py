@@ -43,6 +43,15 @@ _IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype
 
 
 # ====================================================================================== dataset
+def split_items(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of sampler items (ints, or ``(index, weight)`` pairs) as int64 ids and float32 weights."""
+    if len(items) and isinstance(items[0], (tuple, list)):
+        pairs = np.asarray(items, dtype=np.float64).reshape(len(items), 2)
+        return torch.from_numpy(pairs[:, 0].astype(np.int64)), torch.from_numpy(pairs[:, 1].astype(np.float32))
+    idx = torch.from_numpy(np.fromiter(items, dtype=np.int64, count=len(items)))
+    return idx, torch.ones(idx.shape[0], dtype=torch.float32)
+
+
 class ArrayDataset(Dataset):
     """Tensors ``x`` (float32) and ``y`` (int64) in memory, fetched a whole batch at a time.
 
@@ -80,13 +89,7 @@ class ArrayDataset(Dataset):
 
     def __getitems__(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         """One batch: ``items`` are ints, or ``(index, weight)`` pairs; weights default to ones."""
-        if len(items) and isinstance(items[0], (tuple, list)):
-            pairs = np.asarray(items, dtype=np.float64).reshape(len(items), 2)
-            idx = torch.from_numpy(pairs[:, 0].astype(np.int64))
-            weight = torch.from_numpy(pairs[:, 1].astype(np.float32))
-        else:
-            idx = torch.from_numpy(np.fromiter(items, dtype=np.int64, count=len(items)))
-            weight = torch.ones(idx.shape[0], dtype=torch.float32)
+        idx, weight = split_items(items)
         # index_select is several times faster than advanced indexing for row gathers
         return {"x": self.x.index_select(0, idx), "y": self.y.index_select(0, idx), "index": idx, "weight": weight}
 

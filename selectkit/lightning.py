@@ -315,12 +315,9 @@ class ProvenanceDataset(torch.utils.data.Dataset):
         return self.n + int(self.labels.shape[0])
 
     def __getitems__(self, items: list) -> dict[str, torch.Tensor]:
-        if items and isinstance(items[0], tuple):
-            idx = torch.tensor([i for i, _ in items], dtype=torch.long)
-            w = torch.tensor([w for _, w in items], dtype=torch.float32)
-        else:
-            idx = torch.tensor(items, dtype=torch.long)
-            w = torch.ones(idx.shape[0], dtype=torch.float32)
+        from selectkit.data import split_items
+
+        idx, w = split_items(items)
         base = idx < self.n
         syn = idx[~base] - self.n
         p = self.parents[syn]
