@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from selectkit.bench import accuracy_at_budget, first_reach, loader_throughput, time_resampling
+from selectkit.bench import accuracy_at_budget, loader_throughput, time_resampling
 from selectkit.data import build_datasets
+from selectkit.report import load_run, time_to_target
 from selectkit.train import run
 
 
@@ -62,14 +63,14 @@ def main() -> None:
     for name, overrides in methods.items():
         run_dir = args.out / name
         summary = run(_cfg(args.out, overrides + [f"run_name={name}"]), run_dir)
-        runs[name] = {"summary": summary, "rows": _rows(run_dir)}
+        runs[name] = {"summary": summary, "rows": _rows(run_dir), "run": load_run(run_dir)}
         print(f"{name}: final val_acc={summary['final']['val_acc']:.4f} train_s={summary['train_s']:.1f} select_s={summary['select_s']:.3f}", flush=True)
 
     full_rows = runs["full"]["rows"]
     full_final = full_rows[-1]["val_acc"]
     threshold = full_final - 0.02
     full_total = full_rows[-1]["train_s"] + full_rows[-1]["select_s"]
-    reach = {k: first_reach(v["rows"], threshold) for k, v in runs.items()}
+    reach = {k: time_to_target(v["run"], threshold) for k, v in runs.items()}
     budgets = sorted({round(full_total * f, 1) for f in (0.05, 0.1, 0.2, 0.5, 1.0)})
     results.update(
         {

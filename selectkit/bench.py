@@ -73,14 +73,6 @@ def loader_throughput(x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, r
     return {"item_by_item_per_s": item, "batched_per_s": batched, "speedup": batched / item}
 
 
-def first_reach(rows: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
-    """The first epoch row whose ``val_acc`` reaches ``threshold``, with its wall-clock seconds."""
-    for row in rows:
-        if row.get("val_acc", -1.0) >= threshold:
-            return {"epoch": row["epoch"], "wall_s": row["train_s"] + row["select_s"], "examples_seen": row["examples_seen"]}
-    return None
-
-
 def accuracy_at_budget(rows: Sequence[dict[str, Any]], budget_s: float) -> float | None:
     """Validation accuracy of the last epoch finished within ``budget_s`` seconds of training+selection."""
     best = None
