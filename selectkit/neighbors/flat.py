@@ -1,22 +1,90 @@
-"""Exact search on CPU: blocked GEMM tiles with a grouped top-k filter (no FAISS call, no N x N matrix).
+"""Exact search on CPU: cache-sized GEMM tiles scanned by a compiled top-k kernel (no N x N matrix).
 
-Each tile holds the scores of one query block against one base block, computed by a single matrix
-product (``q . x`` for inner products, ``q . x - |x|^2 / 2`` for L2, which ranks like ``-|q - x|^2``).
-The tile's columns are split into ``g`` strided groups; the ``k`` groups with the largest maxima
-contain the tile's top ``k`` (any point outside them is beaten by ``k`` group maxima), so only
-``k * g`` candidates go through the exact top-k, which is then merged into the running ``[nq, k]``
-result.
+Each tile holds the raw scores ``x . q`` of one base block (rows) against one query block
+(columns), written by one matrix product. A compiled kernel then walks the tile once, row by row:
+it subtracts the row's bias (``|x|^2 / 2`` for L2, so that ``q . x - |x|^2 / 2`` ranks like
+``-|q - x|^2``; nothing for inner products) and compares the whole row with every query's running
+``k``-th best score in vector instructions. Only a row that beats some query's ``k``-th best is
+walked again to update those queries' bounded min-heaps, which after the first rows is rare. The
+tile stays in cache between the product and the scan, so the scan costs a fraction of the product.
+Query blocks are shared out to worker threads, each with its own tile and a single-threaded
+matrix product, so no parallel region is entered per tile.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
 import numpy as np
+from numba import njit
 
 from selectkit.neighbors.memory import Blocks
 
+@njit(nogil=True, fastmath=True, cache=True, inline="always")
+def _heap_replace_root(heap_s: np.ndarray, heap_i: np.ndarray, row: int, value: float, index: int) -> None:
+    """Put ``(value, index)`` in place of the heap's minimum (its root) and sift it down."""
+    k = heap_s.shape[1]
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        if child + 1 < k and heap_s[row, child + 1] < heap_s[row, child]:
+            child += 1
+        if heap_s[row, child] >= value:
+            break
+        heap_s[row, pos] = heap_s[row, child]
+        heap_i[row, pos] = heap_i[row, child]
+        pos = child
+    heap_s[row, pos] = value
+    heap_i[row, pos] = index
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def scan_tile(tile: np.ndarray, bias: np.ndarray, offset: int, heap_s: np.ndarray, heap_i: np.ndarray, worst: np.ndarray) -> None:
+    """Fold the scores ``tile[b, c] - bias[b]`` into query ``c``'s min-heap of the ``k`` best.
+
+    ``tile`` is ``[w, m]`` float32 C-contiguous (base rows, query columns), ``bias`` ``[w]``,
+    ``heap_s``/``heap_i`` ``[m, k]`` (score, base index), ``worst`` ``[m]`` each heap's minimum (kept
+    up to date here); ``offset`` is the global index of the tile's first row. A score enters only
+    when strictly above the heap's minimum, so among equal scores the earlier base point stays.
+    """
+    w, m = tile.shape
+    for b in range(w):
+        row = tile[b]
+        hb = bias[b]
+        above = np.int32(0)
+        for c in range(m):  # vectorised: does this base point improve any query?
+            above += np.int32((row[c] - hb) > worst[c])
+        if above:
+            for c in range(m):
+                v = row[c] - hb
+                if v > worst[c]:
+                    _heap_replace_root(heap_s, heap_i, c, v, offset + b)
+                    worst[c] = heap_s[c, 0]
+
+
+@contextlib.contextmanager
+def single_threaded_torch() -> Iterator[int]:
+    """Run torch's own kernels on one thread inside the block; yields the thread count it replaced.
+
+    The search parallelises over query blocks itself; nested torch threads would only contend.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
 
 class FlatEngine:
-    """Exact maximum-score search over a fixed float32 base, block by block, with torch kernels."""
+    """Exact maximum-score search over a fixed float32 base, tile by tile."""
 
     def __init__(self, base: np.ndarray, l2: bool) -> None:
         """``base``: float32 C-contiguous ``[n, d]`` (kept by reference); ``l2`` ranks by Euclidean distance."""
@@ -24,45 +92,55 @@ class FlatEngine:
 
         self.base = torch.from_numpy(base)
         self.l2 = l2
-        self.half_sq_norms = (self.base * self.base).sum(1).mul_(0.5) if l2 else None
+        if l2:
+            self.bias = np.einsum("ij,ij->i", base, base, dtype=np.float32) * np.float32(0.5)
+        else:
+            self.bias = np.zeros(base.shape[0], dtype=np.float32)
 
     def search(self, queries: np.ndarray, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
         """Scores (largest first) and indices ``[nq, k]``; for L2 the score is ``q . x - |x|^2 / 2``."""
+        nq = queries.shape[0]
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        indices = np.full((nq, k), -1, dtype=np.int64)
+        if nq == 0:
+            return scores, indices
+        starts = iter(range(0, nq, blocks.query))
+        lock = threading.Lock()
+
+        def next_start() -> int | None:
+            with lock:
+                return next(starts, None)
+
+        def worker() -> None:
+            self._run(queries, k, blocks, next_start, scores, indices)
+
+        with single_threaded_torch() as threads:
+            workers = max(1, min(blocks.workers or threads, -(-nq // blocks.query)))
+            if workers == 1:
+                worker()
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    for job in [pool.submit(worker) for _ in range(workers)]:
+                        job.result()
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
+    def _run(self, queries, k, blocks, next_start, scores, indices) -> None:
+        """One worker: take query blocks until none is left; each sweeps the base tile by tile."""
         import torch
 
+        n = self.base.shape[0]
+        bq, bb = blocks.query, min(blocks.base, n)
+        buffer = torch.empty(bq * bb, dtype=torch.float32)
         q_all = torch.from_numpy(queries)
-        nq, n = q_all.shape[0], self.base.shape[0]
-        scores = np.empty((nq, k), dtype=np.float32)
-        indices = np.empty((nq, k), dtype=np.int64)
-        bq, bb, g = min(blocks.query, nq), min(blocks.base, n), blocks.group
-        tile = torch.empty((bq, bb), dtype=torch.float32)
-        stride = bb // g if g > 1 else bb
-        group_max = torch.empty((bq, stride), dtype=torch.float32)
-        offsets = torch.arange(g, dtype=torch.int64) * stride
         with torch.inference_mode():
-            for i in range(0, nq, bq):
+            while (i := next_start()) is not None:
                 q = q_all[i : i + bq]
                 m = q.shape[0]
-                best = torch.full((m, k), -torch.inf, dtype=torch.float32)
-                best_idx = torch.full((m, k), -1, dtype=torch.int64)
+                heap_s, heap_i = scores[i : i + m], indices[i : i + m]
+                worst = heap_s[:, 0].copy()
                 for j in range(0, n, bb):
                     w = min(bb, n - j)
-                    t = tile[:m, :w]
-                    torch.mm(q, self.base[j : j + w].T, out=t)
-                    if self.l2:
-                        t.sub_(self.half_sq_norms[j : j + w])
-                    if g > 1 and w == bb:
-                        gm = group_max[:m]
-                        torch.amax(t.view(m, g, stride), dim=1, out=gm)
-                        top_groups = torch.topk(gm, k, dim=1, sorted=False).indices
-                        cand = (top_groups.unsqueeze(-1) + offsets).view(m, -1)
-                        cand_scores = torch.gather(t, 1, cand)
-                    else:
-                        cand_scores, cand = torch.topk(t, min(k, w), dim=1, sorted=False)
-                    merged = torch.cat([best, cand_scores], 1)
-                    merged_idx = torch.cat([best_idx, cand + j], 1)
-                    best, pick = torch.topk(merged, k, dim=1, sorted=True)
-                    best_idx = torch.gather(merged_idx, 1, pick)
-                scores[i : i + m] = best.numpy()
-                indices[i : i + m] = best_idx.numpy()
-        return scores, indices
+                    tile = buffer[: m * w].view(w, m)
+                    torch.mm(self.base[j : j + w], q.T, out=tile)
+                    scan_tile(tile.numpy(), self.bias[j : j + w], j, heap_s, heap_i, worst)

@@ -11,11 +11,12 @@ F32 = 4
 I64 = 8
 GB = 1e9
 TILE_FRACTION = 0.25
-DEFAULT_QUERY_BLOCK = 256
-DEFAULT_BASE_BLOCK = 16384
-MAX_QUERY_BLOCK = 65536
-DEFAULT_TILE_BYTES = 64 * 2**20
+BASE_BLOCK = 2048
+TILE_BYTES = 4 * 2**20
+MIN_QUERY_BLOCK = 16
+MAX_QUERY_BLOCK = 4096
 FAISS_QUERY_BLOCK = 4096
+FAISS_TILE_BYTES = 64 * 2**20
 
 
 class MemoryCapExceeded(ConfigError):
@@ -24,48 +25,47 @@ class MemoryCapExceeded(ConfigError):
 
 @dataclass(frozen=True)
 class Blocks:
-    """How a search is cut: queries per block, base points per tile, and the group width of the top-k filter."""
+    """How a search is cut: queries per block, base points per tile, and worker threads (0 = torch's count)."""
 
     query: int
     base: int
-    group: int
+    workers: int = 0
 
 
-def group_width(base_block: int, k: int) -> int:
-    """Width of the column groups whose maxima pre-filter a tile (1 = plain top-k over the tile)."""
-    for g in (64, 32, 16, 8):
-        if base_block % g == 0 and 4 * k * g <= base_block:
-            return g
-    return 1
+def search_workers() -> int:
+    """Threads the flat path runs: torch's intra-op thread count (``torch.set_num_threads``)."""
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 def plan_blocks(n_base: int, k: int, d: int, config: NeighborConfig) -> Blocks:
-    """Block sizes that keep one distance tile within a fraction of the memory cap.
+    """Block sizes that keep each worker's distance tile cache-sized and within the memory cap.
 
-    ``config.block_size`` fixes the query block; otherwise it starts at 256 queries (more when the
-    base is small, so each tile keeps about 4M scores) and shrinks
-    (then the base block shrinks) until the tile fits ``TILE_FRACTION * memory_cap_gb``.
+    Flat search: tiles of up to 2,048 base points, and as many queries as fill about 4 MiB
+    (between 16 and 4,096), so the product and the scan of one tile share the core's cache.
+    ``config.block_size`` fixes the query block instead. Tiles shrink further (queries first, then
+    base points) when all workers' tiles together would pass ``TILE_FRACTION * memory_cap_gb``.
     """
-    budget = min(DEFAULT_TILE_BYTES, TILE_FRACTION * config.memory_cap_gb * GB)
+    budget = TILE_FRACTION * config.memory_cap_gb * GB
     if config.backend != "flat":
-        query = config.block_size or max(1, min(FAISS_QUERY_BLOCK, int(budget // max(1, _faiss_tile_per_query(n_base, k, d)))))
+        per_query = max(1, _faiss_tile_per_query(n_base, k, d))
+        query = config.block_size or max(1, min(FAISS_QUERY_BLOCK, int(min(budget, FAISS_TILE_BYTES) // per_query)))
         return Blocks(query, n_base, 1)
-    base = min(n_base, DEFAULT_BASE_BLOCK)
-    query = config.block_size or max(DEFAULT_QUERY_BLOCK, min(MAX_QUERY_BLOCK, DEFAULT_QUERY_BLOCK * DEFAULT_BASE_BLOCK // base))
+    workers = search_workers()
+    base = max(1, min(n_base, BASE_BLOCK))
+    query = config.block_size or max(MIN_QUERY_BLOCK, min(MAX_QUERY_BLOCK, TILE_BYTES // (base * F32)))
     if config.block_size is None:
-        while query > 1 and _tile_bytes(query, base, k, d) > budget:
+        while query > 1 and workers * _tile_bytes(query, base, k, d) > budget:
             query //= 2
-        while base > 1024 and _tile_bytes(query, base, k, d) > budget:
+        while base > 1024 and workers * _tile_bytes(query, base, k, d) > budget:
             base //= 2
-    return Blocks(query, base, group_width(base, k))
+    return Blocks(query, base, workers)
 
 
 def _tile_bytes(query: int, base: int, k: int, d: int) -> int:
-    """The flat path's working set per block: score tile, group maxima, candidates, and the gather of
-    the selected base rows used to recompute exact distances."""
-    g = group_width(base, k)
-    candidates = min(base, k * g) + 2 * k
-    return query * (base * F32 + (base // max(g, 1)) * F32 + candidates * (F32 + I64) * 2 + k * d * F32 * 2)
+    """One flat worker's working set: its score tile and its share of the exact-distance gather."""
+    return query * (base * F32 + k * d * F32 * 2)
 
 
 def _faiss_tile_per_query(n_base: int, k: int, d: int) -> int:
@@ -101,7 +101,7 @@ def estimate_memory_bytes(n_base: int, n_query: int, d: int, k: int, config: Nei
         blocks = plan_blocks(n_base, k, d, config)
         query = min(blocks.query, n_query)
         if config.backend == "flat":
-            tile = _tile_bytes(query, blocks.base, k, d)
+            tile = blocks.workers * _tile_bytes(query, blocks.base, k, d)
         else:
             tile = query * _faiss_tile_per_query(n_base, k, d)
         results = n_query * (k + 1) * (F32 + I64) * 2
