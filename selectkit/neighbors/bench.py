@@ -116,9 +116,13 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def kmeans_comparison(n: int = 100_000, d: int = 64, k: int = 100, n_iter: int = 20, seed: int = 0) -> dict:
+def kmeans_comparison(n: int = 100_000, d: int = 64, k: int = 100, n_iter: int = 20, seed: int = 0, repeats: int = 3) -> dict:
     """selectkit `kmeans` vs scikit-learn ``KMeans(algorithm='lloyd', n_init=1, tol=0)`` from the same
-    initial centroids for the same iterations: seconds and relative inertia gap."""
+    initial centroids for the same iterations: seconds and relative inertia gap.
+
+    The first selectkit call in a process also loads its compiled kernels; it is reported apart
+    ("cold"). Then ``repeats`` rounds run both back to back and the best time of each is kept.
+    """
     from sklearn.cluster import KMeans
 
     from selectkit.neighbors import kmeans
@@ -128,18 +132,24 @@ def kmeans_comparison(n: int = 100_000, d: int = 64, k: int = 100, n_iter: int =
     x = (centres[rng.integers(0, k, n)] + rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
     init = x[np.sort(rng.choice(n, k, replace=False))]
 
-    start = time.perf_counter()
-    _, labels, inertia = kmeans(x, k, n_iter=n_iter, init=init, seed=seed)
-    ours = time.perf_counter() - start
+    def ours():
+        return kmeans(x, k, n_iter=n_iter, init=init, seed=seed)
 
-    start = time.perf_counter()
-    ref = KMeans(n_clusters=k, init=init, n_init=1, max_iter=n_iter, tol=0, algorithm="lloyd").fit(x)
-    theirs = time.perf_counter() - start
+    def theirs():
+        return KMeans(n_clusters=k, init=init, n_init=1, max_iter=n_iter, tol=0, algorithm="lloyd").fit(x)
+
+    cold, _ = _best_time(ours, 1)
+    best_ours = best_theirs = np.inf
+    for _ in range(repeats):
+        seconds, (_, labels, inertia) = _best_time(ours, 1)
+        best_ours = min(best_ours, seconds)
+        seconds, ref = _best_time(theirs, 1)
+        best_theirs = min(best_theirs, seconds)
 
     return {
         "n": n, "d": d, "k": k, "n_iter": n_iter,
-        "selectkit": {"seconds": ours, "inertia": inertia},
-        "scikit-learn": {"seconds": theirs, "inertia": float(ref.inertia_), "n_iter_run": int(ref.n_iter_)},
+        "selectkit": {"seconds": best_ours, "cold_seconds": cold, "inertia": inertia},
+        "scikit-learn": {"seconds": best_theirs, "inertia": float(ref.inertia_), "n_iter_run": int(ref.n_iter_)},
         "inertia_gap_pct": 100 * (inertia - ref.inertia_) / ref.inertia_,
         "same_labels": float((labels == ref.labels_).mean()),
     }
@@ -167,12 +177,14 @@ def knn_markdown(r: dict) -> str:
 def kmeans_markdown(r: dict) -> str:
     """Table rows for docs/benchmarks.md."""
     return "\n".join([
-        f"k-means, n={r['n']:,}, d={r['d']}, k={r['k']}, {r['n_iter']} Lloyd iterations from the same initial centroids.",
+        f"k-means, n={r['n']:,}, d={r['d']}, k={r['k']}, up to {r['n_iter']} Lloyd iterations from the same initial "
+        f"centroids (scikit-learn ran {r['scikit-learn']['n_iter_run']}).",
         "",
-        "| method | seconds | inertia |",
+        "| method | seconds (best of rounds) | inertia |",
         "|---|---:|---:|",
-        f"| selectkit kmeans (FAISS) | {r['selectkit']['seconds']:.2f} | {r['selectkit']['inertia']:.6g} |",
+        f"| selectkit kmeans (layer's exact search) | {r['selectkit']['seconds']:.2f} | {r['selectkit']['inertia']:.6g} |",
         f"| scikit-learn KMeans lloyd | {r['scikit-learn']['seconds']:.2f} | {r['scikit-learn']['inertia']:.6g} |",
         "",
-        f"Inertia gap {r['inertia_gap_pct']:+.4f}%; identical labels for {100 * r['same_labels']:.2f}% of points.",
+        f"Inertia gap {r['inertia_gap_pct']:+.4f}%; identical labels for {100 * r['same_labels']:.2f}% of points. "
+        f"selectkit's first call in the process (kernels loaded from the cache): {r['selectkit']['cold_seconds']:.2f} s.",
     ])

@@ -67,6 +67,32 @@ def scan_tile(tile: np.ndarray, bias: np.ndarray, offset: int, heap_s: np.ndarra
                     worst[c] = heap_s[c, 0]
 
 
+@njit(nogil=True, fastmath=True, cache=True)
+def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
+    """`scan_tile` for ``k = 1``: a branch-free running maximum per query (``best_s``, ``best_i`` ``[m]``)."""
+    w, m = tile.shape
+    for b in range(w):
+        row = tile[b]
+        hb = bias[b]
+        index = offset + b
+        for c in range(m):
+            v = row[c] - hb
+            better = v > best_s[c]
+            best_s[c] = v if better else best_s[c]
+            best_i[c] = index if better else best_i[c]
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+    """``sums[labels[i]] += points[i]`` and ``counts[labels[i]] += 1`` for every row ``i`` (float64 sums)."""
+    d = points.shape[1]
+    for i in range(points.shape[0]):
+        label = labels[i]
+        counts[label] += 1
+        for j in range(d):
+            sums[label, j] += points[i, j]
+
+
 @contextlib.contextmanager
 def single_threaded_torch() -> Iterator[int]:
     """Run torch's own kernels on one thread inside the block; yields the thread count it replaced.
@@ -99,11 +125,40 @@ class FlatEngine:
 
     def search(self, queries: np.ndarray, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
         """Scores (largest first) and indices ``[nq, k]``; for L2 the score is ``q . x - |x|^2 / 2``."""
-        nq = queries.shape[0]
-        scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        indices = np.full((nq, k), -1, dtype=np.int64)
-        if nq == 0:
+        scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+        indices = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        self._parallel(queries, k, blocks, scores, indices, None)
+        if k == 1:
             return scores, indices
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
+    def assign(self, points: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each point's best base row, with the per-row sums a k-means update needs, in one sweep.
+
+        Returns ``(scores [n], labels [n], sums float64 [n_base, d], counts int64 [n_base])``: the
+        sum and number of the points assigned to each base row (each worker adds its own blocks).
+        """
+        n_base, d = self.base.shape
+        scores = np.full((points.shape[0], 1), -np.inf, dtype=np.float32)
+        labels = np.full((points.shape[0], 1), -1, dtype=np.int64)
+        partial: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def make_accumulator():
+            sums, counts = np.zeros((n_base, d)), np.zeros(n_base, dtype=np.int64)
+            partial.append((sums, counts))
+            return lambda i, m: accumulate(points[i : i + m], labels[i : i + m, 0], sums, counts)
+
+        self._parallel(points, 1, blocks, scores, labels, make_accumulator)
+        sums = np.sum([p[0] for p in partial], axis=0) if partial else np.zeros((n_base, d))
+        counts = np.sum([p[1] for p in partial], axis=0) if partial else np.zeros(n_base, dtype=np.int64)
+        return scores[:, 0], labels[:, 0], sums, counts
+
+    def _parallel(self, queries, k, blocks, scores, indices, make_after) -> None:
+        """Spread the query blocks over the workers; ``make_after()`` gives each worker a per-block hook."""
+        nq = queries.shape[0]
+        if nq == 0:
+            return
         starts = iter(range(0, nq, blocks.query))
         lock = threading.Lock()
 
@@ -112,7 +167,7 @@ class FlatEngine:
                 return next(starts, None)
 
         def worker() -> None:
-            self._run(queries, k, blocks, next_start, scores, indices)
+            self._run(queries, k, blocks, next_start, scores, indices, make_after() if make_after else None)
 
         with single_threaded_torch() as threads:
             workers = max(1, min(blocks.workers or threads, -(-nq // blocks.query)))
@@ -122,10 +177,8 @@ class FlatEngine:
                 with ThreadPoolExecutor(workers) as pool:
                     for job in [pool.submit(worker) for _ in range(workers)]:
                         job.result()
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
-    def _run(self, queries, k, blocks, next_start, scores, indices) -> None:
+    def _run(self, queries, k, blocks, next_start, scores, indices, after) -> None:
         """One worker: take query blocks until none is left; each sweeps the base tile by tile."""
         import torch
 
@@ -139,8 +192,16 @@ class FlatEngine:
                 m = q.shape[0]
                 heap_s, heap_i = scores[i : i + m], indices[i : i + m]
                 worst = heap_s[:, 0].copy()
+                best_i = heap_i[:, 0].copy()
                 for j in range(0, n, bb):
                     w = min(bb, n - j)
                     tile = buffer[: m * w].view(w, m)
                     torch.mm(self.base[j : j + w], q.T, out=tile)
-                    scan_tile(tile.numpy(), self.bias[j : j + w], j, heap_s, heap_i, worst)
+                    if k == 1:
+                        scan_tile_top1(tile.numpy(), self.bias[j : j + w], j, worst, best_i)
+                    else:
+                        scan_tile(tile.numpy(), self.bias[j : j + w], j, heap_s, heap_i, worst)
+                if k == 1:
+                    heap_s[:, 0], heap_i[:, 0] = worst, best_i
+                if after is not None:
+                    after(i, m)

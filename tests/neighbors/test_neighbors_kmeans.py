@@ -54,3 +54,24 @@ def test_cosine_is_spherical_and_bad_arguments():
         kmeans(x, 4, init=np.zeros((3, 6)))
     with pytest.raises(ValueError, match="neighbors.metric='ip'"):
         kmeans(x, 4, config=NeighborConfig(metric="ip"))
+
+
+def test_empty_clusters_are_refilled_like_sklearn():
+    # Three of the initial centroids sit far from every point, so the first assignment leaves them
+    # empty; each must restart from a far point, as scikit-learn's Lloyd does, not stay stranded.
+    rng = np.random.default_rng(5)
+    x = ((rng.standard_normal((8, 5)) * 4)[rng.integers(0, 8, 4000)] + rng.standard_normal((4000, 5))).astype(np.float32)
+    init = np.concatenate([x[rng.choice(len(x), 7, replace=False)], np.full((3, 5), 1e3, dtype=np.float32)])
+    centroids, labels, inertia = kmeans(x, 10, n_iter=20, init=init)
+    ref = sklearn_lloyd(x, init, 20)
+    assert abs(inertia - ref.inertia_) / ref.inertia_ < 0.005
+    assert len(np.unique(labels)) == 10
+    assert np.abs(centroids).max() < 100
+
+
+def test_subsampled_training_still_assigns_every_point():
+    x = np.random.default_rng(6).standard_normal((5000, 3)).astype(np.float32)
+    centroids, labels, inertia = kmeans(x, 4, n_iter=5, seed=1, max_points_per_centroid=50)
+    assert labels.shape == (5000,)
+    dist, nearest = knn(centroids, x, k=1)
+    assert np.array_equal(labels, nearest[:, 0]) and inertia == pytest.approx(float(dist.sum(dtype=np.float64)))
