@@ -22,12 +22,10 @@ from typing import Any
 import numpy as np
 
 METHODS = ("imblearn", "exact", "approx")
-#: every method the worker knows; ``exact-default`` is exact search with the layer's default blocks
-KNOWN_METHODS = METHODS + ("exact-default",)
+KNOWN_METHODS = METHODS
 
-#: exact search with 4096-query blocks: one GEMM tile of 4096 x 16384 scores (256 MiB) at a time, which
-#: keeps the matrix products large enough to run near full speed (the layer's default block is 256)
-EXACT = {"backend": "flat", "block_size": 4096}
+#: exact search with the layer's default (cache-sized) blocks
+EXACT = {"backend": "flat"}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -88,7 +86,7 @@ def approx_config(n_minority: int, nprobe: int = 8) -> dict[str, Any]:
 
 def method_config(method: str, n_minority: int, nprobe: int) -> dict[str, Any] | None:
     """The ``neighbors`` setting each selectkit method runs with."""
-    return {"approx": approx_config(n_minority, nprobe), "exact": EXACT, "exact-default": None}.get(method)
+    return {"approx": approx_config(n_minority, nprobe), "exact": EXACT}.get(method)
 
 
 def worker(method: str, n: int, d: int, k: int, seed: int, sample: int, nprobe: int = 8) -> dict[str, Any]:

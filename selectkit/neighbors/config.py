@@ -9,6 +9,7 @@ from selectkit.errors import ConfigError
 BACKENDS = ("flat", "ivf", "hnsw")
 METRICS = ("l2", "cosine", "ip")
 DEVICES = ("cpu", "cuda", "auto")
+ENGINES = ("auto", "faiss")
 
 
 @dataclass
@@ -21,6 +22,7 @@ class NeighborConfig:
     backend: str = "flat"  # 'flat' exact search | 'ivf' inverted lists (approximate) | 'hnsw' graph (approximate)
     metric: str = "l2"  # 'l2' squared Euclidean | 'cosine' similarity of L2-normalised copies | 'ip' inner product
     device: str = "cpu"  # 'cpu' | 'cuda' (FAISS GPU index) | 'auto' (cuda when FAISS sees a GPU)
+    engine: str = "auto"  # 'auto': flat and IVF on CPU run on the layer's GEMM tiles, the rest on FAISS | 'faiss': FAISS indexes only
     block_size: int | None = None  # queries per block; None picks one that keeps the distance tile within the cap
     memory_cap_gb: float = 8.0  # peak memory a job may need (GB, 1e9 bytes); checked before any work starts
     nlist: int | None = None  # IVF: number of inverted lists; None = 4 * sqrt(n_base), at least 39 points per list
@@ -33,7 +35,7 @@ class NeighborConfig:
 
     def __post_init__(self) -> None:
         """Reject unknown choices and out-of-range numbers with a message naming the field."""
-        for name, allowed in (("backend", BACKENDS), ("metric", METRICS), ("device", DEVICES)):
+        for name, allowed in (("backend", BACKENDS), ("metric", METRICS), ("device", DEVICES), ("engine", ENGINES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"neighbors.{name}={value!r} is not one of {', '.join(map(repr, allowed))}")

@@ -118,10 +118,7 @@ class FlatEngine:
 
         self.base = torch.from_numpy(base)
         self.l2 = l2
-        if l2:
-            self.bias = np.einsum("ij,ij->i", base, base, dtype=np.float32) * np.float32(0.5)
-        else:
-            self.bias = np.zeros(base.shape[0], dtype=np.float32)
+        self.bias = score_bias(base, l2)
 
     def search(self, queries: np.ndarray, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
         """Scores (largest first) and indices ``[nq, k]``; for L2 the score is ``q . x - |x|^2 / 2``."""
@@ -183,25 +180,42 @@ class FlatEngine:
         import torch
 
         n = self.base.shape[0]
-        bq, bb = blocks.query, min(blocks.base, n)
-        buffer = torch.empty(bq * bb, dtype=torch.float32)
+        buffer = torch.empty(blocks.query * min(blocks.base, n), dtype=torch.float32)
         q_all = torch.from_numpy(queries)
         with torch.inference_mode():
             while (i := next_start()) is not None:
-                q = q_all[i : i + bq]
-                m = q.shape[0]
-                heap_s, heap_i = scores[i : i + m], indices[i : i + m]
-                worst = heap_s[:, 0].copy()
-                best_i = heap_i[:, 0].copy()
-                for j in range(0, n, bb):
-                    w = min(bb, n - j)
-                    tile = buffer[: m * w].view(w, m)
-                    torch.mm(self.base[j : j + w], q.T, out=tile)
-                    if k == 1:
-                        scan_tile_top1(tile.numpy(), self.bias[j : j + w], j, worst, best_i)
-                    else:
-                        scan_tile(tile.numpy(), self.bias[j : j + w], j, heap_s, heap_i, worst)
-                if k == 1:
-                    heap_s[:, 0], heap_i[:, 0] = worst, best_i
+                m = min(blocks.query, queries.shape[0] - i)
+                sweep(self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, buffer)
                 if after is not None:
                     after(i, m)
+
+
+def score_bias(base: np.ndarray, l2: bool) -> np.ndarray:
+    """What the scan subtracts from ``x . q`` per base row: ``|x|^2 / 2`` for L2, zero for inner products."""
+    if l2:
+        return np.einsum("ij,ij->i", base, base, dtype=np.float32) * np.float32(0.5)
+    return np.zeros(base.shape[0], dtype=np.float32)
+
+
+def sweep(base, bias: np.ndarray, q, heap_s: np.ndarray, heap_i: np.ndarray, base_block: int, buffer) -> None:
+    """Fold every base row into the heaps of one query block, one ``[w, m]`` tile at a time.
+
+    ``base`` ``[n, d]`` and ``q`` ``[m, d]`` are float32 torch tensors, ``heap_s``/``heap_i`` the
+    block's ``[m, k]`` results (updated in place), ``buffer`` a float32 tensor of at least
+    ``m * min(base_block, n)`` elements. Runs on the calling thread.
+    """
+    import torch
+
+    n, m, k = base.shape[0], q.shape[0], heap_s.shape[1]
+    worst = heap_s[:, 0].copy()
+    best_i = heap_i[:, 0].copy()
+    for j in range(0, n, base_block):
+        w = min(base_block, n - j)
+        tile = buffer[: m * w].view(w, m)
+        torch.mm(base[j : j + w], q.T, out=tile)
+        if k == 1:
+            scan_tile_top1(tile.numpy(), bias[j : j + w], j, worst, best_i)
+        else:
+            scan_tile(tile.numpy(), bias[j : j + w], j, heap_s, heap_i, worst)
+    if k == 1:
+        heap_s[:, 0], heap_i[:, 0] = worst, best_i

@@ -81,6 +81,11 @@ def kmeans(
     return centroids, idx[:, 0].copy(), float(dist[:, 0].sum(dtype=np.float64))
 
 
+def kmeans_centroids(data: np.ndarray, start: np.ndarray, n_iter: int) -> np.ndarray:
+    """Centroids after up to ``n_iter`` Lloyd iterations (L2, CPU) from ``start``; inputs float32 C-contiguous."""
+    return _lloyd(data, np.array(start, dtype=np.float32), n_iter, False, NeighborConfig(backend="flat"))
+
+
 def _lloyd(data: np.ndarray, centroids: np.ndarray, n_iter: int, spherical: bool, exact: NeighborConfig) -> np.ndarray:
     """Lloyd's iterations on CPU; returns the final centroids (float32 ``[k, d]``)."""
     from selectkit.neighbors.flat import FlatEngine

@@ -105,6 +105,8 @@ def estimate_memory_bytes(n_base: int, n_query: int, d: int, k: int, config: Nei
         else:
             tile = query * _faiss_tile_per_query(n_base, k, d)
         results = n_query * (k + 1) * (F32 + I64) * 2
+        if config.backend == "ivf":
+            results += n_query * config.nprobe * (k + 1) * (F32 + I64) * 2  # per-probe candidates and list order
         total += n_query * d * F32 + query * d * F32 + tile + results
     return int(total)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -44,10 +45,17 @@ class NeighborIndex(BaseEstimator):
         self._config = config
         self._base = base
         self._gpu = use_gpu(config)
-        if config.backend == "flat" and not self._gpu:
+        self._layer = config.engine == "auto" and not self._gpu and config.backend in ("flat", "ivf")
+        if self._layer and config.backend == "flat":
             from selectkit.neighbors.flat import FlatEngine
 
             self._engine: Any = FlatEngine(base, l2=config.metric == "l2")
+        elif self._layer:
+            from selectkit.neighbors.backend import auto_nlist
+            from selectkit.neighbors.ivf import IVFEngine
+
+            l2 = config.metric == "l2"
+            self._engine = IVFEngine(base, l2, auto_nlist(n, config), config.nprobe, config.train_size, config.seed)
         else:
             self._engine = build_faiss_index(base, config, self._gpu)
         self.n_samples_fit_ = n
@@ -85,8 +93,11 @@ class NeighborIndex(BaseEstimator):
             q = as_float32(queries, "queries")
             if config.metric == "cosine":
                 q = normalized(q)
-        blocks = plan_blocks(n, want, d, config)
-        if config.backend == "flat" and not self._gpu:
+        if self._layer and config.backend == "ivf":
+            blocks = plan_blocks(self._engine.largest_list, want, d, replace(config, backend="flat"))
+        else:
+            blocks = plan_blocks(n, want, d, config)
+        if self._layer:
             scores, idx = self._engine.search(q, want, blocks)
         else:
             scores, idx = _faiss_search(self._engine, q, want, blocks.query)

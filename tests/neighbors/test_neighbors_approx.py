@@ -53,3 +53,47 @@ def test_ivf_training_sample_is_seeded():
     a = knn(base, base[:50], k=5, config=config)
     b = knn(base, base[:50], k=5, config=config)
     assert np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivf_probing_every_list_is_exact(metric):
+    # With nprobe = nlist every base point is scanned, so the layer's IVF must equal exact search.
+    base = clustered(3000, 12, 5)
+    queries = clustered(200, 12, 6)
+    config = NeighborConfig(backend="ivf", metric=metric, nlist=20, nprobe=20)
+    dist, idx = knn(base, queries, k=7, config=config)
+    ref_dist, ref_idx = knn(base, queries, k=7, config=NeighborConfig(metric=metric))
+    assert np.array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-6)
+
+
+def test_ivf_results_do_not_depend_on_thread_count():
+    import torch
+
+    base = clustered(5000, 16, 7)
+    config = NeighborConfig(backend="ivf", nprobe=3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = knn(base, k=6, config=config, exclude_self=True)
+        torch.set_num_threads(2)
+        two = knn(base, k=6, config=config, exclude_self=True)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one[1], two[1]) and np.array_equal(one[0], two[0])
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("backend", ["flat", "ivf"])
+def test_faiss_engine_on_cpu(backend):
+    # engine='faiss' runs FAISS's own CPU indexes: same exact neighbours, comparable IVF recall.
+    base = clustered(6000, 16, 8)
+    queries = clustered(300, 16, 9)
+    _, truth = knn(base, queries, k=10)
+    index = NeighborIndex(config=NeighborConfig(backend=backend, engine="faiss")).fit(base)
+    assert type(index._engine).__module__.startswith("faiss")
+    _, found = index.search(queries, 10)
+    if backend == "flat":
+        assert recall(found, truth) == 1.0
+    else:
+        assert recall(found, truth) >= 0.9
