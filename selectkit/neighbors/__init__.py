@@ -1,4 +1,9 @@
-"""The neighbour layer: memory-bounded kNN and k-means on FAISS, shared by every selector.
+"""The neighbour layer: memory-bounded kNN and k-means, shared by every selector.
+
+Engines (``NeighborConfig.engine``): with ``'auto'`` (the default), exact (``flat``) and IVF search on
+CPU run on the layer's own engine, cache-sized matrix-product tiles scanned by a compiled top-k
+kernel (`selectkit.neighbors.flat`, `selectkit.neighbors.ivf`); HNSW and everything on a GPU run on
+FAISS indexes. ``engine='faiss'`` uses FAISS's indexes for every backend.
 
 Queries are processed in blocks and each block's results are merged into a bounded ``[nq, k]``
 result, so no ``N x N`` matrix is ever built. Every entry point estimates its peak memory first and
@@ -14,9 +19,12 @@ Distance convention (what `knn` and `NeighborIndex.search` return):
 ``-inner product``: smaller is closer) so it can stand wherever scikit-learn or imbalanced-learn
 accept a neighbours object.
 
-FAISS and torch keep their own thread settings (``faiss.omp_set_num_threads``,
-``torch.set_num_threads``); this layer never changes them. Do not call it from forked DataLoader
-workers: FAISS's OpenMP pool can hang after ``fork``. Compute neighbours in the main process.
+Threads: the layer's engine runs as many worker threads as ``torch.get_num_threads()``, each with
+single-threaded matrix products; for the duration of a search it sets torch's thread count to 1 and
+restores it afterwards, so do not run other torch work in parallel threads of the same process
+meanwhile. FAISS keeps its own setting (``faiss.omp_set_num_threads``). Do not call the layer from
+forked DataLoader workers: FAISS's OpenMP pool can hang after ``fork``. Compute neighbours in the
+main process.
 """
 
 from selectkit.neighbors.config import NeighborConfig

@@ -23,51 +23,98 @@ from numba import njit
 
 from selectkit.neighbors.memory import Blocks
 
-@njit(nogil=True, fastmath=True, cache=True, inline="always")
-def _heap_replace_root(heap_s: np.ndarray, heap_i: np.ndarray, row: int, value: float, index: int) -> None:
-    """Put ``(value, index)`` in place of the heap's minimum (its root) and sift it down."""
+# Kernels use every fast-math flag but "ninf": the heaps start at -inf, which "ninf" would assume away.
+FAST = {"nnan", "nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@njit(nogil=True, fastmath=FAST, cache=True, inline="always")
+def _worse(s_a: float, i_a: int, s_b: float, i_b: int) -> bool:
+    """The heaps' total order: lower score is worse; among equal scores the larger index is worse."""
+    return s_a < s_b or (s_a == s_b and i_a > i_b)
+
+
+@njit(nogil=True, fastmath=FAST, cache=True, inline="always")
+def _offer(heap_s: np.ndarray, heap_i: np.ndarray, row: int, value: float, index: int) -> bool:
+    """Put ``(value, index)`` in row ``row``'s min-heap if it beats the root; True when it entered.
+
+    With the total order of `_worse`, the heap ends holding the ``k`` best whatever order the
+    candidates come in (ties go to the smaller index), which keeps threaded searches deterministic.
+    """
     k = heap_s.shape[1]
+    if not _worse(heap_s[row, 0], heap_i[row, 0], value, index):
+        return False
     pos = 0
     while True:
         child = 2 * pos + 1
         if child >= k:
             break
-        if child + 1 < k and heap_s[row, child + 1] < heap_s[row, child]:
+        if child + 1 < k and _worse(heap_s[row, child + 1], heap_i[row, child + 1], heap_s[row, child], heap_i[row, child]):
             child += 1
-        if heap_s[row, child] >= value:
+        if not _worse(heap_s[row, child], heap_i[row, child], value, index):
             break
         heap_s[row, pos] = heap_s[row, child]
         heap_i[row, pos] = heap_i[row, child]
         pos = child
     heap_s[row, pos] = value
     heap_i[row, pos] = index
+    return True
 
 
-@njit(nogil=True, fastmath=True, cache=True)
+@njit(nogil=True, fastmath=FAST, cache=True)
+def _offer_columns(row: np.ndarray, hb: float, index: int, heap_s: np.ndarray, heap_i: np.ndarray, worst: np.ndarray) -> None:
+    """Offer base point ``index`` (scores ``row - hb``) to every query heap it may enter."""
+    for c in range(row.shape[0]):
+        v = row[c] - hb
+        if v >= worst[c] and _offer(heap_s, heap_i, c, v, index):
+            worst[c] = heap_s[c, 0]
+
+
+@njit(nogil=True, fastmath=FAST, cache=True)
 def scan_tile(tile: np.ndarray, bias: np.ndarray, offset: int, heap_s: np.ndarray, heap_i: np.ndarray, worst: np.ndarray) -> None:
     """Fold the scores ``tile[b, c] - bias[b]`` into query ``c``'s min-heap of the ``k`` best.
 
     ``tile`` is ``[w, m]`` float32 C-contiguous (base rows, query columns), ``bias`` ``[w]``,
-    ``heap_s``/``heap_i`` ``[m, k]`` (score, base index), ``worst`` ``[m]`` each heap's minimum (kept
-    up to date here); ``offset`` is the global index of the tile's first row. A score enters only
-    when strictly above the heap's minimum, so among equal scores the earlier base point stays.
+    ``heap_s``/``heap_i`` ``[m, k]`` (score, base index), ``worst`` ``[m]`` each heap's minimum score
+    (kept up to date here); ``offset`` is the global index of the tile's first row.
     """
     w, m = tile.shape
     for b in range(w):
         row = tile[b]
         hb = bias[b]
         above = np.int32(0)
-        for c in range(m):  # vectorised: does this base point improve any query?
-            above += np.int32((row[c] - hb) > worst[c])
+        for c in range(m):  # vectorised: could this base point enter any query's heap?
+            above += np.int32((row[c] - hb) >= worst[c])
         if above:
-            for c in range(m):
-                v = row[c] - hb
-                if v > worst[c]:
-                    _heap_replace_root(heap_s, heap_i, c, v, offset + b)
-                    worst[c] = heap_s[c, 0]
+            _offer_columns(row, hb, offset + b, heap_s, heap_i, worst)
 
 
-@njit(nogil=True, fastmath=True, cache=True)
+@njit(nogil=True, fastmath=FAST, cache=True)
+def _offer_row(row: np.ndarray, bias: np.ndarray, offset: int, r: int, heap_s: np.ndarray, heap_i: np.ndarray, worst: np.ndarray) -> None:
+    """Offer every base point of one tile row (scores ``row - bias``) to query ``r``'s heap."""
+    for c in range(row.shape[0]):
+        v = row[c] - bias[c]
+        if v >= worst[r] and _offer(heap_s, heap_i, r, v, offset + c):
+            worst[r] = heap_s[r, 0]
+
+
+@njit(nogil=True, fastmath=FAST, cache=True)
+def scan_tile_rows(tile: np.ndarray, bias: np.ndarray, offset: int, heap_s: np.ndarray, heap_i: np.ndarray, worst: np.ndarray) -> None:
+    """`scan_tile` the other way round: row ``r`` is a query, column ``c`` the base point ``offset + c``.
+
+    ``bias`` is per column ``[m]``; ``heap_s``/``heap_i`` ``[w, k]`` and ``worst`` ``[w]`` belong to the rows.
+    """
+    w, m = tile.shape
+    for r in range(w):
+        row = tile[r]
+        threshold = worst[r]
+        above = np.int32(0)
+        for c in range(m):  # vectorised: could any base point of this tile enter the row's heap?
+            above += np.int32((row[c] - bias[c]) >= threshold)
+        if above:
+            _offer_row(row, bias, offset, r, heap_s, heap_i, worst)
+
+
+@njit(nogil=True, fastmath=FAST, cache=True)
 def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
     """`scan_tile` for ``k = 1``: a branch-free running maximum per query (``best_s``, ``best_i`` ``[m]``)."""
     w, m = tile.shape
@@ -82,7 +129,7 @@ def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.n
             best_i[c] = index if better else best_i[c]
 
 
-@njit(nogil=True, fastmath=True, cache=True)
+@njit(nogil=True, fastmath=FAST, cache=True)
 def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
     """``sums[labels[i]] += points[i]`` and ``counts[labels[i]] += 1`` for every row ``i`` (float64 sums)."""
     d = points.shape[1]
@@ -125,10 +172,58 @@ class FlatEngine:
         scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
         indices = np.full((queries.shape[0], k), -1, dtype=np.int64)
         self._parallel(queries, k, blocks, scores, indices, None)
-        if k == 1:
-            return scores, indices
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+        return _sorted(scores, indices)
+
+    def search_self(self, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
+        """`search` with the base as the queries, each score computed once for both of its points.
+
+        The base is cut into blocks; for every pair of blocks ``I <= J`` one product ``X_J . X_I^T``
+        serves the queries of ``I`` (by columns) and, when ``I < J``, those of ``J`` (by rows), which
+        halves the matrix-product work. A block's heaps are updated under its own lock; the heaps'
+        total order makes the result independent of the order the pairs run in.
+        """
+        import torch
+
+        n = self.base.shape[0]
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        indices = np.full((n, k), -1, dtype=np.int64)
+        worst = np.full(n, -np.inf, dtype=np.float32)
+        size = max(1, int(np.sqrt(blocks.query * blocks.base)))
+        edges = list(range(0, n, size)) + [n]
+        count = len(edges) - 1
+        # Pairs by diagonal, so that consecutive pairs rarely share a block (and a lock).
+        pairs = iter([(i, i + gap) for gap in range(count) for i in range(count - gap)])
+        locks = [threading.Lock() for _ in range(count)]
+        take = threading.Lock()
+
+        def worker() -> None:
+            buffer = torch.empty(size * size, dtype=torch.float32)
+            with torch.inference_mode():
+                while True:
+                    with take:
+                        pair = next(pairs, None)
+                    if pair is None:
+                        return
+                    bi, bj = pair
+                    i0, i1, j0, j1 = edges[bi], edges[bi + 1], edges[bj], edges[bj + 1]
+                    tile = buffer[: (j1 - j0) * (i1 - i0)].view(j1 - j0, i1 - i0)
+                    torch.mm(self.base[j0:j1], self.base[i0:i1].T, out=tile)
+                    t = tile.numpy()
+                    with locks[bi]:
+                        scan_tile(t, self.bias[j0:j1], j0, scores[i0:i1], indices[i0:i1], worst[i0:i1])
+                    if bi != bj:
+                        with locks[bj]:
+                            scan_tile_rows(t, self.bias[i0:i1], i0, scores[j0:j1], indices[j0:j1], worst[j0:j1])
+
+        with single_threaded_torch() as threads:
+            workers = max(1, min(blocks.workers or threads, count * (count + 1) // 2))
+            if workers == 1:
+                worker()
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    for job in [pool.submit(worker) for _ in range(workers)]:
+                        job.result()
+        return _sorted(scores, indices)
 
     def assign(self, points: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Each point's best base row, with the per-row sums a k-means update needs, in one sweep.
@@ -188,6 +283,14 @@ class FlatEngine:
                 sweep(self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, buffer)
                 if after is not None:
                     after(i, m)
+
+
+def _sorted(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row best first: score descending, then index ascending (the heaps' order)."""
+    if scores.shape[1] == 1:
+        return scores, indices
+    order = np.lexsort((indices, -scores), axis=-1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
 
 def score_bias(base: np.ndarray, l2: bool) -> np.ndarray:

@@ -97,7 +97,9 @@ class NeighborIndex(BaseEstimator):
             blocks = plan_blocks(self._engine.largest_list, want, d, replace(config, backend="flat"))
         else:
             blocks = plan_blocks(n, want, d, config)
-        if self._layer:
+        if self._layer and config.backend == "flat" and queries is None:
+            scores, idx = self._engine.search_self(want, blocks)
+        elif self._layer:
             scores, idx = self._engine.search(q, want, blocks)
         else:
             scores, idx = _faiss_search(self._engine, q, want, blocks.query)

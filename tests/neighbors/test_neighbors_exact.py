@@ -123,3 +123,35 @@ def test_index_searches_many_times_and_matches_knn():
         d, i = index.search(q, 6)
         d2, i2 = knn(base, q, k=6)
         assert np.array_equal(i, i2) and np.array_equal(d, d2)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_self_search_shares_tiles_and_matches_plain_search(metric):
+    # queries=None runs the symmetric self-join (each block pair's product serves both blocks);
+    # it must give what searching the base as explicit queries gives, across several blocks.
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((5000, 16)).astype(np.float32)
+    base[4000:] = base[:1000]  # exact duplicates: ties broken the same way on both paths
+    config = NeighborConfig(metric=metric, block_size=64)  # 64 x 2048 -> self blocks of 362 points
+    index = NeighborIndex(config=config).fit(base)
+    s_self, i_self = index.search(None, 6)
+    s_plain, i_plain = index.search(base, 6)
+    assert np.array_equal(i_self, i_plain)
+    np.testing.assert_allclose(s_self, s_plain, rtol=1e-5, atol=1e-5)
+
+
+def test_self_search_does_not_depend_on_thread_count():
+    import torch
+
+    rng = np.random.default_rng(6)
+    base = np.repeat(rng.standard_normal((1500, 8)).astype(np.float32), 3, axis=0)  # every point thrice
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(knn(base, k=4, exclude_self=True, config=NeighborConfig(block_size=32)))
+    finally:
+        torch.set_num_threads(before)
+    for dist, idx in results[1:]:
+        assert np.array_equal(idx, results[0][1]) and np.array_equal(dist, results[0][0])
