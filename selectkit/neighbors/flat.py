@@ -25,6 +25,7 @@ from selectkit.neighbors.memory import Blocks
 
 # Kernels use every fast-math flag but "ninf": the heaps start at -inf, which "ninf" would assume away.
 FAST = {"nnan", "nsz", "arcp", "contract", "afn", "reassoc"}
+SELF_BLOCK = 512  # points per block of the self-join: a 512 x 512 tile (1 MiB) stays in a core's cache
 
 
 @njit(nogil=True, fastmath=FAST, cache=True, inline="always")
@@ -115,6 +116,41 @@ def scan_tile_rows(tile: np.ndarray, bias: np.ndarray, offset: int, heap_s: np.n
 
 
 @njit(nogil=True, fastmath=FAST, cache=True)
+def scan_tile_both(
+    tile: np.ndarray,
+    bias_rows: np.ndarray,
+    rows_offset: int,
+    bias_cols: np.ndarray,
+    cols_offset: int,
+    col_s: np.ndarray,
+    col_i: np.ndarray,
+    col_worst: np.ndarray,
+    row_s: np.ndarray,
+    row_i: np.ndarray,
+    row_worst: np.ndarray,
+) -> None:
+    """`scan_tile` and `scan_tile_rows` in one pass over a tile of a self-join: ``tile[r, c]`` is the
+    product of base points ``rows_offset + r`` and ``cols_offset + c``; it is offered to column
+    ``c``'s heap (``col_*``, score minus ``bias_rows[r]``) and to row ``r``'s heap (``row_*``, score
+    minus ``bias_cols[c]``)."""
+    w, m = tile.shape
+    for r in range(w):
+        row = tile[r]
+        hb = bias_rows[r]
+        threshold = row_worst[r]
+        for_cols = np.int32(0)
+        for_row = np.int32(0)
+        for c in range(m):  # vectorised: one read of the tile serves both directions
+            v = row[c]
+            for_cols += np.int32((v - hb) >= col_worst[c])
+            for_row += np.int32((v - bias_cols[c]) >= threshold)
+        if for_cols:
+            _offer_columns(row, hb, rows_offset + r, col_s, col_i, col_worst)
+        if for_row:
+            _offer_row(row, bias_cols, cols_offset, r, row_s, row_i, row_worst)
+
+
+@njit(nogil=True, fastmath=FAST, cache=True)
 def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
     """`scan_tile` for ``k = 1``: a branch-free running maximum per query (``best_s``, ``best_i`` ``[m]``)."""
     w, m = tile.shape
@@ -188,7 +224,7 @@ class FlatEngine:
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         indices = np.full((n, k), -1, dtype=np.int64)
         worst = np.full(n, -np.inf, dtype=np.float32)
-        size = max(1, int(np.sqrt(blocks.query * blocks.base)))
+        size = max(1, min(SELF_BLOCK, int(np.sqrt(blocks.query * blocks.base))))
         edges = list(range(0, n, size)) + [n]
         count = len(edges) - 1
         # Pairs by diagonal, so that consecutive pairs rarely share a block (and a lock).
@@ -209,11 +245,15 @@ class FlatEngine:
                     tile = buffer[: (j1 - j0) * (i1 - i0)].view(j1 - j0, i1 - i0)
                     torch.mm(self.base[j0:j1], self.base[i0:i1].T, out=tile)
                     t = tile.numpy()
-                    with locks[bi]:
-                        scan_tile(t, self.bias[j0:j1], j0, scores[i0:i1], indices[i0:i1], worst[i0:i1])
-                    if bi != bj:
-                        with locks[bj]:
-                            scan_tile_rows(t, self.bias[i0:i1], i0, scores[j0:j1], indices[j0:j1], worst[j0:j1])
+                    if bi == bj:
+                        with locks[bi]:
+                            scan_tile(t, self.bias[j0:j1], j0, scores[i0:i1], indices[i0:i1], worst[i0:i1])
+                        continue
+                    with locks[bi], locks[bj]:  # always the lower block first: no deadlock
+                        scan_tile_both(
+                            t, self.bias[j0:j1], j0, self.bias[i0:i1], i0,
+                            scores[i0:i1], indices[i0:i1], worst[i0:i1], scores[j0:j1], indices[j0:j1], worst[j0:j1],
+                        )
 
         with single_threaded_torch() as threads:
             workers = max(1, min(blocks.workers or threads, count * (count + 1) // 2))
