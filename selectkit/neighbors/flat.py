@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from numba import njit
@@ -192,6 +192,19 @@ def single_threaded_torch() -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def run_workers(worker: Callable[[], None], jobs: int, workers: int = 0) -> None:
+    """Run ``worker`` on as many threads as torch has (or ``workers``), never more than ``jobs``,
+    with torch single-threaded meanwhile; a worker's exception is raised here."""
+    with single_threaded_torch() as threads:
+        count = max(1, min(workers or threads, jobs))
+        if count == 1:
+            worker()
+            return
+        with ThreadPoolExecutor(count) as pool:
+            for job in [pool.submit(worker) for _ in range(count)]:
+                job.result()
+
+
 class FlatEngine:
     """Exact maximum-score search over a fixed float32 base, tile by tile."""
 
@@ -255,14 +268,7 @@ class FlatEngine:
                             scores[i0:i1], indices[i0:i1], worst[i0:i1], scores[j0:j1], indices[j0:j1], worst[j0:j1],
                         )
 
-        with single_threaded_torch() as threads:
-            workers = max(1, min(blocks.workers or threads, count * (count + 1) // 2))
-            if workers == 1:
-                worker()
-            else:
-                with ThreadPoolExecutor(workers) as pool:
-                    for job in [pool.submit(worker) for _ in range(workers)]:
-                        job.result()
+        run_workers(worker, count * (count + 1) // 2, blocks.workers)
         return _sorted(scores, indices)
 
     def assign(self, points: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -301,14 +307,7 @@ class FlatEngine:
         def worker() -> None:
             self._run(queries, k, blocks, next_start, scores, indices, make_after() if make_after else None)
 
-        with single_threaded_torch() as threads:
-            workers = max(1, min(blocks.workers or threads, -(-nq // blocks.query)))
-            if workers == 1:
-                worker()
-            else:
-                with ThreadPoolExecutor(workers) as pool:
-                    for job in [pool.submit(worker) for _ in range(workers)]:
-                        job.result()
+        run_workers(worker, -(-nq // blocks.query), blocks.workers)
 
     def _run(self, queries, k, blocks, next_start, scores, indices, after) -> None:
         """One worker: take query blocks until none is left; each sweeps the base tile by tile."""

@@ -12,11 +12,10 @@ query are then merged with a stable order, which makes results independent of th
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from selectkit.neighbors.flat import FlatEngine, score_bias, single_threaded_torch, sweep
+from selectkit.neighbors.flat import FlatEngine, run_workers, score_bias, sweep
 from selectkit.neighbors.memory import Blocks
 
 TRAIN_ITERATIONS = 10  # Lloyd iterations of the coarse quantizer (FAISS trains IVF quantizers with 10 too)
@@ -91,11 +90,7 @@ class IVFEngine:
                         heap_i[found] = self.order[lo + heap_i[found]]
                         slot_s[chunk], slot_i[chunk] = heap_s, heap_i
 
-        with single_threaded_torch() as threads:
-            workers = max(1, blocks.workers or threads)
-            with ThreadPoolExecutor(workers) as pool:
-                for job in [pool.submit(worker) for _ in range(workers)]:
-                    job.result()
+        run_workers(worker, self.nlist, blocks.workers)
         scores = slot_s.reshape(nq, probes * k)
         indices = slot_i.reshape(nq, probes * k)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
