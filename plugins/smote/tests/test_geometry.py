@@ -230,3 +230,22 @@ def test_estimator_random_state(data3):
     b = SMOTE(random_state=1).fit_resample(X, y)[0]
     c = SMOTE(random_state=2).fit_resample(X, y)[0]
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_interpolation_is_bit_exact_against_the_numpy_expression(dtype):
+    # The compiled kernel (float32/float64, several threads' worth of rows) and the numpy path
+    # (float16) must both give X[p0] + lam * (X[p1] - X[p0]) to the last bit, in X's dtype.
+    from selectkit_plugins.smote.core import interpolate
+
+    rng = np.random.default_rng(11)
+    X = (rng.standard_normal((5000, 7)) * 1e3).astype(dtype)
+    parents = rng.integers(0, 5000, size=(40_000, 2))
+    lam = rng.random(40_000, dtype=np.float32)
+    got = interpolate(X, parents, lam)
+    lam_x = lam.astype(X.dtype)[:, None]
+    want = X[parents[:, 0]] + lam_x * (X[parents[:, 1]] - X[parents[:, 0]])
+    assert got.dtype == X.dtype and np.array_equal(got, want)
+    out = np.zeros((40_010, 7), dtype=X.dtype)
+    interpolate(X, parents, lam, out=out[10:])
+    assert np.array_equal(out[10:], want) and not out[:10].any()
