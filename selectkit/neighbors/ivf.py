@@ -18,6 +18,7 @@ import numpy as np
 from selectkit.neighbors.flat import FlatEngine, run_workers, score_bias, sweep
 from selectkit.neighbors.memory import Blocks
 
+MERGE_ROWS = 4096  # queries whose candidates are merged at once
 TRAIN_ITERATIONS = 10  # Lloyd iterations of the coarse quantizer (FAISS trains IVF quantizers with 10 too)
 
 
@@ -63,7 +64,7 @@ class IVFEngine:
         per_list = np.bincount(probe.ravel(), minlength=self.nlist)
         starts = np.concatenate([[0], np.cumsum(per_list)])
         slot_s = np.full((nq * probes, k), -np.inf, dtype=np.float32)
-        slot_i = np.full((nq * probes, k), -1, dtype=np.int64)
+        slot_i = np.full((nq * probes, k), -1, dtype=np.int32 if self.order.size < 2**31 else np.int64)
         sizes = np.diff(self.offsets)
         todo = iter(np.argsort(-(per_list * sizes), kind="stable").tolist())  # largest lists first
         lock = threading.Lock()
@@ -91,7 +92,14 @@ class IVFEngine:
                         slot_s[chunk], slot_i[chunk] = heap_s, heap_i
 
         run_workers(worker, self.nlist, blocks.workers)
-        scores = slot_s.reshape(nq, probes * k)
-        indices = slot_i.reshape(nq, probes * k)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+        # Each query's nprobe * k candidates, merged a block of queries at a time (bounded temporaries).
+        cand_s = slot_s.reshape(nq, probes * k)
+        cand_i = slot_i.reshape(nq, probes * k)
+        scores = np.empty((nq, k), dtype=np.float32)
+        indices = np.empty((nq, k), dtype=np.int64)
+        for start in range(0, nq, MERGE_ROWS):
+            stop = min(start + MERGE_ROWS, nq)
+            order = np.argsort(-cand_s[start:stop], axis=1, kind="stable")[:, :k]
+            scores[start:stop] = np.take_along_axis(cand_s[start:stop], order, 1)
+            indices[start:stop] = np.take_along_axis(cand_i[start:stop], order, 1)
+        return scores, indices
