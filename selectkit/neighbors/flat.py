@@ -165,15 +165,15 @@ def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.n
             best_i[c] = index if better else best_i[c]
 
 
-@njit(nogil=True, fastmath=FAST, cache=True)
-def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
-    """``sums[labels[i]] += points[i]`` and ``counts[labels[i]] += 1`` for every row ``i`` (float64 sums)."""
-    d = points.shape[1]
+@njit(nogil=True, cache=True)
+def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray, j0: int, j1: int) -> None:
+    """``sums[labels[i], j0:j1] += points[i, j0:j1]`` for every row ``i`` in order (float64 sums)."""
+    width = j1 - j0
     for i in range(points.shape[0]):
-        label = labels[i]
-        counts[label] += 1
-        for j in range(d):
-            sums[label, j] += points[i, j]
+        total = sums[labels[i], j0:j1]
+        row = points[i, j0:j1]
+        for j in range(width):
+            total[j] += row[j]
 
 
 @contextlib.contextmanager
@@ -220,7 +220,7 @@ class FlatEngine:
         """Scores (largest first) and indices ``[nq, k]``; for L2 the score is ``q . x - |x|^2 / 2``."""
         scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
         indices = np.full((queries.shape[0], k), -1, dtype=np.int64)
-        self._parallel(queries, k, blocks, scores, indices, None)
+        self._parallel(queries, k, blocks, scores, indices)
         return _sorted(scores, indices)
 
     def search_self(self, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -271,29 +271,35 @@ class FlatEngine:
         run_workers(worker, count * (count + 1) // 2, blocks.workers)
         return _sorted(scores, indices)
 
-    def assign(self, points: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Each point's best base row, with the per-row sums a k-means update needs, in one sweep.
+    def assign(self, points: np.ndarray, blocks: Blocks, with_sums: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Each point's best base row, with the per-row sums a k-means update needs.
 
         Returns ``(scores [n], labels [n], sums float64 [n_base, d], counts int64 [n_base])``: the
-        sum and number of the points assigned to each base row (each worker adds its own blocks).
+        sum and number of the points assigned to each base row (``sums`` is None unless
+        ``with_sums``). The sums are added in point order, split by columns over the workers, so
+        they do not depend on the number of threads.
         """
         n_base, d = self.base.shape
         scores = np.full((points.shape[0], 1), -np.inf, dtype=np.float32)
         labels = np.full((points.shape[0], 1), -1, dtype=np.int64)
-        partial: list[tuple[np.ndarray, np.ndarray]] = []
+        self._parallel(points, 1, blocks, scores, labels)
+        labels = labels[:, 0]
+        counts = np.bincount(labels, minlength=n_base)
+        if not with_sums:
+            return scores[:, 0], labels, None, counts
+        sums = np.zeros((n_base, d))
+        width = max(1, -(-d // max(1, blocks.workers or 1)))
+        columns = iter(range(0, d, width))
 
-        def make_accumulator():
-            sums, counts = np.zeros((n_base, d)), np.zeros(n_base, dtype=np.int64)
-            partial.append((sums, counts))
-            return lambda i, m: accumulate(points[i : i + m], labels[i : i + m, 0], sums, counts)
+        def worker() -> None:
+            for j in columns:  # a shared iterator: each column range goes to exactly one thread
+                accumulate(points, labels, sums, j, min(j + width, d))
 
-        self._parallel(points, 1, blocks, scores, labels, make_accumulator)
-        sums = np.sum([p[0] for p in partial], axis=0) if partial else np.zeros((n_base, d))
-        counts = np.sum([p[1] for p in partial], axis=0) if partial else np.zeros(n_base, dtype=np.int64)
-        return scores[:, 0], labels[:, 0], sums, counts
+        run_workers(worker, -(-d // width), blocks.workers)
+        return scores[:, 0], labels, sums, counts
 
-    def _parallel(self, queries, k, blocks, scores, indices, make_after) -> None:
-        """Spread the query blocks over the workers; ``make_after()`` gives each worker a per-block hook."""
+    def _parallel(self, queries, k, blocks, scores, indices) -> None:
+        """Spread the query blocks over the workers."""
         nq = queries.shape[0]
         if nq == 0:
             return
@@ -305,11 +311,11 @@ class FlatEngine:
                 return next(starts, None)
 
         def worker() -> None:
-            self._run(queries, k, blocks, next_start, scores, indices, make_after() if make_after else None)
+            self._run(queries, k, blocks, next_start, scores, indices)
 
         run_workers(worker, -(-nq // blocks.query), blocks.workers)
 
-    def _run(self, queries, k, blocks, next_start, scores, indices, after) -> None:
+    def _run(self, queries, k, blocks, next_start, scores, indices) -> None:
         """One worker: take query blocks until none is left; each sweeps the base tile by tile."""
         import torch
 
@@ -320,8 +326,6 @@ class FlatEngine:
             while (i := next_start()) is not None:
                 m = min(blocks.query, queries.shape[0] - i)
                 sweep(self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, buffer)
-                if after is not None:
-                    after(i, m)
 
 
 def _sorted(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -75,3 +75,20 @@ def test_subsampled_training_still_assigns_every_point():
     assert labels.shape == (5000,)
     dist, nearest = knn(centroids, x, k=1)
     assert np.array_equal(labels, nearest[:, 0]) and inertia == pytest.approx(float(dist.sum(dtype=np.float64)))
+
+
+def test_result_does_not_depend_on_thread_count():
+    import torch
+
+    rng = np.random.default_rng(7)
+    x = ((rng.standard_normal((30, 12)) * 3)[rng.integers(0, 30, 20_000)] + rng.standard_normal((20_000, 12))).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs.append(kmeans(x, 30, n_iter=8, seed=2))
+    finally:
+        torch.set_num_threads(before)
+    for centroids, labels, inertia in runs[1:]:
+        assert np.array_equal(centroids, runs[0][0]) and np.array_equal(labels, runs[0][1]) and inertia == runs[0][2]
