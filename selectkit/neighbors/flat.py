@@ -166,13 +166,13 @@ def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.n
 
 
 @njit(nogil=True, cache=True)
-def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray, j0: int, j1: int) -> None:
-    """``sums[labels[i], j0:j1] += points[i, j0:j1]`` for every row ``i`` in order (float64 sums)."""
-    width = j1 - j0
+def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray) -> None:
+    """``sums[labels[i]] += points[i]`` for every row ``i``, in order (float64 sums)."""
+    d = points.shape[1]
     for i in range(points.shape[0]):
-        total = sums[labels[i], j0:j1]
-        row = points[i, j0:j1]
-        for j in range(width):
+        total = sums[labels[i]]
+        row = points[i]
+        for j in range(d):
             total[j] += row[j]
 
 
@@ -272,34 +272,39 @@ class FlatEngine:
         return _sorted(scores, indices)
 
     def assign(self, points: np.ndarray, blocks: Blocks, with_sums: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        """Each point's best base row, with the per-row sums a k-means update needs.
+        """Each point's best base row, with the per-row sums a k-means update needs, in one sweep.
 
         Returns ``(scores [n], labels [n], sums float64 [n_base, d], counts int64 [n_base])``: the
         sum and number of the points assigned to each base row (``sums`` is None unless
-        ``with_sums``). The sums are added in point order, split by columns over the workers, so
-        they do not depend on the number of threads.
+        ``with_sums``). Each query block's points are summed by the worker that assigned them; the
+        block sums are then added in block order as soon as they are ready, so the result does not
+        depend on the number of threads or on which thread took which block.
         """
         n_base, d = self.base.shape
         scores = np.full((points.shape[0], 1), -np.inf, dtype=np.float32)
         labels = np.full((points.shape[0], 1), -1, dtype=np.int64)
-        self._parallel(points, 1, blocks, scores, labels)
+        sums = np.zeros((n_base, d)) if with_sums else None
+        after = None
+        if with_sums:
+            ready: dict[int, np.ndarray] = {}
+            merged = [0]  # the first query offset not yet added to ``sums``
+            lock = threading.Lock()
+
+            def after(i: int, m: int) -> None:
+                part = np.zeros((n_base, d))
+                accumulate(points[i : i + m], labels[i : i + m, 0], part)
+                with lock:
+                    ready[i] = part
+                    while merged[0] in ready:  # add every block that is next in order
+                        np.add(sums, ready.pop(merged[0]), out=sums)
+                        merged[0] += blocks.query
+
+        self._parallel(points, 1, blocks, scores, labels, after)
         labels = labels[:, 0]
-        counts = np.bincount(labels, minlength=n_base)
-        if not with_sums:
-            return scores[:, 0], labels, None, counts
-        sums = np.zeros((n_base, d))
-        width = max(1, -(-d // max(1, blocks.workers or 1)))
-        columns = iter(range(0, d, width))
+        return scores[:, 0], labels, sums, np.bincount(labels, minlength=n_base)
 
-        def worker() -> None:
-            for j in columns:  # a shared iterator: each column range goes to exactly one thread
-                accumulate(points, labels, sums, j, min(j + width, d))
-
-        run_workers(worker, -(-d // width), blocks.workers)
-        return scores[:, 0], labels, sums, counts
-
-    def _parallel(self, queries, k, blocks, scores, indices) -> None:
-        """Spread the query blocks over the workers."""
+    def _parallel(self, queries, k, blocks, scores, indices, after=None) -> None:
+        """Spread the query blocks over the workers; ``after(i, m)`` runs on the worker after each block."""
         nq = queries.shape[0]
         if nq == 0:
             return
@@ -311,11 +316,11 @@ class FlatEngine:
                 return next(starts, None)
 
         def worker() -> None:
-            self._run(queries, k, blocks, next_start, scores, indices)
+            self._run(queries, k, blocks, next_start, scores, indices, after)
 
         run_workers(worker, -(-nq // blocks.query), blocks.workers)
 
-    def _run(self, queries, k, blocks, next_start, scores, indices) -> None:
+    def _run(self, queries, k, blocks, next_start, scores, indices, after) -> None:
         """One worker: take query blocks until none is left; each sweeps the base tile by tile."""
         import torch
 
@@ -326,6 +331,8 @@ class FlatEngine:
             while (i := next_start()) is not None:
                 m = min(blocks.query, queries.shape[0] - i)
                 sweep(self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, buffer)
+                if after is not None:
+                    after(i, m)
 
 
 def _sorted(scores: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
