@@ -71,7 +71,8 @@ class IVFEngine:
         q_all = torch.from_numpy(queries)
 
         def worker() -> None:
-            buffer = torch.empty(blocks.query * min(blocks.base, max(1, int(sizes.max()))), dtype=torch.float32)
+            rows = min(blocks.query, max(1, int(per_list.max())))  # no list has more queries than this
+            buffer = torch.empty(rows * min(blocks.base, max(1, int(sizes.max()))), dtype=torch.float32)
             with torch.inference_mode():
                 while True:
                     with lock:

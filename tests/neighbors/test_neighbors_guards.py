@@ -100,7 +100,7 @@ def test_bad_queries_and_k():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("backend", "annoy"), ("metric", "manhattan"), ("device", "tpu"), ("nprobe", 0), ("block_size", -3), ("memory_cap_gb", 0)],
+    [("backend", "annoy"), ("metric", "manhattan"), ("device", "tpu"), ("engine", "mkl"), ("nprobe", 0), ("block_size", -3), ("memory_cap_gb", 0)],
 )
 def test_config_rejects_bad_settings(field, value):
     with pytest.raises(ConfigError, match=f"neighbors.{field}="):
