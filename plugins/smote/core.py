@@ -410,14 +410,14 @@ def interpolate(X: np.ndarray, parents: np.ndarray, lam: np.ndarray, out: np.nda
         out = np.empty((m, X.shape[1]), dtype=X.dtype)
     lam = lam.astype(X.dtype, copy=False)
     if X.dtype in (np.float32, np.float64) and out.dtype == X.dtype and m:
-        from selectkit.neighbors.flat import run_workers
+        from selectkit.neighbors.flat import run_workers, task_source
 
         p0 = np.ascontiguousarray(parents[:, 0])
         p1 = np.ascontiguousarray(parents[:, 1])
-        starts = iter(range(0, m, KERNEL_ROWS))
+        next_start = task_source(range(0, m, KERNEL_ROWS))
 
         def worker() -> None:
-            for start in starts:  # a shared iterator: each block goes to exactly one thread
+            while (start := next_start()) is not None:
                 stop = min(start + KERNEL_ROWS, m)
                 _interpolate_rows(X, p0[start:stop], p1[start:stop], lam[start:stop], out[start:stop])
 

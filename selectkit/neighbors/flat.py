@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from numba import njit
@@ -99,23 +99,6 @@ def _offer_row(row: np.ndarray, bias: np.ndarray, offset: int, r: int, heap_s: n
 
 
 @njit(nogil=True, fastmath=FAST, cache=True)
-def scan_tile_rows(tile: np.ndarray, bias: np.ndarray, offset: int, heap_s: np.ndarray, heap_i: np.ndarray, worst: np.ndarray) -> None:
-    """`scan_tile` the other way round: row ``r`` is a query, column ``c`` the base point ``offset + c``.
-
-    ``bias`` is per column ``[m]``; ``heap_s``/``heap_i`` ``[w, k]`` and ``worst`` ``[w]`` belong to the rows.
-    """
-    w, m = tile.shape
-    for r in range(w):
-        row = tile[r]
-        threshold = worst[r]
-        above = np.int32(0)
-        for c in range(m):  # vectorised: could any base point of this tile enter the row's heap?
-            above += np.int32((row[c] - bias[c]) >= threshold)
-        if above:
-            _offer_row(row, bias, offset, r, heap_s, heap_i, worst)
-
-
-@njit(nogil=True, fastmath=FAST, cache=True)
 def scan_tile_both(
     tile: np.ndarray,
     bias_rows: np.ndarray,
@@ -129,10 +112,10 @@ def scan_tile_both(
     row_i: np.ndarray,
     row_worst: np.ndarray,
 ) -> None:
-    """`scan_tile` and `scan_tile_rows` in one pass over a tile of a self-join: ``tile[r, c]`` is the
-    product of base points ``rows_offset + r`` and ``cols_offset + c``; it is offered to column
-    ``c``'s heap (``col_*``, score minus ``bias_rows[r]``) and to row ``r``'s heap (``row_*``, score
-    minus ``bias_cols[c]``)."""
+    """`scan_tile` for both sides of a self-join tile in one pass: ``tile[r, c]`` is the product of
+    base points ``rows_offset + r`` and ``cols_offset + c``; it is offered to column ``c``'s heap
+    (``col_*``, score minus ``bias_rows[r]``) and to row ``r``'s heap (``row_*``, score minus
+    ``bias_cols[c]``)."""
     w, m = tile.shape
     for r in range(w):
         row = tile[r]
@@ -192,6 +175,18 @@ def single_threaded_torch() -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def task_source(items: Iterable[Any]) -> Callable[[], Any]:
+    """A thread-safe ``take()`` over ``items``: each item goes to exactly one caller, then None."""
+    remaining = iter(items)
+    lock = threading.Lock()
+
+    def take() -> Any:
+        with lock:
+            return next(remaining, None)
+
+    return take
+
+
 def run_workers(worker: Callable[[], None], jobs: int, workers: int = 0) -> None:
     """Run ``worker`` on as many threads as torch has (or ``workers``), never more than ``jobs``,
     with torch single-threaded meanwhile; a worker's exception is raised here."""
@@ -213,7 +208,6 @@ class FlatEngine:
         import torch
 
         self.base = torch.from_numpy(base)
-        self.l2 = l2
         self.bias = score_bias(base, l2)
 
     def search(self, queries: np.ndarray, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -241,18 +235,13 @@ class FlatEngine:
         edges = list(range(0, n, size)) + [n]
         count = len(edges) - 1
         # Pairs by diagonal, so that consecutive pairs rarely share a block (and a lock).
-        pairs = iter([(i, i + gap) for gap in range(count) for i in range(count - gap)])
+        next_pair = task_source((i, i + gap) for gap in range(count) for i in range(count - gap))
         locks = [threading.Lock() for _ in range(count)]
-        take = threading.Lock()
 
         def worker() -> None:
             buffer = torch.empty(size * size, dtype=torch.float32)
             with torch.inference_mode():
-                while True:
-                    with take:
-                        pair = next(pairs, None)
-                    if pair is None:
-                        return
+                while (pair := next_pair()) is not None:
                     bi, bj = pair
                     i0, i1, j0, j1 = edges[bi], edges[bi + 1], edges[bj], edges[bj + 1]
                     tile = buffer[: (j1 - j0) * (i1 - i0)].view(j1 - j0, i1 - i0)
@@ -284,22 +273,20 @@ class FlatEngine:
         scores = np.full((points.shape[0], 1), -np.inf, dtype=np.float32)
         labels = np.full((points.shape[0], 1), -1, dtype=np.int64)
         sums = np.zeros((n_base, d)) if with_sums else None
-        after = None
-        if with_sums:
-            ready: dict[int, np.ndarray] = {}
-            merged = [0]  # the first query offset not yet added to ``sums``
-            lock = threading.Lock()
+        ready: dict[int, np.ndarray] = {}
+        merged = [0]  # the first query offset not yet added to ``sums``
+        lock = threading.Lock()
 
-            def after(i: int, m: int) -> None:
-                part = np.zeros((n_base, d))
-                accumulate(points[i : i + m], labels[i : i + m, 0], part)
-                with lock:
-                    ready[i] = part
-                    while merged[0] in ready:  # add every block that is next in order
-                        np.add(sums, ready.pop(merged[0]), out=sums)
-                        merged[0] += blocks.query
+        def add_block(i: int, m: int) -> None:
+            part = np.zeros((n_base, d))
+            accumulate(points[i : i + m], labels[i : i + m, 0], part)
+            with lock:
+                ready[i] = part
+                while merged[0] in ready:  # add every block that is next in order
+                    np.add(sums, ready.pop(merged[0]), out=sums)
+                    merged[0] += blocks.query
 
-        self._parallel(points, 1, blocks, scores, labels, after)
+        self._parallel(points, 1, blocks, scores, labels, add_block if with_sums else None)
         labels = labels[:, 0]
         return scores[:, 0], labels, sums, np.bincount(labels, minlength=n_base)
 
@@ -308,12 +295,7 @@ class FlatEngine:
         nq = queries.shape[0]
         if nq == 0:
             return
-        starts = iter(range(0, nq, blocks.query))
-        lock = threading.Lock()
-
-        def next_start() -> int | None:
-            with lock:
-                return next(starts, None)
+        next_start = task_source(range(0, nq, blocks.query))
 
         def worker() -> None:
             self._run(queries, k, blocks, next_start, scores, indices, after)

@@ -11,11 +11,9 @@ query are then merged with a stable order, which makes results independent of th
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from selectkit.neighbors.flat import FlatEngine, run_workers, score_bias, sweep
+from selectkit.neighbors.flat import FlatEngine, run_workers, score_bias, sweep, task_source
 from selectkit.neighbors.memory import Blocks
 
 MERGE_ROWS = 4096  # queries whose candidates are merged at once
@@ -35,7 +33,6 @@ class IVFEngine:
         from selectkit.neighbors.memory import plan_blocks
 
         n, d = base.shape
-        self.l2 = l2
         self.nlist = nlist
         self.nprobe = min(nprobe, nlist)
         rng = np.random.default_rng([seed, 2])
@@ -66,19 +63,14 @@ class IVFEngine:
         slot_s = np.full((nq * probes, k), -np.inf, dtype=np.float32)
         slot_i = np.full((nq * probes, k), -1, dtype=np.int32 if self.order.size < 2**31 else np.int64)
         sizes = np.diff(self.offsets)
-        todo = iter(np.argsort(-(per_list * sizes), kind="stable").tolist())  # largest lists first
-        lock = threading.Lock()
+        next_list = task_source(np.argsort(-(per_list * sizes), kind="stable").tolist())  # largest lists first
         q_all = torch.from_numpy(queries)
 
         def worker() -> None:
             rows = min(blocks.query, max(1, int(per_list.max())))  # no list has more queries than this
             buffer = torch.empty(rows * min(blocks.base, max(1, int(sizes.max()))), dtype=torch.float32)
             with torch.inference_mode():
-                while True:
-                    with lock:
-                        ell = next(todo, None)
-                    if ell is None or per_list[ell] * sizes[ell] == 0:
-                        return  # lists come largest first: the rest have no work either
+                while (ell := next_list()) is not None and per_list[ell] * sizes[ell] > 0:  # largest first: the rest are empty too
                     lo, hi = self.offsets[ell], self.offsets[ell + 1]
                     slots = pairs[starts[ell] : starts[ell + 1]]
                     base_t, bias = self._lists_t[lo:hi], self.list_bias[lo:hi]
