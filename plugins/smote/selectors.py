@@ -174,6 +174,14 @@ class _Duplicating(Selector):
     def __init__(self, *, sampling_strategy: Any = "auto") -> None:
         self.sampling_strategy = sampling_strategy
 
+    def _plan(self, pool: Pool, direction: Any) -> tuple[np.ndarray, np.ndarray, Mapping[int, int]]:
+        """The pool's classes, each position's class code, and the per-class counts to reach."""
+        names = core.Names(self.config_path)
+        y = _labels(pool, names)
+        classes, codes, counts = class_counts(y)
+        plan = resolve_strategy(self.sampling_strategy, classes, counts, direction, names.setting("sampling_strategy"), y)
+        return classes, codes, plan
+
 
 class RandomOverSelector(_Duplicating):
     """Random over-sampling: grows classes by repeating randomly drawn samples of theirs (with
@@ -183,10 +191,7 @@ class RandomOverSelector(_Duplicating):
     name = "random_over"
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
-        names = core.Names(self.config_path)
-        y = _labels(pool, names)
-        classes, codes, counts = class_counts(y)
-        plan = resolve_strategy(self.sampling_strategy, classes, counts, OVER, names.setting("sampling_strategy"), y)
+        classes, codes, plan = self._plan(pool, OVER)
         extra = core.random_over(codes, plan, ctx.rng())
         indices = np.concatenate([np.arange(len(pool), dtype=np.int64), extra])
         return Selection(indices, meta={"sampling_strategy": _counts_meta(classes, plan), "repeated": int(extra.size)})
@@ -200,9 +205,6 @@ class RandomUnderSelector(_Duplicating):
     name = "random_under"
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
-        names = core.Names(self.config_path)
-        y = _labels(pool, names)
-        classes, codes, counts = class_counts(y)
-        plan = resolve_strategy(self.sampling_strategy, classes, counts, UNDER, names.setting("sampling_strategy"), y)
+        classes, codes, plan = self._plan(pool, UNDER)
         kept = core.random_under(codes, plan, ctx.rng())
         return Selection(kept, meta={"sampling_strategy": _counts_meta(classes, plan), "kept": int(kept.size)})
