@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU build by default; on a CUDA machine: make install TORCH_SPEC="torch" FAISS_EXTRA=",gpu"
 TORCH_SPEC ?= torch==2.13.0
-FAISS_EXTRA ?=
+FAISS_EXTRA ?= ,faiss
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_EPOCHS ?= 5
 DEMO_OUT ?= outputs/demo

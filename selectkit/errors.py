@@ -16,5 +16,9 @@ class DataNotFoundError(ConfigError):
     """A dataset could not be found in any of the places selectkit looks."""
 
 
+class MissingDependencyError(SelectkitError, ImportError):
+    """An optional extra that a setting needs is not installed; the message says what to install."""
+
+
 class SelectionError(SelectkitError, RuntimeError):
     """A selector returned a result that breaks the `Selection` contract."""

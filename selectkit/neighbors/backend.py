@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from selectkit.errors import ConfigError
+from selectkit.errors import ConfigError, MissingDependencyError
 from selectkit.neighbors.config import NeighborConfig
 
 GPU_MAX_K = 2048
@@ -15,17 +15,23 @@ _GPU_RESOURCES: dict[int, Any] = {}
 
 
 def import_faiss() -> Any:
-    """The ``faiss`` module, or an ImportError that says how to install it."""
+    """The ``faiss`` module, or a `MissingDependencyError` that says how to install it."""
     try:
         import faiss
     except ImportError as err:
-        raise ImportError("the neighbour layer needs FAISS: pip install faiss-cpu (or faiss-gpu-cu12 on CUDA machines)") from err
+        raise MissingDependencyError(
+            "neighbors.backend=hnsw, neighbors.engine=faiss and GPU search need FAISS: "
+            "pip install 'selectkit[faiss]' (CPU) or 'selectkit[gpu]' (CUDA)"
+        ) from err
     return faiss
 
 
 def faiss_gpus() -> int:
-    """How many GPUs FAISS can use (0 with faiss-cpu)."""
-    faiss = import_faiss()
+    """How many GPUs FAISS can use: 0 with faiss-cpu, or without FAISS installed."""
+    try:
+        faiss = import_faiss()
+    except ImportError:
+        return 0
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get is not None else 0
 

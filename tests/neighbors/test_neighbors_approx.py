@@ -20,6 +20,8 @@ def recall(found, truth):
 @pytest.mark.parametrize("backend", ["ivf", "hnsw"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
 def test_recall_against_exact(backend, metric):
+    if backend == "hnsw":
+        pytest.importorskip("faiss")  # HNSW is a FAISS index (the `faiss` extra)
     base = clustered(8000, 32, 0)
     queries = clustered(300, 32, 1)
     _, truth = knn(base, queries, k=10, config=NeighborConfig(metric=metric))
@@ -32,6 +34,8 @@ def test_recall_against_exact(backend, metric):
 
 @pytest.mark.parametrize("backend", ["ivf", "hnsw"])
 def test_exclude_self_approximate(backend):
+    if backend == "hnsw":
+        pytest.importorskip("faiss")  # HNSW is a FAISS index (the `faiss` extra)
     base = clustered(4000, 16, 2)
     _, truth = knn(base, k=5, exclude_self=True)
     dist, found = knn(base, k=5, config=NeighborConfig(backend=backend), exclude_self=True)
@@ -87,6 +91,7 @@ def test_ivf_results_do_not_depend_on_thread_count():
 @pytest.mark.parametrize("backend", ["flat", "ivf"])
 def test_faiss_engine_on_cpu(backend):
     # engine='faiss' runs FAISS's own CPU indexes: same exact neighbours, comparable IVF recall.
+    pytest.importorskip("faiss")
     base = clustered(6000, 16, 8)
     queries = clustered(300, 16, 9)
     _, truth = knn(base, queries, k=10)

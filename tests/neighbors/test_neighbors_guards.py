@@ -108,10 +108,25 @@ def test_config_rejects_bad_settings(field, value):
 
 
 def test_cuda_without_gpu_is_a_clear_error():
-    import faiss
+    from selectkit.neighbors.backend import faiss_gpus
 
-    if faiss.get_num_gpus() > 0:
+    if faiss_gpus() > 0:
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="neighbors.device='cuda'"):
         knn(np.zeros((5, 2)), k=1, config=NeighborConfig(device="cuda"))
     assert knn(np.eye(5), k=1, config=NeighborConfig(device="auto"))[1].shape == (5, 1)
+
+
+def test_without_faiss_cpu_search_runs_and_faiss_settings_say_what_to_install(monkeypatch):
+    import sys
+
+    from selectkit.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails, as without the extra
+    x = np.random.default_rng(3).standard_normal((500, 8)).astype(np.float32)
+    exact = knn(x, k=4, exclude_self=True)[1]
+    ivf = knn(x, k=4, config=NeighborConfig(backend="ivf", nlist=4, nprobe=4), exclude_self=True)[1]
+    assert np.array_equal(exact, ivf), "all lists probed: IVF is exhaustive"
+    for config in (NeighborConfig(backend="hnsw"), NeighborConfig(engine="faiss")):
+        with pytest.raises(MissingDependencyError, match=r"selectkit\[faiss\]"):
+            knn(x, k=4, config=config)

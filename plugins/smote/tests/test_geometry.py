@@ -68,6 +68,8 @@ def test_smote_and_adasyn_segments_towards_same_class_neighbours(cls, data3):
 def test_approximate_and_other_metric_searches(neighbors, data3):
     """Other searches change which neighbours are found, never the segment property or the counts."""
     X, y = data3
+    if neighbors["backend"] == "hnsw":
+        pytest.importorskip("faiss")  # HNSW is a FAISS index (the `faiss` extra)
     sel = SMOTESelector(k_neighbors=4, neighbors=neighbors).select(_pool(X, y), SelectContext(seed=0))
     syn = sel.synthetic
     assert_exact_segments(X, syn.features, syn.parents, syn.lam)
