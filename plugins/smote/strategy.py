@@ -35,7 +35,15 @@ def _label(c: Any) -> str:
 
 
 def class_counts(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(classes, codes, counts)``: sorted distinct labels, each sample's class position, class sizes."""
+    """``(classes, codes, counts)``: sorted distinct labels, each sample's class position, class sizes.
+
+    Small non-negative integer labels (the usual case) are counted in one pass, without a sort.
+    """
+    if y.dtype.kind in "iu" and y.size and 0 <= y.min() and y.max() < max(1024, y.size):
+        present = np.bincount(y)
+        classes = np.flatnonzero(present).astype(y.dtype)
+        position = np.cumsum(present > 0) - 1
+        return classes, position[y].astype(np.int64, copy=False), present[classes].astype(np.int64)
     classes, codes = np.unique(y, return_inverse=True)
     return classes, codes.astype(np.int64, copy=False), np.bincount(codes, minlength=classes.size).astype(np.int64)
 

@@ -155,3 +155,21 @@ def test_self_search_does_not_depend_on_thread_count():
         torch.set_num_threads(before)
     for dist, idx in results[1:]:
         assert np.array_equal(idx, results[0][1]) and np.array_equal(dist, results[0][0])
+
+
+def test_locality_order_is_a_data_only_permutation_that_groups_clusters():
+    from selectkit.neighbors.flat import locality_order
+    from selectkit.neighbors.memory import Blocks
+
+    rng = np.random.default_rng(8)
+    centres = rng.normal(scale=50.0, size=(4, 8))
+    labels = rng.integers(0, 4, 2000)
+    base = (centres[labels] + rng.standard_normal((2000, 8))).astype(np.float32)
+    order = locality_order(base, True, Blocks(64, 512, 2))
+    assert np.array_equal(np.sort(order), np.arange(2000))
+    assert np.array_equal(order, locality_order(base, True, Blocks(32, 256, 1))), "no randomness, no thread dependence"
+    # Far-apart clusters: every seed's group lies in one cluster, so the order changes cluster
+    # only where it moves from one seed's group to the next (at most one change per seed).
+    changes = np.count_nonzero(np.diff(labels[order]))
+    assert changes < 2000 // 128
+    assert changes < np.count_nonzero(np.diff(labels)) / 50
