@@ -1,4 +1,4 @@
-"""selectkit k-means (FAISS) vs scikit-learn's Lloyd KMeans at equal work: same init, same iterations.
+"""selectkit k-means (the layer's exact search) vs scikit-learn's Lloyd KMeans at equal work: same init, same iterations.
 
     python scripts/bench_kmeans.py [--n 100000] [--d 64] [--k 100] [--n-iter 20] [--out outputs/bench_kmeans]
 

@@ -28,8 +28,8 @@ main process.
 """
 
 from selectkit.neighbors.config import NeighborConfig
-from selectkit.neighbors.kmeans import kmeans
+from selectkit.neighbors.kmeans import KMeansResult, kmeans
 from selectkit.neighbors.memory import MemoryCapExceeded, estimate_memory_bytes
 from selectkit.neighbors.search import NeighborIndex, knn
 
-__all__ = ["MemoryCapExceeded", "NeighborConfig", "NeighborIndex", "estimate_memory_bytes", "kmeans", "knn"]
+__all__ = ["KMeansResult", "MemoryCapExceeded", "NeighborConfig", "NeighborIndex", "estimate_memory_bytes", "kmeans", "knn"]

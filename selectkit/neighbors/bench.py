@@ -162,7 +162,8 @@ def kmeans_comparison(n: int = 100_000, d: int = 64, k: int = 100, n_iter: int =
     cold, _ = _best_time(ours, 1)
     best_ours = best_theirs = np.inf
     for _ in range(repeats):
-        seconds, (_, labels, inertia) = _best_time(ours, 1)
+        seconds, result = _best_time(ours, 1)
+        labels, inertia = result.assignment, result.inertia
         best_ours = min(best_ours, seconds)
         seconds, ref = _best_time(theirs, 1)
         best_theirs = min(best_theirs, seconds)

@@ -159,6 +159,18 @@ def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray) -> None
             total[j] += row[j]
 
 
+@njit(nogil=True, cache=True)
+def accumulate_weighted(points: np.ndarray, labels: np.ndarray, weights: np.ndarray, sums: np.ndarray) -> None:
+    """``sums[labels[i]] += weights[i] * points[i]`` for every row ``i``, in order (float64 sums and weights)."""
+    d = points.shape[1]
+    for i in range(points.shape[0]):
+        total = sums[labels[i]]
+        row = points[i]
+        w = weights[i]
+        for j in range(d):
+            total[j] += w * row[j]
+
+
 @contextlib.contextmanager
 def single_threaded_torch() -> Iterator[int]:
     """Run torch's own kernels on one thread inside the block; yields the thread count it replaced.
@@ -277,14 +289,17 @@ class FlatEngine:
             scores, indices = scores[back], indices[back]
         return _sorted(scores, indices)
 
-    def assign(self, points: np.ndarray, blocks: Blocks, with_sums: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    def assign(
+        self, points: np.ndarray, blocks: Blocks, with_sums: bool = True, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         """Each point's best base row, with the per-row sums a k-means update needs, in one sweep.
 
-        Returns ``(scores [n], labels [n], sums float64 [n_base, d], counts int64 [n_base])``: the
-        sum and number of the points assigned to each base row (``sums`` is None unless
-        ``with_sums``). Each query block's points are summed by the worker that assigned them; the
-        block sums are then added in block order as soon as they are ready, so the result does not
-        depend on the number of threads or on which thread took which block.
+        Returns ``(scores [n], labels [n], sums float64 [n_base, d], mass [n_base])``: the sum of
+        the points assigned to each base row (``sums`` is None unless ``with_sums``) and their
+        number (int64), or, with ``weights`` (float64 ``[n]``), the weighted sum and the sum of
+        their weights (float64). Each query block's points are summed by the worker that assigned
+        them; the block sums are then added in block order as soon as they are ready, so the result
+        does not depend on the number of threads or on which thread took which block.
         """
         n_base, d = self.base.shape
         scores = np.full((points.shape[0], 1), -np.inf, dtype=np.float32)
@@ -296,7 +311,10 @@ class FlatEngine:
 
         def add_block(i: int, m: int) -> None:
             part = np.zeros((n_base, d))
-            accumulate(points[i : i + m], labels[i : i + m, 0], part)
+            if weights is None:
+                accumulate(points[i : i + m], labels[i : i + m, 0], part)
+            else:
+                accumulate_weighted(points[i : i + m], labels[i : i + m, 0], weights[i : i + m], part)
             with lock:
                 ready[i] = part
                 while merged[0] in ready:  # add every block that is next in order
@@ -305,7 +323,8 @@ class FlatEngine:
 
         self._parallel(points, 1, blocks, scores, labels, add_block if with_sums else None)
         labels = labels[:, 0]
-        return scores[:, 0], labels, sums, np.bincount(labels, minlength=n_base)
+        mass = np.bincount(labels, minlength=n_base) if weights is None else np.bincount(labels, weights, minlength=n_base)
+        return scores[:, 0], labels, sums, mass
 
     def _parallel(self, queries, k, blocks, scores, indices, after=None) -> None:
         """Spread the query blocks over the workers; ``after(i, m)`` runs on the worker after each block."""

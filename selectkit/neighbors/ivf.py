@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from selectkit.neighbors.flat import FlatEngine, run_workers, score_bias, sweep, task_source
+from selectkit.neighbors.lloyd import lloyd
 from selectkit.neighbors.memory import Blocks
 
 MERGE_ROWS = 4096  # queries whose candidates are merged at once
@@ -29,7 +30,6 @@ class IVFEngine:
         import torch
 
         from selectkit.neighbors.config import NeighborConfig
-        from selectkit.neighbors.kmeans import kmeans_centroids
         from selectkit.neighbors.memory import plan_blocks
 
         n, d = base.shape
@@ -40,7 +40,7 @@ class IVFEngine:
         start = sample[np.sort(rng.choice(sample.shape[0], nlist, replace=False))]
         # Centroids come from L2 k-means; points and queries go to lists by the search's own score
         # (largest inner product for 'ip'/'cosine'), as FAISS's IVF does with a flat quantizer.
-        self.centroids = kmeans_centroids(sample, start, TRAIN_ITERATIONS)
+        self.centroids, _ = lloyd(sample, start, TRAIN_ITERATIONS)
         self.quantizer = FlatEngine(self.centroids, l2=l2)
         self._quantizer_blocks = plan_blocks(nlist, self.nprobe, d, NeighborConfig())
         _, labels, _, counts = self.quantizer.assign(base, self._quantizer_blocks, with_sums=False)

@@ -1,14 +1,15 @@
 """k-means: Lloyd's iterations with every assignment made by the neighbour layer's exact search.
 
-On CPU each iteration assigns all points through the layer's flat engine (GEMM tiles against the
-centroids, no ``n x k`` distance matrix beyond one tile per worker), then recomputes the centroids.
-A cluster left empty takes the point farthest from its centroid, taken out of that point's
-cluster, as scikit-learn's Lloyd does, so the objective matches scikit-learn's at equal iterations.
-Iterations stop early when no assignment changes. On a GPU FAISS's own Lloyd runs instead.
+On CPU the iterations run in `selectkit.neighbors.lloyd` (GEMM tiles against the centroids, no
+``n x k`` distance matrix beyond one tile per worker); a cluster left empty takes the point farthest
+from its centroid, as scikit-learn's Lloyd does, so the objective matches scikit-learn's at equal
+iterations. Iterations stop early when no assignment changes. On a GPU FAISS's own Lloyd runs
+instead. Sample weights make every centroid the weighted mean of its points and weight the inertia.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,28 @@ from selectkit.errors import ConfigError
 from selectkit.neighbors.backend import import_faiss, use_gpu
 from selectkit.neighbors.config import NeighborConfig, resolve
 from selectkit.neighbors.inputs import as_float32, normalized, shape_of
+from selectkit.neighbors.lloyd import lloyd
 from selectkit.neighbors.memory import F32, GB, I64, MemoryCapExceeded, estimate_memory_bytes
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """What `kmeans` returns.
+
+    Attributes:
+        centroids: float32 ``[k, d]`` final centres (unit norm for ``metric='cosine'``).
+        assignment: int64 ``[n]`` each point's nearest final centre.
+        distances: float32 ``[n]`` each point's squared L2 distance to that centre (for 'cosine',
+            between the L2-normalised point and centre, i.e. ``2 - 2 * cosine``).
+        inertia: sum of ``distances`` (weighted by ``sample_weight`` when given), in float64.
+        n_iter: Lloyd iterations run (updates made; fewer than asked when the assignment settled).
+    """
+
+    centroids: np.ndarray
+    assignment: np.ndarray
+    distances: np.ndarray
+    inertia: float
+    n_iter: int
 
 
 def kmeans(
@@ -28,16 +50,20 @@ def kmeans(
     init: Any = None,
     config: NeighborConfig | None = None,
     max_points_per_centroid: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Lloyd's k-means: ``(centroids float32 [k, d], assignments int64 [n], inertia)``.
+    sample_weight: Any = None,
+) -> KMeansResult:
+    """Lloyd's k-means over ``x`` ``[n, d]``; see `KMeansResult` for what it returns.
 
     Runs up to ``n_iter`` iterations (assign, then update) from ``init`` (``[k, d]`` initial
     centroids) or from ``k`` distinct points drawn with ``seed``, stopping early once no assignment
     changes. Each point is then assigned to its nearest final centroid through the layer, and
     ``inertia`` is the sum of squared distances to it, as scikit-learn's
-    ``KMeans(algorithm='lloyd', max_iter=n_iter, tol=0)`` reports it. ``config.metric='cosine'``
-    runs spherical k-means on normalised copies (centroids renormalised after each update,
-    inertia measured on the normalised points). All points train every iteration unless
+    ``KMeans(algorithm='lloyd', max_iter=n_iter, tol=0)`` reports it. ``sample_weight`` (``[n]``,
+    non-negative, finite, not all zero) runs weighted Lloyd: each centroid is the weighted mean of
+    its points and the inertia the weighted sum; integer weights give the same result as repeating
+    each row that many times. ``config.metric='cosine'`` runs spherical k-means on normalised
+    copies (centroids renormalised after each update, inertia measured on the normalised points).
+    All points train every iteration unless
     ``max_points_per_centroid`` caps the training set at ``k * max_points_per_centroid`` points
     drawn with ``seed`` (the final assignment still covers every point). ``config.device`` picks CPU
     or GPU; its ``backend`` is not used (assignment is exact).
@@ -53,8 +79,9 @@ def kmeans(
     if max_points_per_centroid is not None and max_points_per_centroid < 1:
         raise ValueError(f"max_points_per_centroid={max_points_per_centroid!r} must be a positive integer or None")
     k, n_iter = int(k), int(n_iter)
+    weights = None if sample_weight is None else _check_weights(sample_weight, n)
     exact = NeighborConfig(**{**vars(config), "backend": "flat", "metric": "l2"})
-    need = n * d * F32 + estimate_memory_bytes(k, n, d, 1, exact) + n * (F32 + I64)
+    need = n * d * F32 + estimate_memory_bytes(k, n, d, 1, exact) + n * (F32 + I64) + (0 if weights is None else n * 2 * I64)
     if need > config.memory_cap_gb * GB:
         raise MemoryCapExceeded(
             f"neighbors.memory_cap_gb={config.memory_cap_gb:g} is below the {need / GB:.2f} GB this k-means needs; "
@@ -65,61 +92,48 @@ def kmeans(
         data = normalized(data)
     start = _initial_centroids(init, data, k, seed, config.metric == "cosine")
 
-    train = data
+    train, train_weights = data, weights
     if max_points_per_centroid and n > k * max_points_per_centroid:
-        rows = np.random.default_rng([seed, 1]).choice(n, k * int(max_points_per_centroid), replace=False)
-        train = data[np.sort(rows)]
+        rows = np.sort(np.random.default_rng([seed, 1]).choice(n, k * int(max_points_per_centroid), replace=False))
+        train = data[rows]
+        train_weights = None if weights is None else weights[rows]
     spherical = config.metric == "cosine"
     if use_gpu(config):
-        centroids = _faiss_lloyd(train, start, n_iter, seed, spherical)
+        centroids, done = _faiss_lloyd(train, start, n_iter, seed, spherical, train_weights)
     else:
-        centroids = _lloyd(train, start, n_iter, spherical, exact)
+        centroids, done = lloyd(train, start, n_iter, spherical, train_weights, exact)
 
     from selectkit.neighbors.search import NeighborIndex
 
     dist, idx = NeighborIndex(n_neighbors=1, config=exact).fit(centroids).search(data, 1)
-    return centroids, idx[:, 0].copy(), float(dist[:, 0].sum(dtype=np.float64))
+    distances = np.ascontiguousarray(dist[:, 0])
+    inertia = distances.sum(dtype=np.float64) if weights is None else np.dot(distances.astype(np.float64), weights)
+    return KMeansResult(centroids, idx[:, 0].copy(), distances, float(inertia), int(done))
 
 
-def kmeans_centroids(data: np.ndarray, start: np.ndarray, n_iter: int) -> np.ndarray:
-    """Centroids after up to ``n_iter`` Lloyd iterations (L2, CPU) from ``start``; inputs float32 C-contiguous."""
-    return _lloyd(data, np.array(start, dtype=np.float32), n_iter, False, NeighborConfig(backend="flat"))
+def _check_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """``sample_weight`` as float64 ``[n]``: numeric, finite, non-negative, with a positive sum."""
+    if hasattr(sample_weight, "detach") and hasattr(sample_weight, "cpu"):
+        sample_weight = sample_weight.detach().cpu().numpy()
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise ConfigError(f"sample_weight must be numeric, got dtype {w.dtype}")
+    if w.shape != (n,):
+        raise ConfigError(f"sample_weight has shape {w.shape}; it needs one weight per point ({n},)")
+    w = w.astype(np.float64)
+    if not np.isfinite(w).all():
+        raise ConfigError(f"sample_weight must be finite: {int((~np.isfinite(w)).sum())} weights are NaN or inf")
+    if (w < 0).any():
+        raise ConfigError(f"sample_weight must be non-negative: {int((w < 0).sum())} weights are below 0 (first: point {int(np.argmax(w < 0))})")
+    if not w.sum() > 0:
+        raise ConfigError("sample_weight must not be all zero: no point would pull any centroid")
+    return np.ascontiguousarray(w)
 
 
-def _lloyd(data: np.ndarray, centroids: np.ndarray, n_iter: int, spherical: bool, exact: NeighborConfig) -> np.ndarray:
-    """Lloyd's iterations on CPU; returns the final centroids (float32 ``[k, d]``)."""
-    from selectkit.neighbors.flat import FlatEngine
-    from selectkit.neighbors.memory import plan_blocks
-
-    k, d = centroids.shape
-    sq_norms = np.einsum("ij,ij->i", data, data, dtype=np.float32)
-    blocks = plan_blocks(k, 1, d, exact)
-    previous = None
-    for _ in range(n_iter):
-        scores, labels, sums, counts = FlatEngine(centroids, l2=True).assign(data, blocks)
-        if previous is not None and np.array_equal(labels, previous):
-            break  # converged: the update would give the same centroids
-        empty = np.flatnonzero(counts == 0)
-        if empty.size:
-            # The farthest points from their centroids (|x|^2 - 2 * score) start the empty clusters.
-            dist = sq_norms - 2 * scores
-            far = np.argpartition(dist, -empty.size)[-empty.size :]
-            far = far[np.argsort(-dist[far], kind="stable")]
-            for point, cluster in zip(far, empty):
-                sums[labels[point]] -= data[point]
-                counts[labels[point]] -= 1
-                sums[cluster] = data[point]
-                counts[cluster] = 1
-        filled = counts > 0
-        updated = centroids.copy()
-        updated[filled] = sums[filled] / counts[filled, None]
-        centroids = normalized(updated) if spherical else updated
-        previous = labels
-    return np.ascontiguousarray(centroids, dtype=np.float32)
-
-
-def _faiss_lloyd(data: np.ndarray, start: np.ndarray, n_iter: int, seed: int, spherical: bool) -> np.ndarray:
-    """FAISS's Lloyd iterations on a GPU index; returns the final centroids."""
+def _faiss_lloyd(
+    data: np.ndarray, start: np.ndarray, n_iter: int, seed: int, spherical: bool, weights: np.ndarray | None
+) -> tuple[np.ndarray, int]:
+    """FAISS's Lloyd iterations on a GPU index: the final centroids and the iterations run."""
     from selectkit.neighbors.backend import to_gpu
 
     n, d = data.shape
@@ -133,8 +147,11 @@ def _faiss_lloyd(data: np.ndarray, start: np.ndarray, n_iter: int, seed: int, sp
     clustering.min_points_per_centroid = 1
     clustering.max_points_per_centroid = n // k + 1
     faiss.copy_array_to_vector(start.ravel(), clustering.centroids)
-    clustering.train(data, to_gpu(faiss.IndexFlatL2(d)))
-    return faiss.vector_float_to_array(clustering.centroids).reshape(k, d).copy()
+    if weights is None:
+        clustering.train(data, to_gpu(faiss.IndexFlatL2(d)))
+    else:
+        clustering.train(data, to_gpu(faiss.IndexFlatL2(d)), weights.astype(np.float32))
+    return faiss.vector_float_to_array(clustering.centroids).reshape(k, d).copy(), int(n_iter)
 
 
 def _initial_centroids(init: Any, data: np.ndarray, k: int, seed: int, spherical: bool) -> np.ndarray:
