@@ -129,7 +129,7 @@ def test_getitem_and_getitems_with_ints():
     x, y, i = ds[4]
     assert torch.equal(x, ds.x[4]) and int(y) == 1 and i == 4
     batch = ds.__getitems__([3, 0, 7])
-    assert set(batch) == {"x", "y", "index", "weight"}
+    assert set(batch) == {"x", "y", "index", "weight", "mask"} and batch["mask"].tolist() == [True] * 3
     assert batch["index"].tolist() == [3, 0, 7] and batch["index"].dtype == torch.int64
     assert torch.equal(batch["x"], ds.x[[3, 0, 7]]) and batch["y"].tolist() == [0, 0, 1]
     assert batch["weight"].dtype == torch.float32 and batch["weight"].tolist() == [1.0, 1.0, 1.0]
