@@ -117,11 +117,22 @@ def check_labels(y: Any, n: int, names: Names, what: str = "data: labels") -> np
 # neighbour search
 
 
+class FittedNeighbors(Protocol):
+    """A neighbour search built over one base, queried any number of times."""
+
+    def __call__(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """int64 ``[len(rows), k]``: the ``k`` nearest base rows of base rows ``rows`` (all rows when
+        None), each other than itself, nearest first."""
+
+
 class NeighborSource(Protocol):
-    """Finds, for rows of ``base``, their ``k`` nearest rows of ``base`` other than themselves."""
+    """Builds a `FittedNeighbors` over a base; ``source(base, k, rows)`` builds and queries once."""
+
+    def fit(self, base: np.ndarray) -> FittedNeighbors:
+        """The search over ``base`` (float32 ``[n, d]``), built once."""
 
     def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
-        """int64 ``[len(rows), k]`` (all rows of ``base`` when ``rows`` is None), nearest first."""
+        """``fit(base)(k, rows)``."""
 
 
 def drop_self(idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -145,20 +156,38 @@ def fill_missing(idx: np.ndarray, names: Names) -> np.ndarray:
 
 
 class LayerNeighbors:
-    """Neighbour search through `selectkit.neighbors.knn` with a given `NeighborConfig`."""
+    """Neighbour search through a `selectkit.neighbors.NeighborIndex` with a given `NeighborConfig`."""
 
     def __init__(self, config: Any = None, names: Names = Names()) -> None:
         self.config = config
         self.names = names
 
-    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
-        from selectkit.neighbors import knn
+    def fit(self, base: np.ndarray) -> "LayerFitted":
+        """One `NeighborIndex` over ``base``."""
+        from selectkit.neighbors import NeighborIndex
 
         with renamed(self.names):
+            index = NeighborIndex(config=self.config).fit(base)
+        return LayerFitted(index, base, self.names)
+
+    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        return self.fit(base)(k, rows)
+
+
+class LayerFitted:
+    """A built `NeighborIndex` with the base it indexes; ``index`` tells how it searches (e.g. its exact fallback)."""
+
+    def __init__(self, index: Any, base: np.ndarray, names: Names) -> None:
+        self.index = index
+        self.base = base
+        self.names = names
+
+    def __call__(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        with renamed(self.names):
             if rows is None:
-                _, idx = knn(base, k=k, config=self.config, exclude_self=True)
+                _, idx = self.index.search(None, k, exclude_self=True)
             else:
-                _, idx = knn(base, base[rows], k=k + 1, config=self.config)
+                _, idx = self.index.search(self.base[rows], k + 1)
                 idx = drop_self(np.asarray(idx, dtype=np.int64), rows)
         return fill_missing(np.asarray(idx, dtype=np.int64), self.names)
 
@@ -190,12 +219,28 @@ class EstimatorNeighbors:
                 pass
         return copy.deepcopy(self.prototype)
 
-    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    def fit(self, base: np.ndarray) -> "EstimatorFitted":
+        """A fresh copy of the object, fitted on ``base``."""
         est = self._fresh()
         est.fit(base)
-        rows_ = np.arange(base.shape[0], dtype=np.int64) if rows is None else rows
-        queries = base if rows is None else base[rows]
-        out = est.kneighbors(queries, n_neighbors=k + 1, return_distance=False)
+        return EstimatorFitted(est, base, self.names)
+
+    def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        return self.fit(base)(k, rows)
+
+
+class EstimatorFitted:
+    """A fitted scikit-learn style neighbours object with the base it was fitted on."""
+
+    def __init__(self, estimator: Any, base: np.ndarray, names: Names) -> None:
+        self.estimator = estimator
+        self.base = base
+        self.names = names
+
+    def __call__(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        rows_ = np.arange(self.base.shape[0], dtype=np.int64) if rows is None else rows
+        queries = self.base if rows is None else self.base[rows]
+        out = self.estimator.kneighbors(queries, n_neighbors=k + 1, return_distance=False)
         idx = np.asarray(out[1] if isinstance(out, tuple) else out, dtype=np.int64)
         return fill_missing(drop_self(idx, rows_), self.names)
 
@@ -321,8 +366,10 @@ def draw(
     """Parents and interpolation factors for ``method`` in ``smote``, ``borderline-1``, ``borderline-2``,
     ``adasyn``, following ``plan`` (class position -> samples to create).
 
-    ``X`` is the float32 search matrix. Classes are handled in ascending order, each with one neighbour
-    search over all of its points, and every per-sample step is vectorised.
+    ``X`` is the float32 search matrix. Classes are handled in ascending order and every per-sample
+    step is vectorised. Each distinct base is indexed once: all of ``X`` (the danger and hardness
+    neighbours over every class, and borderline-2's seed neighbours) on first use, shared by every
+    class, and each class's own rows once for that class's same-class neighbours.
     """
     n_classes = int(codes.max()) + 1 if codes.size else 0
     counts = np.bincount(codes, minlength=n_classes)
@@ -330,18 +377,25 @@ def draw(
     members = class_members(codes, n_classes)
     parents, lams, labels = [], [], []
     meta: dict[str, Any] = {}
+    built: dict[str, FittedNeighbors] = {}
+
+    def whole() -> FittedNeighbors:
+        """The search over all of ``X``, built on first use."""
+        if "all" not in built:
+            built["all"] = source.fit(X)
+        return built["all"]
     for c in sorted(plan):
         g = int(plan[c])
         if g <= 0:
             continue
         rows = members[c]
         if method == "smote":
-            nn = source(X[rows], k)
+            nn = source.fit(X[rows])(k)
             seeds, near = _pick(nn, even_counts(rows.size, g, rng), rng)
             p0, p1 = rows[seeds], rows[near]
             lam = rng.random(seeds.size, dtype=np.float32)
         elif method in ("borderline-1", "borderline-2"):
-            around = source(X, m, rows)
+            around = whole()(m, rows)
             other = (codes[around] != c).sum(axis=1)
             danger = np.flatnonzero((2 * other >= m) & (other < m))
             meta.setdefault("danger", {})[names.key(c)] = int(danger.size)
@@ -354,18 +408,18 @@ def draw(
                 )
                 continue
             if method == "borderline-1":
-                nn = source(X[rows], k, danger)
+                nn = source.fit(X[rows])(k, danger)
                 seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
                 p0, p1 = rows[danger[seeds]], rows[near]
                 lam = rng.random(seeds.size, dtype=np.float32)
             else:
-                nn = source(X, k, rows[danger])
+                nn = whole()(k, rows[danger])
                 seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
                 p0, p1 = rows[danger[seeds]], near
                 lam = rng.random(seeds.size, dtype=np.float32)
                 lam[codes[p1] != c] *= np.float32(0.5)
         elif method == "adasyn":
-            around = source(X, k, rows)
+            around = whole()(k, rows)
             hard = (codes[around] != c).sum(axis=1)
             meta.setdefault("hardness", {})[names.key(c)] = float(hard.mean() / k)
             if hard.sum() == 0:
@@ -377,7 +431,7 @@ def draw(
                 alloc = even_counts(rows.size, g, rng)
             else:
                 alloc = proportional_counts(hard, g, rng)
-            nn = source(X[rows], k)
+            nn = source.fit(X[rows])(k)
             seeds, near = _pick(nn, alloc, rng)
             p0, p1 = rows[seeds], rows[near]
             lam = rng.random(seeds.size, dtype=np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -13,9 +14,24 @@ from selectkit.neighbors.config import NeighborConfig, resolve
 from selectkit.neighbors.inputs import as_float32, check_dims, check_k, normalized, shape_of
 from selectkit.neighbors.memory import check_cap, plan_blocks
 
+_builds = [0]
+_builds_lock = threading.Lock()
+
+
+def build_count() -> int:
+    """How many indexes this process has built so far (one per `NeighborIndex.fit`, hence per `knn` call).
+
+    Callers that search one base several times should build once; tests read this counter to check it.
+    """
+    return _builds[0]
+
 
 class NeighborIndex(BaseEstimator):
     """An index built once over a base set and searched many times.
+
+    `fit` does the work that depends on the base alone (the float32 copy, norms, IVF training and
+    filing, the HNSW graph); every `search` or `kneighbors` afterwards only scans it, whatever its
+    queries, so several query sets against one base need one `fit`.
 
     `search` returns the layer's convention (squared L2, or similarity for 'ip'/'cosine'). The
     scikit-learn methods (`fit`, `kneighbors`, `kneighbors_graph`, `get_params`, `set_params`)
@@ -60,6 +76,8 @@ class NeighborIndex(BaseEstimator):
             self._engine = build_faiss_index(base, config, self._gpu)
         self.n_samples_fit_ = n
         self.n_features_in_ = d
+        with _builds_lock:
+            _builds[0] += 1
         return self
 
     def _check_fitted(self) -> None:
