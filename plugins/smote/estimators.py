@@ -1,73 +1,335 @@
 """imbalanced-learn compatible resamplers backed by the same code as the selectors.
 
-Each class follows scikit-learn's conventions: a keyword-only constructor that only stores parameters,
-parameters checked in `fit_resample`, results in trailing-underscore attributes, `get_params` /
-`set_params` / `clone` from `BaseEstimator`. They drop into ``imblearn.pipeline.Pipeline``.
+Each class is an imbalanced-learn sampler as that library's own checks
+(``imblearn.utils.estimator_checks.parametrize_with_checks``) define one, without importing it: a
+keyword-only constructor that only stores parameters; ``_parameter_constraints`` checked at the start of
+`fit_resample`; sampler and input tags through ``__sklearn_tags__``; results in trailing-underscore
+attributes; ``get_params`` / ``set_params`` / ``clone`` from ``BaseEstimator`` and
+``get_feature_names_out`` from ``OneToOneFeatureMixin``. They drop into ``imblearn.pipeline.Pipeline``.
+
+Inputs are those imbalanced-learn accepts: arrays, lists (answered with lists), pandas DataFrames and
+Series (answered in kind), scipy sparse matrices (answered sparse), a column-vector ``y``, string labels,
+and a one-hot ``y`` (answered one-hot). The interpolating samplers densify sparse ``X`` after checking the
+dense copy against ``neighbors.memory_cap_gb``; the random samplers index it as it is.
 
 Common attributes after `fit_resample`:
     sampling_strategy_: ``{class: n}``: samples created per class (over-samplers) or kept (under-sampler).
     synthetic_parents_: int64 ``[m, 2]`` rows of ``X`` each new sample was made from (over-samplers).
     synthetic_lam_: float32 ``[m]``: ``X_new = X[p0] + lam * (X[p1] - X[p0])`` (over-samplers).
     sample_indices_: rows of ``X`` behind each output row (random over- and under-sampling).
+    n_features_in_, feature_names_in_: as in scikit-learn (the latter for DataFrames with string names).
 """
 
 from __future__ import annotations
 
-from numbers import Integral
-from typing import Any
+import sys
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
+from typing import Any, Mapping
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from scipy import sparse
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin
+from sklearn.utils._param_validation import HasMethods, InvalidParameterError, Options, StrOptions
+from sklearn.utils._param_validation import Interval as SkInterval
+from sklearn.utils._param_validation import validate_parameter_constraints
+from sklearn.utils.multiclass import type_of_target
 
 from selectkit.errors import ConfigError
+from selectkit.selector import AnyOf, Check, Constraint, Interval, IsNone, OneOf
 from selectkit_plugins.smote import core
-from selectkit_plugins.smote.strategy import OVER, UNDER, class_counts, is_strategy, resolve_strategy
+from selectkit_plugins.smote.strategy import OVER, RULES, UNDER, class_counts, resolve_strategy, sampling_strategy_rule
+
+GB = 1e9
+
+try:  # scikit-learn >= 1.6: the dataclass tags that imbalanced-learn extends
+    from sklearn.utils._tags import InputTags as _SkInputTags
+    from sklearn.utils._tags import Tags as _SkTags
+    from sklearn.utils._tags import TargetTags
+except ImportError:  # pragma: no cover - older scikit-learn has no __sklearn_tags__
+    _SkTags = None
+
+
+class InvalidParameter(ConfigError, InvalidParameterError):
+    """A constructor parameter breaks its rule: both selectkit's `ConfigError` and scikit-learn's
+    ``InvalidParameterError`` (a ``ValueError`` and a ``TypeError``), as imbalanced-learn raises."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shared rules (strategy.RULES) in scikit-learn's vocabulary
+
+
+class _Rule(Options):
+    """A selectkit rule without a scikit-learn counterpart, as a scikit-learn constraint."""
+
+    def __init__(self, rule: Constraint) -> None:
+        super().__init__(object, set())
+        self.rule = rule
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        return self.rule.ok(val)
+
+    def __str__(self) -> str:
+        return self.rule.describe()
+
+
+def sklearn_constraints(rule: Constraint) -> list[Any]:
+    """A selectkit `Constraint` as a list of scikit-learn ``_parameter_constraints`` entries.
+
+    Intervals, string options and null map onto scikit-learn's own constraints (so its checks can
+    generate invalid values for them); other rules are wrapped and keep their own test and description.
+    """
+    if isinstance(rule, AnyOf):
+        return [c for option in rule.options for c in sklearn_constraints(option)]
+    if isinstance(rule, IsNone):
+        return [None]
+    if isinstance(rule, Interval):
+        low_closed = rule.low_closed and rule.low is not None
+        high_closed = rule.high_closed and rule.high is not None
+        closed = {(True, True): "both", (True, False): "left", (False, True): "right", (False, False): "neither"}
+        kind = Integral if rule.integer else Real
+        return [SkInterval(kind, rule.low, rule.high, closed=closed[low_closed, high_closed])]
+    if isinstance(rule, OneOf) and all(isinstance(c, str) for c in rule.choices):
+        return [StrOptions(set(rule.choices))]
+    return [_Rule(rule)]
+
+
+def _is_neighbor_config(value: Any) -> bool:
+    config = sys.modules.get("selectkit.neighbors.config")  # not loaded: value cannot be one
+    return config is not None and isinstance(value, config.NeighborConfig)
+
+
+_RANDOM_STATE = ["random_state", np.random.Generator]
+_NEIGHBOR_OBJECT = HasMethods(["fit", "kneighbors"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# tags
+
+
+if _SkTags is not None:
+
+    @dataclass(slots=True)
+    class InputTags(_SkInputTags):
+        """scikit-learn's input tags plus imbalanced-learn's ``dataframe``."""
+
+        dataframe: bool = False
+
+    @dataclass(slots=True)
+    class SamplerTags:
+        """imbalanced-learn's sampler tags: whether ``sample_indices_`` is set."""
+
+        sample_indices: bool = False
+
+    @dataclass(slots=True)
+    class Tags(_SkTags):
+        """scikit-learn's tags plus imbalanced-learn's ``sampler_tags``."""
+
+        sampler_tags: SamplerTags | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# input and output containers
+
+
+@dataclass
+class _Like:
+    """How to hand an array back in the container the user passed (list, DataFrame, Series, sparse)."""
+
+    kind: str
+    columns: Any = None
+    dtypes: Any = None
+    name: Any = None
+    sparse_frame: bool = False
+
+    @classmethod
+    def of(cls, value: Any) -> "_Like":
+        if isinstance(value, list):
+            return cls("list")
+        module = type(value).__module__.split(".")[0]
+        if module == "pandas" and type(value).__name__ == "DataFrame":
+            import pandas as pd
+
+            frame_sparse = bool(len(value.columns)) and all(isinstance(t, pd.SparseDtype) for t in value.dtypes)
+            return cls("frame", columns=value.columns, dtypes=value.dtypes, sparse_frame=frame_sparse)
+        if module == "pandas" and type(value).__name__ == "Series":
+            return cls("series", dtypes=value.dtype, name=value.name)
+        return cls("array")
+
+    def write(self, arr: Any, index: Any = None) -> Any:
+        """``arr`` (ndarray, sparse matrix or, from the random samplers, a DataFrame) in this container."""
+        if self.kind == "list":
+            return (arr.toarray() if sparse.issparse(arr) else np.asarray(arr)).tolist()
+        if self.kind == "frame":
+            import pandas as pd
+
+            if isinstance(arr, pd.DataFrame):
+                return arr
+            if sparse.issparse(arr):
+                out = pd.DataFrame.sparse.from_spmatrix(arr, columns=self.columns)
+            else:
+                out = pd.DataFrame(arr.reshape(arr.shape[0], -1), columns=self.columns)
+            out = out.astype(self.dtypes)
+            if index is not None:
+                out.index = index
+            return out
+        if self.kind == "series":
+            import pandas as pd
+
+            return pd.Series(arr, dtype=self.dtypes, name=self.name, index=index)
+        return arr
+
+
+def _frame_values(X: Any, like: _Like) -> Any:
+    """A DataFrame's values: a CSR matrix for an all-sparse frame, else an ndarray."""
+    if like.sparse_frame:
+        return X.sparse.to_coo().tocsr()
+    return X.to_numpy()
+
+
+@dataclass
+class _Target:
+    """``y`` read the way imbalanced-learn reads it: 1-D labels, and whether it came one-hot."""
+
+    labels: np.ndarray
+    width: int  # columns of a one-hot y, 0 otherwise
+    like: _Like
+
+    @classmethod
+    def read(cls, y: Any) -> "_Target":
+        like = _Like.of(y)
+        arr = np.asarray(y)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ConfigError("y must be finite, found NaN or inf")
+        kind = type_of_target(arr, input_name="y")
+        if kind in ("binary", "multiclass"):
+            return cls(arr.reshape(-1) if arr.ndim == 2 else arr, 0, like)
+        if kind == "multilabel-indicator":
+            if not (arr.sum(axis=1) == 1).all():
+                raise ConfigError(
+                    "y: multilabel and multioutput targets are not supported; a 2-D y must be one-hot "
+                    "(exactly one 1 per row) or a single column"
+                )
+            return cls(arr.argmax(axis=1), arr.shape[1], like)
+        if kind.endswith("multioutput"):
+            raise ConfigError(f"y: multilabel and multioutput targets are not supported, got a {kind} target of shape {arr.shape}")
+        raise ConfigError(f"y: Unknown label type: {kind}; resampling needs class labels (binary or multiclass), not {kind} values")
+
+    def write(self, labels: np.ndarray, dtype: Any, index: Any = None) -> Any:
+        """Resampled labels in the form ``y`` came in (one-hot rows in ``y``'s dtype if it was one-hot)."""
+        out = labels
+        if self.width:
+            out = np.zeros((labels.size, self.width), dtype=dtype)
+            out[np.arange(labels.size), labels] = 1
+        if self.like.kind == "frame" and out.ndim == 1:
+            out = out[:, None]
+        return self.like.write(out, index)
+
+
+def _record_features(est: BaseEstimator, X: Any) -> None:
+    """Set ``n_features_in_`` (and ``feature_names_in_`` for named columns) from the user's ``X``."""
+    try:
+        from sklearn.utils.validation import validate_data
+    except ImportError:  # pragma: no cover - scikit-learn < 1.6
+        est._check_n_features(X, reset=True)
+        est._check_feature_names(X, reset=True)
+        return
+    validate_data(est, X, reset=True, skip_check_array=True)
 
 
 def _plain(label: Any) -> Any:
     return label.item() if isinstance(label, np.generic) else label
 
 
-def _rng(random_state: Any, where: str) -> np.random.Generator:
-    if random_state is None or (isinstance(random_state, (Integral, np.random.Generator)) and not isinstance(random_state, bool)):
-        return np.random.default_rng(random_state)
+def _rng(random_state: Any) -> np.random.Generator:
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    raise ConfigError(f"{where}.random_state must be None, an int or a numpy Generator/RandomState, got {random_state!r}")
+    return np.random.default_rng(random_state)
 
 
-class _Resampler(BaseEstimator):
+# ---------------------------------------------------------------------------------------------------
+# the estimators
+
+
+class _Resampler(OneToOneFeatureMixin, BaseEstimator):
     """``fit_resample`` validates, resolves the strategy, runs ``_resample`` and stores the results."""
 
     _kind = OVER
+    _estimator_type = "sampler"
+    _any_values = False  # X may hold strings and NaN (only rows are copied)
+    _sample_indices = False
+    _parameter_constraints: dict = {
+        "sampling_strategy": sklearn_constraints(sampling_strategy_rule(OVER)),
+        "random_state": _RANDOM_STATE,
+    }
 
     def fit(self, X: Any, y: Any) -> "_Resampler":
         """Resample once (results in the trailing-underscore attributes) and return ``self``."""
         self.fit_resample(X, y)
         return self
 
-    def fit_resample(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(X_resampled, y_resampled)``: originals first (over-sampling), then new samples."""
+    def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """Return ``(X_resampled, y_resampled)`` in the containers ``X`` and ``y`` came in.
+
+        Over-samplers return the original rows first, then the new ones; ``y_resampled`` keeps ``y``'s
+        dtype, and is one-hot when ``y`` was.
+        """
+        self._validate_params()
+        target = _Target.read(y)
+        x_like = _Like.of(X)
         names = core.Names(type(self).__name__, "X")
-        self._check_params(names)
-        X = self._check_X(X, names)
-        y = core.check_labels(y, X.shape[0], names, what="y")
-        classes, codes, counts = class_counts(y)
+        X_work = self._check_X(_frame_values(X, x_like) if x_like.kind == "frame" and not self._any_values else X, names)
+        labels = core.check_labels(target.labels, X_work.shape[0], names, what="y")
+        classes, codes, counts = class_counts(labels)
         names = core.Names(type(self).__name__, "X", classes)
-        plan = resolve_strategy(self.sampling_strategy, classes, counts, self._kind, names.setting("sampling_strategy"), y)
-        rng = _rng(self.random_state, type(self).__name__)
-        X_res, y_res, attrs = self._resample(X, y, classes, codes, plan, rng, names)
+        plan = resolve_strategy(self.sampling_strategy, classes, counts, self._kind, names.setting("sampling_strategy"), labels)
+        X_res, y_res, attrs = self._resample(X_work, labels, classes, codes, plan, _rng(self.random_state), names)
         attrs["sampling_strategy_"] = {_plain(classes[c]): int(n) for c, n in plan.items()}
+        _record_features(self, X)
         for key, value in attrs.items():
             setattr(self, key, value)
-        return X_res, y_res
+        X_out = x_like.write(X_res)
+        index = X_out.index if x_like.kind == "frame" else None
+        return X_out, target.write(y_res, np.asarray(y).dtype, index)
 
-    def _check_X(self, X: Any, names: core.Names) -> np.ndarray:
+    def _validate_params(self) -> None:
+        """Check every parameter against ``_parameter_constraints``; `InvalidParameter` names the first
+        that breaks its rule, in scikit-learn's words (``The 'k' parameter of SMOTE must be ...``)."""
+        params = self.get_params(deep=False)
+        for key, rules in self._parameter_constraints.items():
+            try:
+                validate_parameter_constraints({key: rules}, {key: params[key]}, caller_name=type(self).__name__)
+            except InvalidParameterError as err:
+                raise InvalidParameter(f"{type(self).__name__}.{key}={params[key]!r}: {err}") from None
+
+    def _check_X(self, X: Any, names: core.Names) -> Any:
+        if sparse.issparse(X):
+            if X.dtype.kind not in "fiub":
+                raise ConfigError(f"X must be numeric, got sparse dtype {X.dtype}")
+            X = X if X.format in ("csr", "csc") else X.tocsr()
+            X = X if X.dtype.kind == "f" else X.astype(np.float64)
+            if not np.isfinite(X.data).all():
+                raise ConfigError("X must be finite: its stored values hold NaN or inf; clean or impute them first")
+            return X
         return core.check_matrix(X, names)
 
-    def _check_params(self, names: core.Names) -> None:
-        if not is_strategy(self.sampling_strategy):
-            raise ConfigError(f"{names.setting('sampling_strategy')} must be a float in (0, 1], a dict, a callable or a strategy name, got {self.sampling_strategy!r}")
+    def __sklearn_tags__(self) -> Any:
+        """imbalanced-learn's sampler tags: a sampler taking 2-D arrays, sparse matrices and DataFrames,
+        needing ``y``; the random samplers also take strings and NaN and set ``sample_indices_``."""
+        base = super().__sklearn_tags__()
+        if _SkTags is None:  # pragma: no cover
+            return base
+        tags = Tags(**{f.name: getattr(base, f.name) for f in fields(base)})
+        tags.estimator_type = "sampler"
+        tags.target_tags = TargetTags(required=True)
+        tags.input_tags = InputTags(**{f.name: getattr(base.input_tags, f.name) for f in fields(base.input_tags)})
+        tags.input_tags.two_d_array = True
+        tags.input_tags.sparse = True
+        tags.input_tags.dataframe = True
+        tags.input_tags.string = self._any_values
+        tags.input_tags.allow_nan = self._any_values
+        tags.sampler_tags = SamplerTags(sample_indices=self._sample_indices)
+        return tags
 
     def _resample(self, X, y, classes, codes, plan, rng, names):  # pragma: no cover - interface
         raise NotImplementedError
@@ -75,6 +337,11 @@ class _Resampler(BaseEstimator):
 
 class _Interpolating(_Resampler):
     _method = "smote"
+    _parameter_constraints: dict = {
+        **_Resampler._parameter_constraints,
+        "k_neighbors": [*sklearn_constraints(RULES["k_neighbors"]), _NEIGHBOR_OBJECT],
+        "neighbors": [*sklearn_constraints(RULES["neighbors"]), _Rule(Check(_is_neighbor_config, "a NeighborConfig"))],
+    }
 
     def __init__(self, *, sampling_strategy: Any = "auto", random_state: Any = None, k_neighbors: Any = 5, neighbors: Any = None) -> None:
         self.sampling_strategy = sampling_strategy
@@ -82,28 +349,47 @@ class _Interpolating(_Resampler):
         self.k_neighbors = k_neighbors
         self.neighbors = neighbors
 
-    def _check_params(self, names: core.Names) -> None:
-        super()._check_params(names)
-        k = self.k_neighbors
-        if not hasattr(k, "kneighbors") and (isinstance(k, bool) or not isinstance(k, Integral) or k < 1):
-            raise ConfigError(f"{names.setting('k_neighbors')} must be an integer >= 1 or an object with kneighbors, got {k!r}")
-
     def _draw_kwargs(self) -> dict[str, Any]:
         return {}
 
     def _method_name(self) -> str:
         return self._method
 
+    def _densify(self, X: Any, plan: Mapping[int, int], names: core.Names) -> np.ndarray:
+        """A sparse ``X`` as a dense array, after checking what that costs against the memory cap."""
+        from selectkit.neighbors.memory import MemoryCapExceeded
+
+        n, d = X.shape
+        m = sum(int(g) for g in plan.values() if g > 0)
+        size = X.dtype.itemsize
+        # the dense copy, its float32 search copy, the new rows dense and as sparse values + indices
+        need = n * d * size + (0 if X.dtype == np.float32 else n * d * 4) + m * d * (2 * size + 8)
+        cap = core.make_config(self.neighbors, names).memory_cap_gb
+        if need > cap * GB:
+            raise MemoryCapExceeded(
+                f"{names.setting('neighbors')}.memory_cap_gb={cap:g} is below the {need / GB:.2f} GB that densifying "
+                f"sparse X ({n} x {d}, {m} new rows) needs; raise {names.setting('neighbors')}.memory_cap_gb or pass a dense X"
+            )
+        return X.toarray()
+
     def _resample(self, X, y, classes, codes, plan, rng, names):
         source, k = core.neighbor_source(self.neighbors, self.k_neighbors, names)
+        X_sparse = X if sparse.issparse(X) else None
+        if X_sparse is not None:
+            X = self._densify(X_sparse, plan, names)
         search = core.as_search_matrix(X)
         drawn = core.draw(self._method_name(), search, codes, plan, rng, source, k=k, names=names, **self._draw_kwargs())
         n, m = X.shape[0], drawn.lam.size
+        y_res = np.concatenate([y, classes[drawn.codes]])
+        attrs = {"synthetic_parents_": drawn.parents, "synthetic_lam_": drawn.lam, "resample_info_": drawn.meta}
+        if X_sparse is not None:
+            new = core.interpolate(X, drawn.parents, drawn.lam)
+            make = sparse.csr_array if isinstance(X_sparse, sparse.sparray) else sparse.csr_matrix
+            return sparse.vstack([X_sparse, make(new)], format=X_sparse.format), y_res, attrs
         X_res = np.empty((n + m, X.shape[1]), dtype=X.dtype)
         X_res[:n] = X
         core.interpolate(X, drawn.parents, drawn.lam, out=X_res[n:])
-        y_res = np.concatenate([y, classes[drawn.codes]])
-        return X_res, y_res, {"synthetic_parents_": drawn.parents, "synthetic_lam_": drawn.lam, "resample_info_": drawn.meta}
+        return X_res, y_res, attrs
 
 
 class SMOTE(_Interpolating):
@@ -111,10 +397,11 @@ class SMOTE(_Interpolating):
 
     Args:
         sampling_strategy: float (binary), dict ``{class: target count}``, strategy name or callable.
-        random_state: None, int or numpy Generator.
+        random_state: None, int, numpy RandomState or Generator.
         k_neighbors: neighbours per seed (int), or an object with ``fit`` / ``kneighbors`` whose
             ``n_neighbors`` counts the point itself (e.g. a ``NeighborIndex`` or ``NearestNeighbors``).
-        neighbors: `NeighborConfig` or a dict of its fields, for the default (FAISS) search.
+        neighbors: `NeighborConfig` or a dict of its fields, for the default search; its
+            ``memory_cap_gb`` also bounds the dense copy of a sparse ``X``.
     """
 
     _method = "smote"
@@ -135,6 +422,12 @@ class BorderlineSMOTE(_Interpolating):
         (others as `SMOTE`)
     """
 
+    _parameter_constraints: dict = {
+        **_Interpolating._parameter_constraints,
+        "m_neighbors": sklearn_constraints(RULES["m_neighbors"]),
+        "kind": sklearn_constraints(RULES["kind"]),
+    }
+
     def __init__(
         self,
         *,
@@ -149,14 +442,6 @@ class BorderlineSMOTE(_Interpolating):
         self.m_neighbors = m_neighbors
         self.kind = kind
 
-    def _check_params(self, names: core.Names) -> None:
-        super()._check_params(names)
-        m = self.m_neighbors
-        if isinstance(m, bool) or not isinstance(m, Integral) or m < 1:
-            raise ConfigError(f"{names.setting('m_neighbors')} must be an integer >= 1, got {m!r}")
-        if self.kind not in ("borderline-1", "borderline-2"):
-            raise ConfigError(f"{names.setting('kind')} must be 'borderline-1' or 'borderline-2', got {self.kind!r}")
-
     def _method_name(self) -> str:
         return self.kind
 
@@ -164,12 +449,26 @@ class BorderlineSMOTE(_Interpolating):
         return {"m": int(self.m_neighbors)}
 
 
+def _take(X: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of an ndarray, a sparse matrix or a DataFrame (whose index labels follow the rows)."""
+    if type(X).__module__.split(".")[0] == "pandas":
+        return X.iloc[idx]
+    return X[idx]
+
+
 class _Random(_Resampler):
+    _any_values = True
+    _sample_indices = True
+
     def __init__(self, *, sampling_strategy: Any = "auto", random_state: Any = None) -> None:
         self.sampling_strategy = sampling_strategy
         self.random_state = random_state
 
-    def _check_X(self, X: Any, names: core.Names) -> np.ndarray:
+    def _check_X(self, X: Any, names: core.Names) -> Any:
+        if type(X).__module__.split(".")[0] == "pandas":
+            return X
+        if sparse.issparse(X):
+            return X if X.format in ("csr", "csc") else X.tocsr()
         arr = np.asarray(X)
         if arr.ndim < 1:
             raise ConfigError(f"X must have one row per sample, got shape {arr.shape}")
@@ -181,7 +480,7 @@ class RandomOverSampler(_Random):
 
     def _resample(self, X, y, classes, codes, plan, rng, names):
         idx = np.concatenate([np.arange(X.shape[0], dtype=np.int64), core.random_over(codes, plan, rng)])
-        return X[idx], y[idx], {
+        return _take(X, idx), y[idx], {
             "sample_indices_": idx,
             "synthetic_parents_": np.zeros((0, 2), np.int64),
             "synthetic_lam_": np.zeros(0, np.float32),
@@ -192,7 +491,11 @@ class RandomUnderSampler(_Random):
     """Random under-sampling: keeps a random subset (without replacement) of each class to shrink."""
 
     _kind = UNDER
+    _parameter_constraints: dict = {
+        **_Random._parameter_constraints,
+        "sampling_strategy": sklearn_constraints(sampling_strategy_rule(UNDER)),
+    }
 
     def _resample(self, X, y, classes, codes, plan, rng, names):
         idx = core.random_under(codes, plan, rng)
-        return X[idx], y[idx], {"sample_indices_": idx}
+        return _take(X, idx), y[idx], {"sample_indices_": idx}

@@ -13,6 +13,11 @@ The semantics follow imbalanced-learn's, so a strategy means the same thing in b
 * a callable ``f(y) -> dict`` (Python API only), read like the dict form.
 
 When two classes tie for largest (or smallest), the one with the smaller label is the majority (minority).
+
+The family's parameter rules are declared here once, in selectkit's rule vocabulary
+(`selectkit.selector.Constraint`): `RULES` and `sampling_strategy_rule`. The selectors check them as they
+are; the imbalanced-learn compatible estimators translate them into scikit-learn's
+``_parameter_constraints`` (see `estimators.sklearn_constraints`).
 """
 
 from __future__ import annotations
@@ -23,11 +28,18 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from selectkit.errors import ConfigError
+from selectkit.selector import AnyOf, Check, Constraint, Interval, IsNone, OneOf
 
 OVER = "over"
 UNDER = "under"
 
 STRATEGY_NAMES = ("auto", "minority", "majority", "not minority", "not majority", "all")
+#: the names that can change something in each direction ('majority' cannot over-sample, 'minority' cannot
+#: under-sample), as imbalanced-learn's over- and under-samplers accept them
+DIRECTION_NAMES = {
+    OVER: ("auto", "minority", "not minority", "not majority", "all"),
+    UNDER: ("auto", "majority", "not minority", "not majority", "all"),
+}
 
 
 def _label(c: Any) -> str:
@@ -161,13 +173,40 @@ def _from_dict(strategy: Mapping, classes: np.ndarray, counts: np.ndarray, kind:
 
 def is_strategy(value: Any) -> bool:
     """Whether ``value`` has a valid *form* for ``sampling_strategy`` (what can be checked without data)."""
-    if isinstance(value, str):
-        return value in STRATEGY_NAMES
-    if isinstance(value, Mapping):
-        return all(
-            not isinstance(v, bool) and isinstance(v, Integral) and v >= 0 and not isinstance(k, (float, bool))
-            for k, v in value.items()
+    return RULES["sampling_strategy"].ok(value)
+
+def _is_count_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        not isinstance(v, bool) and isinstance(v, Integral) and v >= 0 and not isinstance(k, (float, bool))
+        for k, v in value.items()
+    )
+
+
+def _is_function(value: Any) -> bool:
+    return callable(value) and not isinstance(value, (str, Mapping, type))
+
+
+def sampling_strategy_rule(kind: str | None = None) -> Constraint:
+    """The rule for ``sampling_strategy``: a ratio in (0, 1], a strategy name, a ``{class: count}`` dict
+    or a callable. With ``kind`` (`OVER` or `UNDER`) only the names that can change something in that
+    direction pass; without, every name in `STRATEGY_NAMES` does (the data-dependent checks happen in
+    `resolve_strategy`)."""
+    names = STRATEGY_NAMES if kind is None else DIRECTION_NAMES[kind]
+    return AnyOf(
+        (
+            Interval(0.0, 1.0, low_closed=False),
+            OneOf(names),
+            Check(_is_count_dict, "a dict {class: count}"),
+            Check(_is_function, "a callable"),
         )
-    if isinstance(value, Real) and not isinstance(value, bool):
-        return 0.0 < float(value) <= 1.0
-    return callable(value)
+    )
+
+
+#: one rule per parameter of the family, shared by the selectors and the estimators
+RULES: dict[str, Constraint] = {
+    "sampling_strategy": sampling_strategy_rule(),
+    "k_neighbors": Interval(1, None, integer=True),
+    "m_neighbors": Interval(1, None, integer=True),
+    "kind": OneOf(("borderline-1", "borderline-2")),
+    "neighbors": AnyOf((IsNone(), Check(lambda v: isinstance(v, Mapping), "a mapping of NeighborConfig fields"))),
+}
