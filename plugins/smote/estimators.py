@@ -55,6 +55,10 @@ class InvalidParameter(ConfigError, InvalidParameterError):
     ``InvalidParameterError`` (a ``ValueError`` and a ``TypeError``), as imbalanced-learn raises."""
 
 
+class DataTypeError(ConfigError, TypeError):
+    """``X`` holds objects that are not numbers (a ``TypeError`` too, as NumPy's conversion raises)."""
+
+
 # ---------------------------------------------------------------------------------------------------
 # the shared rules (strategy.RULES) in scikit-learn's vocabulary
 
@@ -264,8 +268,10 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
     }
 
     def fit(self, X: Any, y: Any) -> "_Resampler":
-        """Resample once (results in the trailing-underscore attributes) and return ``self``."""
-        self.fit_resample(X, y)
+        """Check the parameters and the data and set ``sampling_strategy_`` (and ``n_features_in_``),
+        as imbalanced-learn's ``fit`` does; resampling happens in `fit_resample` only. Returns ``self``."""
+        _, _, labels, classes, _, plan = self._prepare(X, y)
+        self._finish(X, classes, plan, {})
         return self
 
     def fit_resample(self, X: Any, y: Any) -> tuple[Any, Any]:
@@ -274,23 +280,39 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
         Over-samplers return the original rows first, then the new ones; ``y_resampled`` keeps ``y``'s
         dtype, and is one-hot when ``y`` was.
         """
+        target, X_work, labels, classes, codes, plan = self._prepare(X, y)
+        names = core.Names(type(self).__name__, "X", classes)
+        X_res, y_res, attrs = self._resample(X_work, labels, classes, codes, plan, _rng(self.random_state), names)
+        self._finish(X, classes, plan, attrs)
+        x_like = _Like.of(X)
+        X_out = x_like.write(X_res)
+        index = X_out.index if x_like.kind == "frame" else None
+        return X_out, target.write(y_res, np.asarray(y).dtype, index)
+
+    def _prepare(self, X: Any, y: Any) -> tuple[_Target, Any, np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
+        """Every check, in imbalanced-learn's order (parameters, target type, X, strategy), before any work."""
         self._validate_params()
+        if y is None:
+            raise ConfigError(f"{type(self).__name__} requires y to be passed, but the target y is None; give one class label per row of X")
         target = _Target.read(y)
         x_like = _Like.of(X)
         names = core.Names(type(self).__name__, "X")
         X_work = self._check_X(_frame_values(X, x_like) if x_like.kind == "frame" and not self._any_values else X, names)
-        labels = core.check_labels(target.labels, X_work.shape[0], names, what="y")
+        n, d = X_work.shape[0], (int(np.prod(X_work.shape[1:])) if len(X_work.shape) > 1 else 1)
+        if n == 0 or d == 0:
+            what = "0 sample(s)" if n == 0 else "0 feature(s)"
+            raise ConfigError(f"X: found an array with {what} (shape={tuple(X_work.shape)}) while a minimum of 1 is required.")
+        labels = core.check_labels(target.labels, n, names, what="y")
         classes, codes, counts = class_counts(labels)
         names = core.Names(type(self).__name__, "X", classes)
         plan = resolve_strategy(self.sampling_strategy, classes, counts, self._kind, names.setting("sampling_strategy"), labels)
-        X_res, y_res, attrs = self._resample(X_work, labels, classes, codes, plan, _rng(self.random_state), names)
+        return target, X_work, labels, classes, codes, plan
+
+    def _finish(self, X: Any, classes: np.ndarray, plan: Mapping[int, int], attrs: dict[str, Any]) -> None:
         attrs["sampling_strategy_"] = {_plain(classes[c]): int(n) for c, n in plan.items()}
         _record_features(self, X)
         for key, value in attrs.items():
             setattr(self, key, value)
-        X_out = x_like.write(X_res)
-        index = X_out.index if x_like.kind == "frame" else None
-        return X_out, target.write(y_res, np.asarray(y).dtype, index)
 
     def _validate_params(self) -> None:
         """Check every parameter against ``_parameter_constraints``; `InvalidParameter` names the first
@@ -311,7 +333,15 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
             if not np.isfinite(X.data).all():
                 raise ConfigError("X must be finite: its stored values hold NaN or inf; clean or impute them first")
             return X
-        return core.check_matrix(X, names)
+        arr = np.asarray(X)
+        if arr.dtype == object:
+            try:
+                arr = arr.astype(np.float64)
+            except TypeError as err:
+                raise DataTypeError(f"X must be numeric: {err}") from None
+            except ValueError as err:
+                raise ConfigError(f"X must be numeric: {err}") from None
+        return core.check_matrix(arr, names)
 
     def __sklearn_tags__(self) -> Any:
         """imbalanced-learn's sampler tags: a sampler taking 2-D arrays, sparse matrices and DataFrames,
@@ -470,8 +500,8 @@ class _Random(_Resampler):
         if sparse.issparse(X):
             return X if X.format in ("csr", "csc") else X.tocsr()
         arr = np.asarray(X)
-        if arr.ndim < 1:
-            raise ConfigError(f"X must have one row per sample, got shape {arr.shape}")
+        if arr.ndim < 2:
+            raise ConfigError(f"X must have one row per sample ([n, d]), got shape {arr.shape}")
         return arr
 
 

@@ -86,8 +86,8 @@ def resolve_strategy(
     """
     if classes.size < 2:
         raise ConfigError(
-            f"{setting}: resampling needs at least 2 classes, the data has {classes.size}"
-            + (f" (only class {_label(classes[0])})" if classes.size else "")
+            f"{setting}: resampling needs at least 2 classes, the data has {classes.size} class{'' if classes.size == 1 else 'es'}"
+            + (f" ({_label(classes[0])})" if classes.size else "")
         )
     major = int(np.argmax(counts))
     minor = int(np.argmin(counts))
