@@ -311,9 +311,15 @@ def _one_line(err: BaseException) -> str:
         if isinstance(cause, MissingConfigException):
             missing = str(cause.missing_cfg_file or "")
             group, _, option = missing.rpartition("/")
+            if group == SCHEMA_GROUP:
+                from selectkit import registry
+
+                return (
+                    f"a defaults list attaches /{missing}, but no selector {option!r} is installed; "
+                    f"installed selectors: {', '.join(registry.available())}"
+                )
             if cause.options and group:
-                key = group.replace("/", ".") if not group.startswith("schema") else missing
-                return f"{key}={option} is not an option of {group}; options: {', '.join(cause.options)}"
+                return f"{group}={option} is not an option of {group}; options: {', '.join(cause.options)}"
             return f"config {missing!r} not found" if missing else _first_line(cause)
     for cause in chain:
         if isinstance(cause, OmegaConfBaseException):
@@ -417,10 +423,13 @@ def _runs(line: _CommandLine) -> list[list[str]]:
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides([o for o in line.overrides])
-    except HydraException as err:
-        raise ConfigError(_first_line(err)) from None
+    parsed = []
+    for text in line.overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except HydraException as err:
+            detail = str(getattr(err, "message", err)).strip().splitlines()[0]
+            raise ConfigError(f"cannot parse the override {text!r} ({detail}); see Hydra's override grammar") from None
     fixed: list[str] = []
     sweeps: list[tuple[str, list[str]]] = []
     searchpath: list[str] = []
