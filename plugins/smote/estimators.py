@@ -397,7 +397,7 @@ class _Interpolating(_Resampler):
         cap = core.make_config(self.neighbors, names).memory_cap_gb
         if need > cap * GB:
             raise MemoryCapExceeded(
-                f"{names.setting('neighbors')}.memory_cap_gb={cap:g} is below the {need / GB:.2f} GB that densifying "
+                f"{names.setting('neighbors')}.memory_cap_gb={cap:g} is below the {need / GB:.3g} GB that densifying "
                 f"sparse X ({n} x {d}, {m} new rows) needs; raise {names.setting('neighbors')}.memory_cap_gb or pass a dense X"
             )
         return X.toarray()

@@ -1,4 +1,8 @@
-"""scikit-learn conventions of the estimators, neighbour objects as ``k_neighbors``, imblearn pipelines."""
+"""scikit-learn conventions of the estimators (and scikit-learn's own checks), the inputs imbalanced-learn
+accepts, its error types, neighbour objects as ``k_neighbors``, imblearn pipelines, the shared parameter rules."""
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +11,9 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import NearestNeighbors
+from scipy import sparse
+
+from selectkit.errors import ConfigError
 
 from selectkit_plugins.smote import ADASYN, SMOTE, BorderlineSMOTE, RandomOverSampler, RandomUnderSampler
 
@@ -28,14 +35,19 @@ def test_constructor_stores_params_and_clone_round_trips(cls):
 
 
 @pytest.mark.parametrize("cls", ALL)
-def test_fit_returns_self_and_sets_attributes(cls, data3):
+def test_fit_checks_and_fit_resample_sets_attributes(cls, data3):
     X, y = data3
     est = cls(random_state=0)
     assert est.fit(X, y) is est
-    assert isinstance(est.sampling_strategy_, dict)
+    assert isinstance(est.sampling_strategy_, dict) and est.n_features_in_ == X.shape[1]
+    assert not hasattr(est, "synthetic_parents_") and not hasattr(est, "sample_indices_"), "fit only checks, as in imblearn"
+    with pytest.raises(ValueError):
+        cls(random_state=0).fit(X, y[:-1])
+    X_res, y_res = est.fit_resample(X, y)
     if cls in (RandomOverSampler, RandomUnderSampler):
-        X_res, y_res = cls(random_state=0).fit_resample(X, y)
         assert np.array_equal(X_res, X[est.sample_indices_]) and np.array_equal(y_res, y[est.sample_indices_])
+    else:
+        assert not hasattr(est, "sample_indices_")
     if cls is not RandomUnderSampler:
         assert est.synthetic_parents_.dtype == np.int64 and est.synthetic_parents_.shape[1] == 2
         assert est.synthetic_lam_.dtype == np.float32
@@ -88,3 +100,222 @@ def test_failed_fit_leaves_no_attributes(data3):
     with pytest.raises(ValueError):
         est.fit_resample(X, y)
     assert not hasattr(est, "sampling_strategy_") and not hasattr(est, "synthetic_parents_")
+
+
+# ---------------------------------------------------------------------------------------------------
+# scikit-learn's estimator checks (imbalanced-learn runs them over its samplers too)
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+
+@parametrize_with_checks([cls(random_state=42) for cls in ALL])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs imbalanced-learn accepts, answered in kind
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_lists_and_column_vector_y(cls, data3):
+    X, y = data3
+    X_ref, y_ref = cls(random_state=0).fit_resample(X.astype(np.float64), y)  # a list of floats reads as float64
+    X_list, y_list = cls(random_state=0).fit_resample(X.tolist(), y.tolist())
+    assert isinstance(X_list, list) and isinstance(y_list, list)
+    assert np.allclose(np.asarray(X_list), X_ref) and np.array_equal(np.asarray(y_list), y_ref)
+    X_col, y_col = cls(random_state=0).fit_resample(X.astype(np.float64), y[:, None])
+    assert y_col.shape == y_ref.shape and np.array_equal(y_col, y_ref) and np.array_equal(X_col, X_ref)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_string_labels_and_one_hot_y(cls, data3):
+    X, y = data3
+    X_ref, y_ref = cls(random_state=0).fit_resample(X, y)
+    words = np.array(["ant", "bee", "cat"])
+    X_w, y_w = cls(random_state=0).fit_resample(X, words[y])
+    assert np.array_equal(X_w, X_ref) and np.array_equal(y_w, words[y_ref])
+    one_hot = np.eye(3, dtype=np.int8)[y]
+    est = cls(random_state=0)
+    X_h, y_h = est.fit_resample(X, one_hot)
+    assert np.array_equal(X_h, X_ref)
+    assert y_h.dtype == np.int8 and y_h.shape == (y_ref.size, 3) and np.array_equal(y_h.argmax(axis=1), y_ref)
+    assert (y_h.sum(axis=1) == 1).all()
+    assert est.sampling_strategy_ == cls(random_state=0).fit(X, y).sampling_strategy_
+    not_one_hot = one_hot.copy()
+    not_one_hot[0] = 1
+    with pytest.raises(ConfigError, match="multilabel"):
+        cls().fit_resample(X, not_one_hot)
+
+
+@pytest.mark.parametrize("cls", [SMOTE, BorderlineSMOTE, ADASYN])
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparse_X_is_densified_and_answered_sparse(cls, fmt, data3):
+    X, y = data3
+    X = X.copy()
+    X[np.abs(X) < 0.8] = 0
+    X_ref, y_ref = cls(random_state=0).fit_resample(X, y)
+    X_sp, y_sp = cls(random_state=0).fit_resample(sparse.coo_matrix(X).asformat(fmt), y)
+    assert sparse.issparse(X_sp) and X_sp.format == ("csr" if fmt == "coo" else fmt)
+    assert X_sp.dtype == X.dtype and np.array_equal(X_sp.toarray(), X_ref) and np.array_equal(y_sp, y_ref)
+    X_arr, _ = cls(random_state=0).fit_resample(sparse.csr_array(X), y)
+    assert isinstance(X_arr, sparse.sparray) and np.array_equal(X_arr.toarray(), X_ref)
+
+
+def test_sparse_X_above_the_memory_cap_is_refused(data3):
+    from selectkit.neighbors import MemoryCapExceeded
+
+    X, y = data3
+    est = SMOTE(neighbors={"memory_cap_gb": 1e-6}, random_state=0)
+    with pytest.raises(MemoryCapExceeded) as info:
+        est.fit_resample(sparse.csr_matrix(X), y)
+    msg = str(info.value)
+    assert msg.startswith("SMOTE.neighbors.memory_cap_gb=1e-06") and "densifying sparse X" in msg and "\n" not in msg
+    assert not hasattr(est, "synthetic_parents_")
+    gb = float(msg.split(" is below the ")[1].split(" GB")[0])
+    n, d = X.shape
+    assert gb * 1e9 >= n * d * X.dtype.itemsize, "the estimate covers at least the dense copy"
+
+
+@pytest.mark.parametrize("cls", [RandomOverSampler, RandomUnderSampler])
+def test_random_samplers_index_sparse_X_without_densifying(cls, data3):
+    X, y = data3
+    X = X.copy()
+    X[np.abs(X) < 1.0] = 0
+    Xs = sparse.csc_matrix(X)
+    est = cls(random_state=0)
+    X_res, y_res = est.fit_resample(Xs, y)
+    assert sparse.issparse(X_res) and X_res.format == "csc"
+    assert np.array_equal(X_res.toarray(), X[est.sample_indices_]) and np.array_equal(y_res, y[est.sample_indices_])
+    assert X_res.nnz == np.count_nonzero(X[est.sample_indices_])
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_pandas_in_pandas_out(cls, data3):
+    pd = pytest.importorskip("pandas")
+    X, y = data3
+    X_ref, y_ref = cls(random_state=0).fit_resample(X, y)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    est = cls(random_state=0)
+    X_df, y_s = est.fit_resample(frame, pd.Series(y, name="label"))
+    assert list(X_df.columns) == list(frame.columns) and y_s.name == "label"
+    assert np.array_equal(X_df.to_numpy(), X_ref) and np.array_equal(y_s.to_numpy(), y_ref)
+    assert (X_df.index == y_s.index).all()
+    assert list(est.feature_names_in_) == list(frame.columns)
+    assert list(est.get_feature_names_out()) == list(frame.columns)
+
+
+def test_random_samplers_keep_mixed_frames_as_they_are(data3):
+    pd = pytest.importorskip("pandas")
+    _, y = data3
+    frame = pd.DataFrame({"n": np.arange(y.size), "s": [f"r{i}" for i in range(y.size)]}, index=np.arange(y.size) + 1000)
+    est = RandomOverSampler(random_state=0)
+    X_df, _ = est.fit_resample(frame, y)
+    assert X_df["n"].dtype == frame["n"].dtype and X_df["s"].tolist() == [f"r{i}" for i in est.sample_indices_]
+    assert (X_df.index.to_numpy() == est.sample_indices_ + 1000).all(), "index labels follow their rows"
+
+
+# ---------------------------------------------------------------------------------------------------
+# errors where imbalanced-learn raises them, of the same types
+
+
+def test_parameter_errors_speak_both_languages(data3):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = data3
+    for est, key in [(SMOTE(k_neighbors=0), "k_neighbors"), (BorderlineSMOTE(kind="borderline-3"), "kind"),
+                     (RandomUnderSampler(sampling_strategy="minority"), "sampling_strategy"), (ADASYN(random_state=-1), "random_state")]:
+        name = type(est).__name__
+        for call in (est.fit, est.fit_resample):
+            with pytest.raises(InvalidParameterError) as info:
+                call(X, y)
+            err = info.value
+            assert isinstance(err, ConfigError) and isinstance(err, TypeError) and isinstance(err, ValueError)
+            assert str(err).startswith(f"{name}.{key}=") and f"The '{key}' parameter of {name} must be" in str(err)
+            assert "\n" not in str(err)
+
+
+def test_target_errors(data3):
+    X, y = data3
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        SMOTE().fit_resample(X, np.linspace(0, 1, y.size))
+    with pytest.raises(ValueError, match="multioutput"):
+        SMOTE().fit_resample(X, np.stack([y, y + 3], axis=1))
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        SMOTE().fit(X, None)
+    with pytest.raises(ValueError, match=r"0 feature\(s\)"):
+        RandomOverSampler().fit_resample(np.zeros((y.size, 0)), y)
+    with pytest.raises(TypeError, match="X must be numeric"):
+        SMOTE().fit_resample(np.array([[{}, 1.0]] * y.size, dtype=object), y)
+
+
+def test_random_state_forms_are_deterministic(data3):
+    X, y = data3
+    for make in (lambda: 7, lambda: np.random.RandomState(7), lambda: np.random.default_rng(7)):
+        a = SMOTE(random_state=make()).fit_resample(X, y)[0]
+        b = SMOTE(random_state=make()).fit_resample(X, y)[0]
+        assert np.array_equal(a, b)
+    assert not np.array_equal(SMOTE(random_state=8).fit_resample(X, y)[0], a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# one vocabulary of parameter rules
+
+
+PROBES = {
+    "sampling_strategy": [0.5, 1.0, 0.0, 1.5, "auto", "minority", "balanced", {0: 3}, {0: -1}, [1], None, len],
+    "k_neighbors": [1, 5, 0, -3, "5", None],
+    "m_neighbors": [1, 10, 0, "x"],
+    "kind": ["borderline-1", "borderline-2", "borderline-3", 1],
+    "neighbors": [None, {}, {"nprobe": 4}, "ivf", 3],
+}
+
+
+def test_estimator_constraints_are_the_shared_rules():
+    from sklearn.utils._param_validation import make_constraint
+
+    from selectkit_plugins.smote.estimators import sklearn_constraints
+    from selectkit_plugins.smote.strategy import RULES
+
+    for key, values in PROBES.items():
+        translated = [make_constraint(c) for c in sklearn_constraints(RULES[key])]
+        own = [make_constraint(c) for c in BorderlineSMOTE._parameter_constraints[key]]
+        for v in values:
+            shared = RULES[key].ok(v)
+            assert any(c.is_satisfied_by(v) for c in translated) == shared, (key, v)
+            if key != "sampling_strategy":  # the estimator adds neighbour objects / NeighborConfig, never removes
+                assert any(c.is_satisfied_by(v) for c in own) >= shared, (key, v)
+
+
+def test_selectors_read_the_same_rules():
+    from selectkit_plugins.smote import BorderlineSMOTESelector
+    from selectkit_plugins.smote.strategy import RULES
+
+    for key, values in PROBES.items():
+        rule = BorderlineSMOTESelector.parameter_constraints[key]
+        assert [rule.ok(v) for v in values] == [RULES[key].ok(v) for v in values], key
+
+
+def test_selectors_import_without_imblearn(data3, tmp_path):
+    X, y = data3
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "imblearn" or name.startswith("imblearn."):
+            raise ImportError("imblearn blocked")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from selectkit.selector import Pool, SelectContext
+from selectkit_plugins.smote import SMOTE, SMOTESelector
+X, y = np.load({str(tmp_path / "X.npy")!r}), np.load({str(tmp_path / "y.npy")!r})
+sel = SMOTESelector().select(Pool(np.arange(y.size), labels=y, features=X), SelectContext(seed=0))
+X_res, _ = SMOTE(random_state=0).fit_resample(X, y)
+assert sel.num_synthetic == X_res.shape[0] - y.size > 0
+assert not any(m.split(".")[0] == "imblearn" for m in sys.modules)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
