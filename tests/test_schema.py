@@ -35,7 +35,7 @@ CONF = ROOT / "conf"
 SELECTOR_YAMLS = sorted(ROOT.glob("plugins/*/conf/selector/*.yaml")) + sorted(
     ROOT.glob("examples/selectkit-example-plugin/selectkit_example/conf/selector/*.yaml")
 )
-GROUPS = ["data", "model", "selector", "pipeline", "optim", "neighbors", "trainer", "logger", "paths", "experiment", "debug"]
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__"))
 
 
 def _compose(*overrides):
@@ -487,3 +487,31 @@ def test_precheck_inside_an_initialised_hydra_leaves_it_as_it_was():
         assert GlobalHydra.instance().hydra is before
         assert compose("train", overrides=["selector=full"]).selector.name == "full"
     assert not GlobalHydra.instance().is_initialized()
+
+
+def test_the_example_plugin_config_is_typed_by_its_schema(tmp_path):
+    example = ROOT / "examples" / "selectkit-example-plugin"
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(example)],
+        check=True,
+    )
+    code = (
+        "from selectkit.errors import ConfigError\n"
+        "from selectkit.schema import check_selector_config, precheck\n"
+        f"print(check_selector_config('stride', {str(example / 'selectkit_example/conf/selector/stride.yaml')!r}).step)\n"
+        "precheck(['selector=stride', 'selector.step=3'])\n"
+        "for argv in (['selector=stride', 'selector.step=abc'], ['selector=stride', 'selector.stpe=5']):\n"
+        "    try:\n"
+        "        precheck(argv)\n"
+        "    except ConfigError as err:\n"
+        "        print(err)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", WANDB_MODE="disabled")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "10",
+        "selector.step must be an integer, got 'abc'",
+        "selector.stpe is not a setting of selector stride; its settings: step",
+    ]
