@@ -122,8 +122,8 @@ def array_stats(x: np.ndarray) -> tuple[float, float]:
     mean = total / x.size
     sq = 0.0
     for i in range(0, x.shape[0], step):
-        block = np.asarray(x[i : i + step], dtype=np.float64) - mean
-        sq += float(np.einsum("...,...->", block, block))
+        block = (np.asarray(x[i : i + step], dtype=np.float64) - mean).reshape(-1)
+        sq += float(block @ block)
     std = (sq / x.size) ** 0.5
     return mean, std if std > 0 else 1.0
 

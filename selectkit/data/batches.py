@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from selectkit.data.base import BatchDataset
 from selectkit.errors import ConfigError
@@ -62,10 +62,28 @@ class Batches(Dataset):
         if device.type != "cpu":
             idx, weight, mask = idx.to(device), weight.to(device), mask.to(device)
         batch["index"], batch["weight"], batch["mask"] = idx, weight, mask
-        return batch
+        return WorkerBatch(batch) if get_worker_info() is not None else batch
 
     def __getitem__(self, i: Any) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+#: Tensors up to this size travel from DataLoader workers by value, larger ones through shared memory.
+BY_VALUE_BYTES = 64 << 10
+
+
+class WorkerBatch(dict):
+    """A batch made in a DataLoader worker: its small CPU tensors (ids, weights, mask, labels) are
+    pickled by value, because sending each tensor through shared memory costs a file descriptor
+    hand-over per tensor; the main process receives a plain dict of tensors."""
+
+    def __reduce__(self) -> tuple:
+        small = {k: v.numpy() for k, v in self.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.nbytes <= BY_VALUE_BYTES}
+        return _rebuild_batch, (list(self), {k: v for k, v in self.items() if k not in small}, small)
+
+
+def _rebuild_batch(keys: list, shared: dict, small: dict) -> dict:
+    return {k: shared[k] if k in shared else torch.from_numpy(small[k]) for k in keys}
 
 
 def batch_collate(batch: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from selectkit.data.base import BatchDataset, DataSource, check_labels, source_meta
 from selectkit.errors import ConfigError
@@ -43,10 +44,6 @@ def _as_tensor(x: Any, setting: str, i: int) -> torch.Tensor:
 
 def split_item(item: Any, setting: str, i: int) -> tuple[Any, Any]:
     """``(x, y)`` of one dataset item, ``y`` None for an unlabelled item; `ConfigError` for other shapes."""
-    if isinstance(item, Mapping):
-        if "x" not in item:
-            raise ConfigError(f"{setting}: item {i} is a dict without 'x' (keys: {', '.join(map(str, item))}); {_EXPECTED}")
-        return item["x"], item.get("y")
     if isinstance(item, (tuple, list)):
         if len(item) == 2:
             return item[0], item[1]
@@ -55,6 +52,10 @@ def split_item(item: Any, setting: str, i: int) -> tuple[Any, Any]:
         raise ConfigError(f"{setting}: item {i} is a {type(item).__name__} of {len(item)} values; {_EXPECTED}")
     if isinstance(item, (torch.Tensor, np.ndarray)):
         return item, None
+    if isinstance(item, Mapping):
+        if "x" not in item:
+            raise ConfigError(f"{setting}: item {i} is a dict without 'x' (keys: {', '.join(map(str, item))}); {_EXPECTED}")
+        return item["x"], item.get("y")
     raise ConfigError(f"{setting}: item {i} is a {type(item).__name__}; {_EXPECTED}")
 
 
@@ -106,24 +107,43 @@ class TorchItems(BatchDataset):
         return self._shape
 
     def gather(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        order = ids.tolist()
         xs, ys = [], []
-        for i in ids.tolist():
-            x, y = split_item(self.dataset[i], self.setting, i)
-            xs.append(_as_tensor(x, self.setting, i))
+        dataset, setting, tensor = self.dataset, self.setting, torch.Tensor
+        for i in order:
+            item = dataset[i]
+            if type(item) is tuple and len(item) == 2:
+                x, y = item
+            else:
+                x, y = split_item(item, setting, i)
+            xs.append(x if isinstance(x, tensor) else _as_tensor(x, setting, i))
             ys.append(y)
         try:
-            x = torch.stack(xs)
+            # default_collate stacks into shared memory inside DataLoader workers (no copy on the way back)
+            x = default_collate(xs)
         except RuntimeError:
             shapes = sorted({tuple(t.shape) for t in xs})
             raise ConfigError(f"{self.setting}: items have different shapes {shapes[:3]}; add a transform that gives every x one shape") from None
         out = {"x": x if x.dtype == torch.float32 else x.float()}
         if self.item_labels:
-            if any(y is None for y in ys):
-                raise ConfigError(f"{self.setting}: some items carry a label and some do not")
-            out["y"] = torch.tensor([_label(y, self.setting, i) for y, i in zip(ys, ids.tolist())], dtype=torch.int64)
+            out["y"] = self._stack_labels(ys, order)
         elif self.labels() is not None:
             out["y"] = torch.from_numpy(self._labels[ids.cpu().numpy()])
         return out
+
+    def _stack_labels(self, ys: list, order: list[int]) -> torch.Tensor:
+        if any(y is None for y in ys):
+            raise ConfigError(f"{self.setting}: some items carry a label and some do not")
+        try:
+            y = default_collate(ys) if isinstance(ys[0], torch.Tensor) else torch.as_tensor(ys)
+        except (TypeError, ValueError, RuntimeError):
+            y = None
+        if y is not None and y.ndim == 2 and y.shape[1] == 1:
+            y = y.reshape(-1)
+        if y is None or y.ndim != 1 or y.shape[0] != len(order) or y.dtype == torch.bool or y.is_complex() or (y.is_floating_point() and not bool((y == y.round()).all())):
+            # the slow path names the first item whose label is not one integer
+            y = torch.tensor([_label(v, self.setting, i) for v, i in zip(ys, order)], dtype=torch.int64)
+        return y if y.dtype == torch.int64 else y.long()
 
     def labels(self) -> np.ndarray | None:
         if not self._labels_read:
