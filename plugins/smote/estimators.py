@@ -36,7 +36,7 @@ from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.multiclass import type_of_target
 
 from selectkit.errors import ConfigError
-from selectkit.selector import AnyOf, Check, Constraint, Interval, IsNone, OneOf
+from selectkit.selector import AnyOf, Boolean, Check, Constraint, Interval, IsNone, OneOf
 from selectkit_plugins.smote import core
 from selectkit_plugins.smote.strategy import OVER, RULES, UNDER, class_counts, resolve_strategy, sampling_strategy_rule
 
@@ -87,6 +87,8 @@ def sklearn_constraints(rule: Constraint) -> list[Any]:
         return [c for option in rule.options for c in sklearn_constraints(option)]
     if isinstance(rule, IsNone):
         return [None]
+    if isinstance(rule, Boolean):
+        return ["boolean"]
     if isinstance(rule, Interval):
         low_closed = rule.low_closed and rule.low is not None
         high_closed = rule.high_closed and rule.high is not None
@@ -281,7 +283,7 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
         dtype, and is one-hot when ``y`` was.
         """
         target, X_work, labels, classes, codes, plan = self._prepare(X, y)
-        names = core.Names(type(self).__name__, "X", classes)
+        names = self._names(classes)
         X_res, y_res, attrs = self._resample(X_work, labels, classes, codes, plan, _rng(self.random_state), names)
         self._finish(X, classes, plan, attrs)
         x_like = _Like.of(X)
@@ -296,7 +298,7 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
             raise ConfigError(f"{type(self).__name__} requires y to be passed, but the target y is None; give one class label per row of X")
         target = _Target.read(y)
         x_like = _Like.of(X)
-        names = core.Names(type(self).__name__, "X")
+        names = self._names()
         X_work = self._check_X(_frame_values(X, x_like) if x_like.kind == "frame" and not self._any_values else X, names)
         n, d = X_work.shape[0], (int(np.prod(X_work.shape[1:])) if len(X_work.shape) > 1 else 1)
         if n == 0 or d == 0:
@@ -304,9 +306,12 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
             raise ConfigError(f"X: found an array with {what} (shape={tuple(X_work.shape)}) while a minimum of 1 is required.")
         labels = core.check_labels(target.labels, n, names, what="y")
         classes, codes, counts = class_counts(labels)
-        names = core.Names(type(self).__name__, "X", classes)
+        names = self._names(classes)
         plan = resolve_strategy(self.sampling_strategy, classes, counts, self._kind, names.setting("sampling_strategy"), labels)
         return target, X_work, labels, classes, codes, plan
+
+    def _names(self, classes: np.ndarray | None = None) -> core.Names:
+        return core.Names(type(self).__name__, "X", classes)
 
     def _finish(self, X: Any, classes: np.ndarray, plan: Mapping[int, int], attrs: dict[str, Any]) -> None:
         attrs["sampling_strategy_"] = {_plain(classes[c]): int(n) for c, n in plan.items()}
@@ -385,6 +390,9 @@ class _Interpolating(_Resampler):
     def _method_name(self) -> str:
         return self._method
 
+    def _k_neighbors(self) -> Any:
+        return self.k_neighbors
+
     def _densify(self, X: Any, plan: Mapping[int, int], names: core.Names) -> np.ndarray:
         """A sparse ``X`` as a dense array, after checking what that costs against the memory cap."""
         from selectkit.neighbors.memory import MemoryCapExceeded
@@ -403,7 +411,7 @@ class _Interpolating(_Resampler):
         return X.toarray()
 
     def _resample(self, X, y, classes, codes, plan, rng, names):
-        source, k = core.neighbor_source(self.neighbors, self.k_neighbors, names)
+        source, k = core.neighbor_source(self.neighbors, self._k_neighbors(), names)
         X_sparse = X if sparse.issparse(X) else None
         if X_sparse is not None:
             X = self._densify(X_sparse, plan, names)
@@ -437,10 +445,50 @@ class SMOTE(_Interpolating):
     _method = "smote"
 
 
+@dataclass(frozen=True)
+class _Aliased(core.Names):
+    """`core.Names` that reports some settings under another parameter's name."""
+
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def setting(self, key: str) -> str:
+        return super().setting(dict(self.aliases).get(key, key))
+
+
 class ADASYN(_Interpolating):
-    """ADASYN over-sampling (He et al., 2008): seeds weighted by the share of other-class neighbours."""
+    """ADASYN over-sampling (He et al., 2008): seeds weighted by the share of other-class neighbours.
+
+    Args:
+        n_neighbors: imbalanced-learn's name for ``k_neighbors`` (an int or an object with
+            ``kneighbors``); when set, it is used instead of ``k_neighbors``.
+        (others as `SMOTE`)
+    """
 
     _method = "adasyn"
+    _parameter_constraints: dict = {
+        **_Interpolating._parameter_constraints,
+        "n_neighbors": [None, *_Interpolating._parameter_constraints["k_neighbors"]],
+    }
+
+    def __init__(
+        self,
+        *,
+        sampling_strategy: Any = "auto",
+        random_state: Any = None,
+        k_neighbors: Any = 5,
+        n_neighbors: Any = None,
+        neighbors: Any = None,
+    ) -> None:
+        super().__init__(sampling_strategy=sampling_strategy, random_state=random_state, k_neighbors=k_neighbors, neighbors=neighbors)
+        self.n_neighbors = n_neighbors
+
+    def _k_neighbors(self) -> Any:
+        return self.k_neighbors if self.n_neighbors is None else self.n_neighbors
+
+    def _names(self, classes: np.ndarray | None = None) -> core.Names:
+        if self.n_neighbors is None:
+            return super()._names(classes)
+        return _Aliased(type(self).__name__, "X", classes, aliases=(("k_neighbors", "n_neighbors"),))
 
 
 class BorderlineSMOTE(_Interpolating):
@@ -506,26 +554,107 @@ class _Random(_Resampler):
 
 
 class RandomOverSampler(_Random):
-    """Random over-sampling: repeats randomly drawn rows (with replacement) of the classes to grow."""
+    """Random over-sampling: repeats randomly drawn rows (with replacement) of the classes to grow.
+
+    Args:
+        shrinkage: None (plain repeats), a factor >= 0 for every class, or ``{class: factor}`` for each
+            class that grows: a smoothed bootstrap, as in imbalanced-learn. Each repeated row gets
+            Gaussian noise of standard deviation ``factor * h * std_j`` in feature ``j``, with ``std_j``
+            the class's standard deviation and ``h = (4 / ((d + 2) n)) ** (1 / (d + 4))`` over all ``n``
+            rows (a rule-of-thumb kernel bandwidth, Menardi and Torelli 2014). Needs numeric ``X``.
+        (others as `RandomUnderSampler`)
+
+    ``sample_indices_`` names the row behind each output row (the one perturbed, with shrinkage);
+    ``shrinkage_`` is ``{class: factor}`` or None.
+    """
+
+    _parameter_constraints: dict = {
+        **_Random._parameter_constraints,
+        "shrinkage": sklearn_constraints(RULES["shrinkage"]),
+    }
+
+    def __init__(self, *, sampling_strategy: Any = "auto", random_state: Any = None, shrinkage: Any = None) -> None:
+        super().__init__(sampling_strategy=sampling_strategy, random_state=random_state)
+        self.shrinkage = shrinkage
+
+    def _factors(self, classes: np.ndarray, plan: Mapping[int, int], names: core.Names) -> dict[int, float] | None:
+        """``{class position: factor}`` for every class in the plan, or None without shrinkage."""
+        if self.shrinkage is None:
+            return None
+        if not isinstance(self.shrinkage, Mapping):
+            return {c: float(self.shrinkage) for c in plan}
+        given = {_plain(k): float(v) for k, v in self.shrinkage.items()}
+        missing = [_plain(classes[c]) for c in plan if _plain(classes[c]) not in given]
+        if missing:
+            raise ConfigError(f"{names.setting('shrinkage')} needs a factor for every class it over-samples; missing: {', '.join(map(repr, missing))}")
+        return {c: given[_plain(classes[c])] for c in plan}
 
     def _resample(self, X, y, classes, codes, plan, rng, names):
-        idx = np.concatenate([np.arange(X.shape[0], dtype=np.int64), core.random_over(codes, plan, rng)])
-        return _take(X, idx), y[idx], {
+        extra = core.random_over(codes, plan, rng)
+        idx = np.concatenate([np.arange(X.shape[0], dtype=np.int64), extra])
+        factors = self._factors(classes, plan, names)
+        attrs = {
             "sample_indices_": idx,
             "synthetic_parents_": np.zeros((0, 2), np.int64),
             "synthetic_lam_": np.zeros(0, np.float32),
+            "shrinkage_": None if factors is None else {_plain(classes[c]): f for c, f in factors.items()},
         }
+        if factors is None:
+            return _take(X, idx), y[idx], attrs
+        X_num = X
+        if type(X).__module__.split(".")[0] == "pandas":
+            X_num = X.to_numpy()
+        try:
+            X_num = _Resampler._check_X(self, X_num, names)
+        except ConfigError as err:
+            raise ConfigError(f"{names.setting('shrinkage')} needs numeric, finite X for the smoothed bootstrap: {err}") from None
+        return self._smoothed(X_num, codes, extra, factors, rng), y[idx], attrs
+
+    @staticmethod
+    def _smoothed(X: Any, codes: np.ndarray, extra: np.ndarray, factors: Mapping[int, float], rng: np.random.Generator) -> Any:
+        """``X`` followed by its rows ``extra``, each perturbed by its class's Gaussian kernel."""
+        n, d = X.shape
+        h = (4.0 / ((d + 2) * n)) ** (1.0 / (d + 4))
+        scale = np.zeros((int(codes.max()) + 1, d))
+        for c, factor in factors.items():
+            rows = np.flatnonzero(codes == c)
+            part = X[rows]
+            if sparse.issparse(part):
+                mean = np.asarray(part.mean(axis=0)).ravel()
+                std = np.sqrt(np.maximum(np.asarray(part.multiply(part).mean(axis=0)).ravel() - mean**2, 0.0))
+            else:
+                std = part.std(axis=0)
+            scale[c] = factor * h * std
+        base = X[extra]
+        base = base.toarray() if sparse.issparse(base) else base
+        new = (base + rng.standard_normal((extra.size, d)) * scale[codes[extra]]).astype(X.dtype, copy=False)
+        if sparse.issparse(X):
+            make = sparse.csr_array if isinstance(X, sparse.sparray) else sparse.csr_matrix
+            return sparse.vstack([X, make(new)], format=X.format)
+        return np.concatenate([X, new])
 
 
 class RandomUnderSampler(_Random):
-    """Random under-sampling: keeps a random subset (without replacement) of each class to shrink."""
+    """Random under-sampling: keeps a random subset of each class to shrink, drawn without replacement
+    (or, with ``replacement=True``, with replacement, as imbalanced-learn's option); rows come ascending.
+    """
 
     _kind = UNDER
     _parameter_constraints: dict = {
         **_Random._parameter_constraints,
         "sampling_strategy": sklearn_constraints(sampling_strategy_rule(UNDER)),
+        "replacement": sklearn_constraints(RULES["replacement"]),
     }
 
+    def __init__(self, *, sampling_strategy: Any = "auto", random_state: Any = None, replacement: bool = False) -> None:
+        super().__init__(sampling_strategy=sampling_strategy, random_state=random_state)
+        self.replacement = replacement
+
     def _resample(self, X, y, classes, codes, plan, rng, names):
-        idx = core.random_under(codes, plan, rng)
+        if self.replacement:
+            members = core.class_members(codes, classes.size)
+            kept = [rows[rng.integers(0, rows.size, size=int(plan[c]))] if c in plan else rows for c, rows in enumerate(members)]
+            idx = np.sort(np.concatenate(kept)).astype(np.int64)
+        else:
+            idx = core.random_under(codes, plan, rng)
         return _take(X, idx), y[idx], {"sample_indices_": idx}

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from selectkit.errors import ConfigError
-from selectkit.selector import AnyOf, Check, Constraint, Interval, IsNone, OneOf
+from selectkit.selector import AnyOf, Boolean, Check, Constraint, Interval, IsNone, OneOf
 
 OVER = "over"
 UNDER = "under"
@@ -202,6 +202,12 @@ def sampling_strategy_rule(kind: str | None = None) -> Constraint:
     )
 
 
+def _is_factor_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        not isinstance(v, bool) and isinstance(v, Real) and v >= 0 and not isinstance(k, (float, bool)) for k, v in value.items()
+    )
+
+
 #: one rule per parameter of the family, shared by the selectors and the estimators
 RULES: dict[str, Constraint] = {
     "sampling_strategy": sampling_strategy_rule(),
@@ -209,4 +215,8 @@ RULES: dict[str, Constraint] = {
     "m_neighbors": Interval(1, None, integer=True),
     "kind": OneOf(("borderline-1", "borderline-2")),
     "neighbors": AnyOf((IsNone(), Check(lambda v: isinstance(v, Mapping), "a mapping of NeighborConfig fields"))),
+    # random over-sampling's smoothed bootstrap: one factor for every class, or {class: factor}
+    "shrinkage": AnyOf((IsNone(), Interval(0.0, None), Check(_is_factor_dict, "a dict {class: factor >= 0}"))),
+    # random under-sampling with replacement
+    "replacement": Boolean(),
 }

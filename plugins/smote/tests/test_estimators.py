@@ -319,3 +319,72 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# imbalanced-learn's other parameters: shrinkage, replacement, ADASYN's n_neighbors
+
+
+def _noise_std(est, X, y):
+    X_res, _ = est.fit_resample(X, y)
+    extra = est.sample_indices_[X.shape[0]:]
+    noise = X_res[X.shape[0]:] - X[extra]
+    return {c: noise[y[extra] == c].std(axis=0) for c in np.unique(y[extra])}
+
+
+def test_shrinkage_is_imblearns_smoothed_bootstrap(data3):
+    from imblearn.over_sampling import RandomOverSampler as ImbROS
+
+    X, y = data3
+    X = X.astype(np.float64)
+    ours = _noise_std(RandomOverSampler(shrinkage=2.0, random_state=0), X, y)
+    theirs = _noise_std(ImbROS(shrinkage=2.0, random_state=0), X, y)
+    n, d = X.shape
+    h = (4 / ((d + 2) * n)) ** (1 / (d + 4))
+    for c in (1, 2):
+        want = 2.0 * h * X[y == c].std(axis=0)
+        assert np.allclose(ours[c], want, rtol=0.25) and np.allclose(theirs[c], want, rtol=0.25)
+    est = RandomOverSampler(shrinkage=0.0, random_state=0)
+    X0, _ = est.fit_resample(X, y)
+    assert np.array_equal(X0, X[est.sample_indices_]) and est.shrinkage_ == {1: 0.0, 2: 0.0}
+    X32, _ = RandomOverSampler(shrinkage={1: 1.0, 2: 0.5}, random_state=0).fit_resample(X.astype(np.float32), y)
+    assert X32.dtype == np.float32
+
+
+def test_shrinkage_errors_and_sparse(data3):
+    X, y = data3
+    with pytest.raises(ConfigError, match=r"RandomOverSampler\.shrinkage needs a factor for every class .* missing: 2"):
+        RandomOverSampler(shrinkage={1: 1.0}).fit_resample(X, y)
+    with pytest.raises(ValueError, match="The 'shrinkage' parameter of RandomOverSampler must be"):
+        RandomOverSampler(shrinkage=-1.0).fit_resample(X, y)
+    with pytest.raises(ConfigError, match=r"RandomOverSampler\.shrinkage needs numeric"):
+        RandomOverSampler(shrinkage=1.0).fit_resample(np.full((y.size, 2), "a", dtype=object), y)
+    dense = RandomOverSampler(shrinkage=1.0, random_state=0).fit_resample(X, y)[0]
+    Xs, _ = RandomOverSampler(shrinkage=1.0, random_state=0).fit_resample(sparse.csr_matrix(X), y)
+    assert sparse.issparse(Xs) and np.allclose(Xs.toarray(), dense, atol=1e-5)
+
+
+def test_under_sampling_with_replacement(data3):
+    from imblearn.under_sampling import RandomUnderSampler as ImbRUS
+
+    X, y = data3
+    est = RandomUnderSampler(replacement=True, sampling_strategy={0: 200}, random_state=0)
+    _, y_res = est.fit_resample(X, y)
+    theirs = ImbRUS(replacement=True, sampling_strategy={0: 200}, random_state=0).fit_resample(X, y)[1]
+    assert np.array_equal(np.bincount(y_res), np.bincount(theirs))
+    kept = est.sample_indices_
+    assert np.all(np.diff(kept) >= 0)
+    assert np.unique(kept[y[kept] == 0]).size < 200, "drawn with replacement: some rows repeat"
+    assert np.array_equal(kept[y[kept] != 0], np.flatnonzero(y != 0)), "classes left alone keep every row"
+    with pytest.raises(ValueError, match="The 'replacement' parameter"):
+        RandomUnderSampler(replacement="yes").fit_resample(X, y)
+
+
+def test_adasyn_takes_imblearns_n_neighbors(data3, make_data):
+    X, y = data3
+    a = ADASYN(k_neighbors=3, random_state=0).fit_resample(X, y)[0]
+    b = ADASYN(n_neighbors=3, random_state=0).fit_resample(X, y)[0]
+    assert np.array_equal(a, b)
+    X, y = make_data(sizes=(100, 4))
+    with pytest.raises(ConfigError, match=r"ADASYN\.n_neighbors=5"):
+        ADASYN(n_neighbors=5).fit_resample(X, y)
