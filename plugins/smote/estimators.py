@@ -200,6 +200,7 @@ class _Target:
     labels: np.ndarray
     width: int  # columns of a one-hot y, 0 otherwise
     like: _Like
+    dtype: np.dtype
 
     @classmethod
     def read(cls, y: Any) -> "_Target":
@@ -209,23 +210,23 @@ class _Target:
             raise ConfigError("y must be finite, found NaN or inf")
         kind = type_of_target(arr, input_name="y")
         if kind in ("binary", "multiclass"):
-            return cls(arr.reshape(-1) if arr.ndim == 2 else arr, 0, like)
+            return cls(arr.reshape(-1) if arr.ndim == 2 else arr, 0, like, arr.dtype)
         if kind == "multilabel-indicator":
             if not (arr.sum(axis=1) == 1).all():
                 raise ConfigError(
                     "y: multilabel and multioutput targets are not supported; a 2-D y must be one-hot "
                     "(exactly one 1 per row) or a single column"
                 )
-            return cls(arr.argmax(axis=1), arr.shape[1], like)
+            return cls(arr.argmax(axis=1), arr.shape[1], like, arr.dtype)
         if kind.endswith("multioutput"):
             raise ConfigError(f"y: multilabel and multioutput targets are not supported, got a {kind} target of shape {arr.shape}")
         raise ConfigError(f"y: Unknown label type: {kind}; resampling needs class labels (binary or multiclass), not {kind} values")
 
-    def write(self, labels: np.ndarray, dtype: Any, index: Any = None) -> Any:
+    def write(self, labels: np.ndarray, index: Any = None) -> Any:
         """Resampled labels in the form ``y`` came in (one-hot rows in ``y``'s dtype if it was one-hot)."""
         out = labels
         if self.width:
-            out = np.zeros((labels.size, self.width), dtype=dtype)
+            out = np.zeros((labels.size, self.width), dtype=self.dtype)
             out[np.arange(labels.size), labels] = 1
         if self.like.kind == "frame" and out.ndim == 1:
             out = out[:, None]
@@ -272,7 +273,7 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> "_Resampler":
         """Check the parameters and the data and set ``sampling_strategy_`` (and ``n_features_in_``),
         as imbalanced-learn's ``fit`` does; resampling happens in `fit_resample` only. Returns ``self``."""
-        _, _, labels, classes, _, plan = self._prepare(X, y)
+        _, _, _, classes, _, plan = self._prepare(X, y)
         self._finish(X, classes, plan, {})
         return self
 
@@ -289,7 +290,7 @@ class _Resampler(OneToOneFeatureMixin, BaseEstimator):
         x_like = _Like.of(X)
         X_out = x_like.write(X_res)
         index = X_out.index if x_like.kind == "frame" else None
-        return X_out, target.write(y_res, np.asarray(y).dtype, index)
+        return X_out, target.write(y_res, index)
 
     def _prepare(self, X: Any, y: Any) -> tuple[_Target, Any, np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
         """Every check, in imbalanced-learn's order (parameters, target type, X, strategy), before any work."""
