@@ -184,6 +184,8 @@ def _open_npz(path: Path, x_key: str, y_key: str | None, setting: str, mmap: boo
             has_y = y_key is not None and y_key in names
             if not mmap:
                 return archive[x_key], archive[y_key] if has_y else None
+    except ConfigError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise ConfigError(f"{setting}: cannot read {path} as a .npz archive: {err}".replace("\n", " ")) from None
     x = map_npz_member(path, x_key, setting)
