@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 from selectkit.errors import ConfigError
+
+log = logging.getLogger("selectkit.neighbors")
 
 BACKENDS = ("flat", "ivf", "hnsw")
 METRICS = ("l2", "cosine", "ip")
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("auto", "faiss")
+# Base size below which exact search beats IVF (build + self-search, k=5) on CPU: between 30k and 100k
+# points at d=32-128 (scripts/bench_knn.py --crossover, docs/benchmarks.md); HNSW builds slower still.
+EXACT_BELOW = 50_000
 
 
 @dataclass
@@ -32,6 +38,7 @@ class NeighborConfig:
     ef_construction: int = 200  # HNSW: candidate list size while building
     train_size: int = 100_000  # IVF: at most this many base points (a seeded sample) train the coarse quantizer
     seed: int = 0  # seed of IVF training samples and of k-means
+    exact_below: int | None = EXACT_BELOW  # IVF/HNSW: bases of fewer points are searched exactly (faster there); None or 0: never
 
     def __post_init__(self) -> None:
         """Reject unknown choices and out-of-range numbers with a message naming the field."""
@@ -47,6 +54,8 @@ class NeighborConfig:
             value = getattr(self, name)
             if not (_is_int(value) and value >= 1):
                 raise ConfigError(f"neighbors.{name}={value!r} must be a positive integer")
+        if self.exact_below is not None and not (_is_int(self.exact_below) and self.exact_below >= 0):
+            raise ConfigError(f"neighbors.exact_below={self.exact_below!r} must be a non-negative integer or null")
         if not _is_int(self.seed):
             raise ConfigError(f"neighbors.seed={self.seed!r} must be an integer")
         if isinstance(self.memory_cap_gb, bool) or not isinstance(self.memory_cap_gb, (int, float)) or not self.memory_cap_gb > 0:
@@ -67,3 +76,23 @@ def resolve(config: NeighborConfig | None) -> NeighborConfig:
     if not isinstance(config, NeighborConfig):
         raise ConfigError(f"neighbors must be a NeighborConfig or None, got {type(config).__name__}")
     return config
+
+
+def effective(config: NeighborConfig, n_base: int) -> tuple[NeighborConfig, bool]:
+    """The config a search over ``n_base`` points runs with, and whether it falls back to exact search.
+
+    An approximate backend (``ivf``, ``hnsw``) over fewer than ``config.exact_below`` points becomes
+    ``flat``: below that measured crossover building and searching the approximate index takes longer
+    than the exact search. The same settings otherwise.
+    """
+    if config.backend != "flat" and config.exact_below and n_base < config.exact_below:
+        return replace(config, backend="flat"), True
+    return config, False
+
+
+def log_fallback(config: NeighborConfig, n_base: int) -> None:
+    """One log line saying that a search over ``n_base`` points runs exactly instead of ``config.backend``."""
+    log.info(
+        "n=%d below crossover neighbors.exact_below=%d: exact search instead of %s",
+        n_base, config.exact_below, config.backend,
+    )

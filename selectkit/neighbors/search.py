@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from selectkit.neighbors.backend import build_faiss_index, check_gpu_k, use_gpu
-from selectkit.neighbors.config import NeighborConfig, resolve
+from selectkit.neighbors.config import NeighborConfig, effective, log_fallback, resolve
 from selectkit.neighbors.inputs import as_float32, check_dims, check_k, normalized, shape_of
 from selectkit.neighbors.memory import check_cap, plan_blocks
 
@@ -38,12 +38,23 @@ class NeighborIndex(BaseEstimator):
     make it usable wherever scikit-learn or imbalanced-learn accept a neighbours object, e.g.
     ``SMOTE(k_neighbors=NeighborIndex(n_neighbors=6))`` (``n_neighbors`` counts the point itself there).
 
+    An approximate backend over fewer than ``config.exact_below`` base points builds an exact index
+    instead (faster at that size), logs it on the ``selectkit.neighbors`` logger, and says so in
+    ``exact_fallback_``.
+
     Parameters
     ----------
     n_neighbors:
         Default number of neighbours of `kneighbors`.
     config:
         `NeighborConfig` (None = exact L2 search on CPU).
+
+    Attributes
+    ----------
+    backend_:
+        The backend the index runs (``'flat'`` after a fallback).
+    exact_fallback_:
+        True when the configured approximate backend was replaced by exact search.
     """
 
     def __init__(self, n_neighbors: int = 5, config: NeighborConfig | None = None) -> None:
@@ -52,9 +63,12 @@ class NeighborIndex(BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> "NeighborIndex":
         """Build the index over ``X`` ``[n, d]`` (after checking the memory cap); returns ``self``."""
-        config = resolve(self.config)
+        configured = resolve(self.config)
         n, d = shape_of(X, "base")
+        config, fallback = effective(configured, n)
         check_cap(n, 0, d, 1, config, what="index")
+        if fallback:
+            log_fallback(configured, n)
         base = as_float32(X, "base")
         if config.metric == "cosine":
             base = normalized(base)
@@ -76,6 +90,8 @@ class NeighborIndex(BaseEstimator):
             self._engine = build_faiss_index(base, config, self._gpu)
         self.n_samples_fit_ = n
         self.n_features_in_ = d
+        self.backend_ = config.backend
+        self.exact_fallback_ = fallback
         with _builds_lock:
             _builds[0] += 1
         return self
@@ -175,7 +191,8 @@ def knn(
     ``queries=None`` searches the base against itself; ``exclude_self=True`` then leaves each point
     out of its own list. Distances are squared L2 for ``metric='l2'`` (ascending) and similarities
     for 'ip' and 'cosine' (descending). The memory cap is checked for the whole job before the
-    index is built.
+    index is built. An approximate backend over fewer than ``config.exact_below`` base points runs
+    exact search instead (see `NeighborIndex`).
     """
     config = resolve(config)
     n, d = shape_of(base, "base")
