@@ -182,6 +182,11 @@ class LayerFitted:
         self.base = base
         self.names = names
 
+    @property
+    def info(self) -> dict[str, Any]:
+        """How this search runs: base size, the backend the index runs, whether it fell back to exact search."""
+        return {"n": int(self.base.shape[0]), "backend": self.index.backend_, "exact_fallback": bool(self.index.exact_fallback_)}
+
     def __call__(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
         with renamed(self.names):
             if rows is None:
@@ -369,7 +374,9 @@ def draw(
     ``X`` is the float32 search matrix. Classes are handled in ascending order and every per-sample
     step is vectorised. Each distinct base is indexed once: all of ``X`` (the danger and hardness
     neighbours over every class, and borderline-2's seed neighbours) on first use, shared by every
-    class, and each class's own rows once for that class's same-class neighbours.
+    class, and each class's own rows once for that class's same-class neighbours. With the layer's
+    search, ``meta['neighbors']`` lists each index built (``base``: ``'all'`` or the class, ``n``,
+    the ``backend`` it ran, ``exact_fallback``).
     """
     n_classes = int(codes.max()) + 1 if codes.size else 0
     counts = np.bincount(codes, minlength=n_classes)
@@ -378,11 +385,19 @@ def draw(
     parents, lams, labels = [], [], []
     meta: dict[str, Any] = {}
     built: dict[str, FittedNeighbors] = {}
+    searches: list[dict[str, Any]] = []
+
+    def fit(name: Any, base: np.ndarray) -> FittedNeighbors:
+        fitted = source.fit(base)
+        info = getattr(fitted, "info", None)
+        if info is not None:
+            searches.append({"base": name, **info})
+        return fitted
 
     def whole() -> FittedNeighbors:
         """The search over all of ``X``, built on first use."""
         if "all" not in built:
-            built["all"] = source.fit(X)
+            built["all"] = fit("all", X)
         return built["all"]
     for c in sorted(plan):
         g = int(plan[c])
@@ -390,7 +405,7 @@ def draw(
             continue
         rows = members[c]
         if method == "smote":
-            nn = source.fit(X[rows])(k)
+            nn = fit(names.key(c), X[rows])(k)
             seeds, near = _pick(nn, even_counts(rows.size, g, rng), rng)
             p0, p1 = rows[seeds], rows[near]
             lam = rng.random(seeds.size, dtype=np.float32)
@@ -408,7 +423,7 @@ def draw(
                 )
                 continue
             if method == "borderline-1":
-                nn = source.fit(X[rows])(k, danger)
+                nn = fit(names.key(c), X[rows])(k, danger)
                 seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
                 p0, p1 = rows[danger[seeds]], rows[near]
                 lam = rng.random(seeds.size, dtype=np.float32)
@@ -431,7 +446,7 @@ def draw(
                 alloc = even_counts(rows.size, g, rng)
             else:
                 alloc = proportional_counts(hard, g, rng)
-            nn = source.fit(X[rows])(k)
+            nn = fit(names.key(c), X[rows])(k)
             seeds, near = _pick(nn, alloc, rng)
             p0, p1 = rows[seeds], rows[near]
             lam = rng.random(seeds.size, dtype=np.float32)
@@ -440,6 +455,8 @@ def draw(
         parents.append(np.stack([p0, p1], axis=1))
         lams.append(lam)
         labels.append(np.full(seeds.size, c, dtype=np.int64))
+    if searches:
+        meta["neighbors"] = searches
     if not parents:
         return Drawn(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), meta)
     return Drawn(

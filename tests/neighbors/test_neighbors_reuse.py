@@ -74,3 +74,16 @@ def test_resamplers_build_each_distinct_base_once(method, shared, per_class):
     again = draw(method, X, codes, plan, np.random.default_rng(0), Rebuilding(), k=5, m=10)
     assert build_count() - before > builds or shared == 0, "the rebuilding source builds once per query"
     assert np.array_equal(drawn.parents, again.parents) and np.array_equal(drawn.lam, again.lam)
+
+
+def test_resamplers_report_each_index_and_its_exact_fallback():
+    from selectkit_plugins.smote.core import LayerNeighbors, draw
+
+    X, codes, plan = three_classes()
+    config = NeighborConfig(backend="ivf", exact_below=700)  # all 800 points: IVF; each class: exact
+    drawn = draw("adasyn", X, codes, plan, np.random.default_rng(0), LayerNeighbors(config), k=5)
+    assert drawn.meta["neighbors"] == [
+        {"base": "all", "n": 800, "backend": "ivf", "exact_fallback": False},
+        {"base": 1, "n": 120, "backend": "flat", "exact_fallback": True},
+        {"base": 2, "n": 80, "backend": "flat", "exact_fallback": True},
+    ]
