@@ -6,12 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-from imblearn.pipeline import Pipeline
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import NearestNeighbors
-from scipy import sparse
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from selectkit.errors import ConfigError
 
@@ -82,6 +82,7 @@ def test_neighbor_index_as_k_neighbors(data3):
 
 def test_in_imblearn_pipeline_with_logistic_regression(data3):
     X, y = data3
+    Pipeline = pytest.importorskip("imblearn.pipeline").Pipeline
     pipe = Pipeline([("smote", SMOTE(k_neighbors=3, random_state=0)), ("clf", LogisticRegression(max_iter=500))])
     pipe.fit(X, y)
     X_res, y_res = SMOTE(k_neighbors=3, random_state=0).fit_resample(X, y)
@@ -104,8 +105,6 @@ def test_failed_fit_leaves_no_attributes(data3):
 
 # ---------------------------------------------------------------------------------------------------
 # scikit-learn's estimator checks (imbalanced-learn runs them over its samplers too)
-
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 
 @parametrize_with_checks([cls(random_state=42) for cls in ALL])
@@ -305,7 +304,7 @@ import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name == "imblearn" or name.startswith("imblearn."):
-            raise ImportError("imblearn blocked")
+            raise ModuleNotFoundError("imblearn blocked")
 sys.meta_path.insert(0, Block())
 import numpy as np
 from selectkit.selector import Pool, SelectContext
@@ -333,7 +332,7 @@ def _noise_std(est, X, y):
 
 
 def test_shrinkage_is_imblearns_smoothed_bootstrap(data3):
-    from imblearn.over_sampling import RandomOverSampler as ImbROS
+    ImbROS = pytest.importorskip("imblearn.over_sampling").RandomOverSampler
 
     X, y = data3
     X = X.astype(np.float64)
@@ -365,7 +364,7 @@ def test_shrinkage_errors_and_sparse(data3):
 
 
 def test_under_sampling_with_replacement(data3):
-    from imblearn.under_sampling import RandomUnderSampler as ImbRUS
+    ImbRUS = pytest.importorskip("imblearn.under_sampling").RandomUnderSampler
 
     X, y = data3
     est = RandomUnderSampler(replacement=True, sampling_strategy={0: 200}, random_state=0)
