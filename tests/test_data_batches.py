@@ -100,6 +100,7 @@ def test_array_dataset_is_a_batch_dataset():
     feats = ds.features(np.array([2, 0]))
     assert feats.shape == (2, 4) and feats.dtype == np.float32 and feats[0].tolist() == [8, 9, 10, 11]
     moved = ds.to("cpu")
+    assert ds.device == moved.device == torch.device("cpu") and Squares(2).device == torch.device("cpu")
     assert isinstance(moved, ArrayDataset) and torch.equal(moved.gather(torch.tensor([3]))["x"], ds.x[[3]])
 
 
@@ -148,6 +149,7 @@ def test_with_synthetic_through_a_dataloader():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_to_device_gathers_on_the_device():
     ds = _toy(20).to("cuda")
+    assert ds.device.type == "cuda"
     batch = Batches(ds).__getitems__([(3, 1.0, 1), (4, 0.0, 0)])
     assert all(v.device.type == "cuda" for v in batch.values())
     assert batch["x"].cpu().equal(_toy(20).x[[3, 4]]) and batch["mask"].tolist() == [True, False]

@@ -44,6 +44,11 @@ class BatchDataset(abc.ABC):
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one row of ``x``."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where `gather` returns its tensors (the CPU unless `to` moved the rows)."""
+        return torch.device("cpu")
+
     def to(self, device: Any) -> "BatchDataset":
         """Move in-memory tensors to `device` once (default: return self unchanged for sources that
         cannot); after it gather() returns tensors on that device (index_select on the device)."""

@@ -60,6 +60,10 @@ class ArrayDataset(BatchDataset, Dataset):
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.x.shape[1:])
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
@@ -144,6 +148,10 @@ class WithSynthetic(BatchDataset):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.base.input_shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_syn.device
 
     def __len__(self) -> int:
         return self.n_base + self.num_synthetic
