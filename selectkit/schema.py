@@ -417,8 +417,20 @@ def _is_hydra_setting(key: str) -> bool:
     return (key == "hydra" or key.startswith(("hydra.", "hydra/"))) and key != "hydra.searchpath"
 
 
-def _runs(line: _CommandLine) -> list[list[str]]:
-    """The override lists to compose: one, or with ``-m`` enough that every sweep value appears once."""
+@dataclasses.dataclass
+class _Sweep:
+    """One ``-m`` sweep: the override and its values as override strings."""
+
+    override: Any
+    key: str
+    values: list[str]
+
+    def line(self, j: int) -> str:
+        return f"{self.key}={self.values[min(j, len(self.values) - 1)]}"
+
+
+def _plan(line: _CommandLine) -> tuple[list[str], list[_Sweep]]:
+    """The fixed overrides (with the search path) and, with ``-m``, the sweeps to check."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -431,7 +443,7 @@ def _runs(line: _CommandLine) -> list[list[str]]:
             detail = str(getattr(err, "message", err)).strip().splitlines()[0]
             raise ConfigError(f"cannot parse the override {text!r} ({detail}); see Hydra's override grammar") from None
     fixed: list[str] = []
-    sweeps: list[tuple[str, list[str]]] = []
+    sweeps: list[_Sweep] = []
     searchpath: list[str] = []
     for override in parsed:
         key = override.get_key_element()
@@ -454,13 +466,42 @@ def _runs(line: _CommandLine) -> list[list[str]]:
         except Exception:
             continue  # sweeps a sweeper samples (e.g. interval) have no values to list
         if values:
-            sweeps.append((key, values))
+            sweeps.append(_Sweep(override, key, values))
     searchpath += [f"file://{d}" for d in line.config_dirs]
     if searchpath:
         quoted = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in searchpath)
         fixed.append(f"hydra.searchpath=[{quoted}]")
-    count = max((len(values) for _, values in sweeps), default=1)
-    return [fixed + [f"{key}={values[min(j, len(values) - 1)]}" for key, values in sweeps] for j in range(count)]
+    return fixed, sweeps
+
+
+_ABSENT = object()
+
+
+def _sets_a_value(sweep: _Sweep, cfg: DictConfig) -> bool:
+    """Whether ``sweep`` only changes an existing value (no config group, no add or delete)."""
+    from hydra.core.override_parser.types import OverrideType
+
+    o = sweep.override
+    if o.type is not OverrideType.CHANGE or o.package is not None or "/" in o.key_or_group:
+        return False
+    if o.key_or_group in cfg.hydra.runtime.choices:
+        return False
+    return OmegaConf.select(cfg, o.key_or_group, default=_ABSENT, throw_on_missing=False) is not _ABSENT
+
+
+def _check_values(cfg: DictConfig, sweeps: list[_Sweep]) -> None:
+    """Apply every further value of each value sweep to ``cfg`` as Hydra would, and check the result."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for sweep in sweeps:
+        for j in range(1, len(sweep.values)):
+            value = parser.parse_override(sweep.line(j)).value()
+            try:
+                OmegaConf.update(cfg, sweep.override.key_or_group, value, merge=True)
+            except OmegaConfBaseException as err:
+                raise ConfigError(_omegaconf_line(err)) from None
+            _check_selection(cfg)
 
 
 @contextmanager
@@ -508,26 +549,34 @@ def precheck(argv: list[str]) -> None:
 
     Honours overrides, ``hydra.searchpath=[...]``, ``--config-dir``/``-cd`` and ``--config-name``/``-cn``;
     ignores other ``hydra`` settings and flags. With ``-m``/``--multirun`` every value of every sweep is
-    composed at least once. Pipeline stages and the selector are then typed by their schemas. Prints
-    nothing; `--help`, shell completion and reruns are left to Hydra.
+    checked at least once: sweeps of config groups (or that add or delete keys) by composing, in as
+    many compositions as the longest of them has values; sweeps of plain values by applying each value
+    to a composed config, as Hydra applies overrides. Pipeline stages and the selector are then typed by
+    their schemas. Prints nothing; ``--help``, shell completion and reruns are left to Hydra.
     """
     from hydra import compose
 
     line = _parse_argv(list(argv))
     if line.skip:
         return
-    runs = _runs(line)
+    fixed, sweeps = _plan(line)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _config_module():
-            for overrides in runs:
-                try:
-                    cfg = compose(line.config_name, overrides=overrides)
+            try:
+                cfg = compose(line.config_name, overrides=fixed + [s.line(0) for s in sweeps], return_hydra_config=True)
+                _check_selection(cfg)
+                values = [s for s in sweeps if _sets_a_value(s, cfg)]
+                structural = [s for s in sweeps if s not in values]
+                _check_values(cfg, values)
+                for j in range(1, max((len(s.values) for s in structural), default=1)):
+                    cfg = compose(line.config_name, overrides=fixed + [s.line(j) for s in structural] + [s.line(0) for s in values], return_hydra_config=True)
                     _check_selection(cfg)
-                except ConfigError:
-                    raise
-                except Exception as err:
-                    raise ConfigError(_one_line(err)) from None
+                    _check_values(cfg, values)
+            except ConfigError:
+                raise
+            except Exception as err:
+                raise ConfigError(_one_line(err)) from None
 
 
 # ====================================================================================== test kit

@@ -440,7 +440,13 @@ def test_precheck_checks_every_sweep_value_with_multirun():
     with pytest.raises(ConfigError) as excinfo:
         precheck(["-m", "pipeline=random_then_rs2,smote_rs2", "pipeline.stages.smote.k_neighbors=many"])
     assert "pipeline.stages.smote" in str(excinfo.value) and "\n" not in str(excinfo.value)
-    precheck(["-m", "seed=range(0,3)", "hydra/launcher=local"])
+    with pytest.raises(ConfigError) as excinfo:
+        precheck(["-m", "selector=rs2,full", "selector.fraction=0.2,0.3"])
+    _one_line_error(excinfo, "selector.fraction is not a setting of selector full")
+    with pytest.raises(ConfigError) as excinfo:
+        precheck(["-m", "+selector.fractoin=0.2,0.3"])
+    _one_line_error(excinfo, "selector.fractoin is not a setting of selector rs2")
+    precheck(["-m", "seed=range(0,3)", "hydra/launcher=local", "selector.class_balanced=false,true"])
 
 
 def test_precheck_needs_multirun_for_a_sweep():
