@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from selectkit.data.base import BatchDataset, DataSource, check_labels, source_meta
-from selectkit.data.memory import ArrayDataset
+from selectkit.data.memory import ArrayDataset, take_rows
 from selectkit.errors import ConfigError
 
 #: Rows per block when the standardisation statistics are computed over a memory-mapped array.
@@ -83,7 +83,7 @@ class MappedArrays(BatchDataset):
             standardise(t, self.mean, self.std)
         if uniq.shape[0] == ids.shape[0] and np.array_equal(uniq, ids):
             return t
-        return t.index_select(0, torch.from_numpy(inverse.reshape(-1)))
+        return take_rows(t, torch.from_numpy(inverse.reshape(-1)))
 
     def gather(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         ids_np = ids.cpu().numpy().astype(np.int64, copy=False)

@@ -14,6 +14,14 @@ from selectkit.data.base import BatchDataset
 from selectkit.errors import ConfigError
 
 
+def take_rows(t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``t[ids]`` along the first axis; a contiguous tensor is gathered as a 2-D view, which takes
+    PyTorch's row-copy path (several times faster than gathering a 4-D tensor directly)."""
+    if t.ndim > 2 and t.is_contiguous():
+        return t.view(t.shape[0], -1).index_select(0, ids).view(ids.shape[0], *t.shape[1:])
+    return t.index_select(0, ids)
+
+
 def _check_synthetic(input_shape: tuple[int, ...], x_syn: Any, y_syn: Any) -> tuple[torch.Tensor, torch.Tensor]:
     x_syn, y_syn = torch.as_tensor(x_syn), torch.as_tensor(y_syn)
     if tuple(x_syn.shape[1:]) != tuple(input_shape) or y_syn.ndim != 1 or x_syn.shape[0] != y_syn.shape[0]:
@@ -81,8 +89,7 @@ class ArrayDataset(BatchDataset, Dataset):
     def gather(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         if ids.device != self.x.device:
             ids = ids.to(self.x.device)
-        # index_select is several times faster than advanced indexing for row gathers
-        out = {"x": self.x.index_select(0, ids)}
+        out = {"x": take_rows(self.x, ids)}
         if self.y is not None:
             out["y"] = self.y.index_select(0, ids)
         return out
@@ -96,7 +103,7 @@ class ArrayDataset(BatchDataset, Dataset):
 
     def features(self, ids: np.ndarray) -> np.ndarray:
         idx = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.x.device)
-        return self.x.index_select(0, idx).reshape(idx.shape[0], -1).cpu().numpy()
+        return take_rows(self.x, idx).reshape(idx.shape[0], -1).cpu().numpy()
 
     def to(self, device: Any) -> "ArrayDataset":
         moved = ArrayDataset(self.x.to(device), None if self.y is None else self.y.to(device), n_base=self.n_base)
@@ -164,7 +171,7 @@ class WithSynthetic(BatchDataset):
             part = self.base.gather(ids)
             return {"x": part["x"].to(device), "y": part["y"].to(device)}
         syn = (ids - self.n_base).masked_select(~is_base)
-        syn_x, syn_y = self.x_syn.index_select(0, syn), self.y_syn.index_select(0, syn)
+        syn_x, syn_y = take_rows(self.x_syn, syn), self.y_syn.index_select(0, syn)
         if not bool(is_base.any()):
             return {"x": syn_x, "y": syn_y}
         part = self.base.gather(ids.masked_select(is_base))
