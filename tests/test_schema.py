@@ -318,6 +318,15 @@ def test_each_selector_yaml_composes_and_its_values_reach_the_selector(name):
     assert check_selector_config(name, yaml).get_params() == params
 
 
+def test_selectors_that_create_samples_are_configured_to_run_once():
+    for name in registry.available():
+        cls = registry.get(name)
+        schedule = _compose(f"selector={name}").selector.schedule
+        assert schedule == getattr(cls, "default_schedule", "epoch")
+        if cls.creates_samples:
+            assert schedule == "once", f"selector={name} would try to create samples during training"
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_of_every_group_composes_with_its_schema(group):
     for option in _options(group):
