@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import types
 import typing
 import warnings
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ CONFIG_MODULE = "selectkit_conf"
 CONFIG_NAME = "train"
 
 _PRIMITIVES = (int, float, bool, str)
-_UNION_TYPES = tuple(t for t in (typing.Union, getattr(__import__("types"), "UnionType", None)) if t is not None)
+_UNION_TYPES = (typing.Union, types.UnionType)
 
 
 # ====================================================================================== schemas
@@ -241,7 +242,7 @@ _NODE_KINDS = {
 
 
 def _kind(node: Any) -> str | None:
-    """What a typed OmegaConf node holds, in words ('a float', 'a list of integers', ...)."""
+    """What a typed OmegaConf node holds, in words ('a float', 'an integer or null', 'a list', ...)."""
     if node is None:
         return None
     name = type(node).__name__
@@ -287,7 +288,7 @@ def _omegaconf_line(err: OmegaConfBaseException, base: str = "") -> str:
             kind = f"of type {getattr(err, 'ref_type_str', err.ref_type)}"
         if kind is not None:
             return f"{key} must be {kind}, got {err.value!r}"
-    first = str(getattr(err, "msg", "") or err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = (str(getattr(err, "msg", "") or err).strip().splitlines() or [type(err).__name__])[0]
     return f"{key}: {first}" if key else first
 
 
