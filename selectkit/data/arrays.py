@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from selectkit.data.base import BatchDataset, DataSource, check_labels, source_meta
-from selectkit.data.memory import ArrayDataset, take_rows
+from selectkit.data.memory import ArrayDataset
 from selectkit.errors import ConfigError
 
 #: Rows per block when the standardisation statistics are computed over a memory-mapped array.
@@ -43,8 +43,8 @@ _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.l
 class MappedArrays(BatchDataset):
     """Rows of a numpy array that may be memory-mapped, converted to float32 a batch at a time.
 
-    `gather` sorts the batch's distinct ids, reads those rows from the array in one indexing
-    operation (in file order, for locality), then puts them back in the order asked for. Labels are
+    `gather` sorts the batch's distinct ids, reads those rows from the array in one ``np.take``
+    (in file order, for locality), then puts them back in the order asked for. Labels are
     held in memory.
 
     Args:
@@ -77,13 +77,14 @@ class MappedArrays(BatchDataset):
             raise IndexError(f"row ids must be in [0, {n}), got {int(ids.min())}..{int(ids.max())}")
         ids = np.where(ids < 0, ids + n, ids)
         uniq, inverse = np.unique(ids, return_inverse=True)
-        block = np.asarray(self.x[uniq])
-        t = torch.from_numpy(block if block.dtype == np.float32 else block.astype(np.float32))
+        flat = self.x.reshape(self.x.shape[0], -1) if self.x.ndim > 2 and self.x.flags.c_contiguous else self.x
+        block = np.take(flat, uniq, axis=0)
+        block = block if block.dtype == np.float32 and type(block) is np.ndarray else np.asarray(block, dtype=np.float32)
         if self.mean is not None:
-            standardise(t, self.mean, self.std)
-        if uniq.shape[0] == ids.shape[0] and np.array_equal(uniq, ids):
-            return t
-        return take_rows(t, torch.from_numpy(inverse.reshape(-1)))
+            standardise(block, self.mean, self.std)
+        if uniq.shape[0] != ids.shape[0] or not np.array_equal(uniq, ids):
+            block = np.take(block, inverse.reshape(-1), axis=0)
+        return torch.from_numpy(block).view(ids.shape[0], *self.x.shape[1:])
 
     def gather(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         ids_np = ids.cpu().numpy().astype(np.int64, copy=False)
@@ -105,9 +106,11 @@ class MappedArrays(BatchDataset):
         return int(self.x.nbytes + (0 if self.y is None else self.y.nbytes))
 
 
-def standardise(t: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """``(t - mean) / std`` in place, in float32 (the same arithmetic for mapped and in-memory rows)."""
-    return t.sub_(np.float32(mean)).div_(np.float32(std))
+def standardise(a: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(a - mean) / std`` in place, in float32 (the same arithmetic for mapped and in-memory rows)."""
+    np.subtract(a, np.float32(mean), out=a)
+    np.divide(a, np.float32(std), out=a)
+    return a
 
 
 def array_stats(x: np.ndarray) -> tuple[float, float]:
@@ -273,10 +276,10 @@ class Arrays(DataSource):
     def _dataset(self, x: np.ndarray, y: np.ndarray | None, stats: tuple[float, float] | None) -> BatchDataset:
         if self.mmap:
             return MappedArrays(x, y, *(stats or (None, None)))
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        a = np.array(x, dtype=np.float32, order="C")
         if stats is not None:
-            standardise(t, *stats)
-        return ArrayDataset(t, None if y is None else torch.from_numpy(y))
+            standardise(a, *stats)
+        return ArrayDataset(torch.from_numpy(a), None if y is None else torch.from_numpy(y))
 
     def __repr__(self) -> str:
         return f"Arrays(train={self.train_spec!r}, val={self.val_spec!r}, mmap={self.mmap!r})"

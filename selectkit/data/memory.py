@@ -15,11 +15,22 @@ from selectkit.errors import ConfigError
 
 
 def take_rows(t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``t[ids]`` along the first axis; a contiguous tensor is gathered as a 2-D view, which takes
-    PyTorch's row-copy path (several times faster than gathering a 4-D tensor directly)."""
-    if t.ndim > 2 and t.is_contiguous():
-        return t.view(t.shape[0], -1).index_select(0, ids).view(ids.shape[0], *t.shape[1:])
-    return t.index_select(0, ids)
+    """``t[ids]`` along the first axis, as a new tensor on ``t``'s device.
+
+    On the CPU the rows are copied by numpy's ``take`` in the calling thread (one copy per row):
+    ``index_select`` wakes PyTorch's intra-op threads for every batch, which costs more than the
+    copy itself when cores are shared. Elsewhere ``index_select`` on the device.
+    """
+    if t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES and not t.requires_grad:
+        a = t.numpy()
+        if a.ndim > 2 and a.flags.c_contiguous:
+            a = a.reshape(a.shape[0], -1)
+        rows = np.take(a, ids.numpy() if ids.device.type == "cpu" else ids.cpu().numpy(), axis=0)
+        return torch.from_numpy(rows).view(ids.shape[0], *t.shape[1:])
+    return t.index_select(0, ids.to(t.device))
+
+
+_NUMPY_DTYPES = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}
 
 
 def _check_synthetic(input_shape: tuple[int, ...], x_syn: Any, y_syn: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +45,7 @@ def _check_synthetic(input_shape: tuple[int, ...], x_syn: Any, y_syn: Any) -> tu
 class ArrayDataset(BatchDataset, Dataset):
     """Tensors ``x`` (float32) and ``y`` (int64) in memory, fetched a whole batch at a time.
 
-    `gather` is one ``index_select`` per tensor. ``__getitem__(i)`` returns ``(x[i], y[i], i)``
+    `gather` is one row copy per tensor (`take_rows`). ``__getitem__(i)`` returns ``(x[i], y[i], i)``
     (``(x[i], i)`` when unlabelled); ``__getitems__(items)`` is ``Batches(self).__getitems__(items)``,
     so the dataset can also be handed to a DataLoader directly.
 
@@ -91,7 +102,7 @@ class ArrayDataset(BatchDataset, Dataset):
             ids = ids.to(self.x.device)
         out = {"x": take_rows(self.x, ids)}
         if self.y is not None:
-            out["y"] = self.y.index_select(0, ids)
+            out["y"] = take_rows(self.y, ids)
         return out
 
     def labels(self) -> np.ndarray | None:
@@ -130,7 +141,7 @@ class WithSynthetic(BatchDataset):
     """Any `BatchDataset` (in memory, memory-mapped or generic) plus synthetic rows held in memory.
 
     Ids ``0..len(base)-1`` are the base rows, ``len(base)..`` the synthetic rows in the order given.
-    `gather` reads each part with one operation (one ``base.gather``, one ``index_select``) and puts
+    `gather` reads each part with one operation (one ``base.gather``, one `take_rows`) and puts
     the rows back in id order. The base needs labels.
 
     Args:
@@ -171,7 +182,7 @@ class WithSynthetic(BatchDataset):
             part = self.base.gather(ids)
             return {"x": part["x"].to(device), "y": part["y"].to(device)}
         syn = (ids - self.n_base).masked_select(~is_base)
-        syn_x, syn_y = take_rows(self.x_syn, syn), self.y_syn.index_select(0, syn)
+        syn_x, syn_y = take_rows(self.x_syn, syn), take_rows(self.y_syn, syn)
         if not bool(is_base.any()):
             return {"x": syn_x, "y": syn_y}
         part = self.base.gather(ids.masked_select(is_base))
@@ -192,7 +203,7 @@ class WithSynthetic(BatchDataset):
         out = np.empty((ids.shape[0], int(np.prod(self.input_shape, dtype=np.int64))), dtype=np.float32)
         out[is_base] = self.base.features(ids[is_base]) if is_base.any() else 0
         syn = torch.as_tensor(ids[~is_base] - self.n_base, device=self.x_syn.device)
-        out[~is_base] = self.x_syn.index_select(0, syn).reshape(syn.shape[0], -1).cpu().numpy()
+        out[~is_base] = take_rows(self.x_syn, syn).reshape(syn.shape[0], -1).cpu().numpy()
         return out
 
     def to(self, device: Any) -> "WithSynthetic":
