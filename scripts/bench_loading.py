@@ -32,13 +32,13 @@ def main() -> None:
     args = ap.parse_args()
 
     x, y = load_fashion_mnist(args.data_dir, normalize=True)["train"]
-    rows = run(x, y, batch_size=args.batch_size, rounds=args.rounds, workers=args.workers, seed=args.seed, tmp_dir=args.tmp_dir)
-    table = markdown(rows)
+    result = run(x, y, batch_size=args.batch_size, rounds=args.rounds, workers=args.workers, seed=args.seed, tmp_dir=args.tmp_dir)
+    table = markdown(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     host = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     (out / "bench_loading.md").write_text(f"{host}\n\n{table}\n")
-    (out / "bench_loading.json").write_text(json.dumps({"host": host, "args": vars(args), "rows": rows}, indent=2))
+    (out / "bench_loading.json").write_text(json.dumps({"host": host, "args": vars(args), **result}, indent=2))
     print(host)
     print(table)
 

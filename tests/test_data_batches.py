@@ -156,3 +156,13 @@ def test_to_device_gathers_on_the_device():
     syn = WithSynthetic(_toy(20), torch.zeros(2, 1, 2, 2), torch.tensor([1, 2])).to("cuda")
     got = syn.gather(torch.tensor([21, 0]))
     assert got["x"].device.type == "cuda" and got["y"].tolist() == [2, 0]
+
+
+def test_large_batches_cross_from_workers_through_shared_memory():
+    ds = ArrayDataset(torch.arange(600 * 784, dtype=torch.float32).reshape(600, 1, 28, 28), torch.arange(600) % 10)
+    order = np.random.default_rng(4).permutation(600).tolist()
+    batches = list(DataLoader(Batches(ds), batch_size=128, sampler=order, collate_fn=batch_collate, num_workers=2))
+    assert batches[0]["x"].nbytes > 64 << 10 and len(batches) == 5
+    for b in batches:
+        assert torch.equal(b["x"], ds.x[b["index"]]) and torch.equal(b["y"], ds.y[b["index"]])
+    assert torch.cat([b["index"] for b in batches]).tolist() == order
