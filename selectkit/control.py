@@ -1,21 +1,27 @@
 """`SelectionController`: runs the pipeline per epoch over a training set and keeps the books.
 
-It owns the pipeline, offers each stage the data it asks for (labels, raw features, model embeddings),
-times every selection, writes the selection manifest (``selections/epoch_NNNN.npz``) on rank 0, and
-round-trips all of it through ``state_dict`` so a resumed run makes the same selections.
+It owns the pipeline, offers each stage the providers it asks for (labels, raw features, and the model
+outputs that `selectkit.providers` computes), times every selection, writes the selection manifest on
+rank 0, and round-trips all of it through ``state_dict`` so a resumed run makes the same selections.
+
+Manifest (``<run>/selections/``): ``epoch_NNNN.npz`` per selection, holding ``indices`` (and
+``weights``) for a `Selection`, or ``tuples`` (``[t, s]`` ids, anchor first) and their scores for
+`Tuples`; ``manifest.jsonl`` one line per selection: epoch, round, kind, size, the stages that ran,
+the seconds it took and each stage's metadata; ``synthetic.npz`` the created samples with provenance.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from selectkit.pipeline import Pipeline
+from selectkit.errors import ConfigError
+from selectkit.io import atomic_savez, atomic_write_text
+from selectkit.pipeline import Pipeline, PipelineOutput
 from selectkit.selector import Pool
 
 
@@ -24,44 +30,54 @@ class SelectionController:
 
     Args:
         pipeline: the stages to run.
-        labels: int64 labels of the base training set, ``[N]``.
+        labels: int64 labels of the base training set ``[N]`` (``-1`` for items without a label), or
+            None when the data has no labels.
         features: callable returning flattened raw inputs of given ids (``[n, d]`` float32).
         out_dir: where to write the manifest; ``None`` writes nothing.
         rank: process rank; only rank 0 writes files.
+        base_ids: the ids the first stage selects from (default: every row); a round loop passes the
+            labelled ids.
+        rows: rows of the training set (default: ``len(labels)``).
     """
 
     def __init__(
         self,
         pipeline: Pipeline,
-        labels: np.ndarray,
+        labels: np.ndarray | None,
         features: Callable[[np.ndarray], np.ndarray],
         *,
         out_dir: str | Path | None = None,
         rank: int = 0,
+        base_ids: np.ndarray | None = None,
+        rows: int | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.seed = pipeline.seed
-        self.base_labels = np.asarray(labels, dtype=np.int64)
-        self.base_size = int(self.base_labels.shape[0])
+        self.base_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.base_size = int(rows if rows is not None else (0 if labels is None else self.base_labels.shape[0]))
+        self.base_ids = None if base_ids is None else np.asarray(base_ids, dtype=np.int64)
         self._features = features
-        self.embedder: Callable[[np.ndarray], np.ndarray] | None = None
+        self.model_outputs: dict[str, Callable[..., np.ndarray]] = {}
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rank = rank
+        self.round = 0
         self.select_s = 0.0
-        self._current: tuple[int, np.ndarray, np.ndarray | None] | None = None
-        self._size: int | None = None
+        self._current: PipelineOutput | None = None
         self._last_epoch = 0
-        self.history: list[dict[str, Any]] = []
         self.random_order = bool(pipeline.stages[-1].selector.random_order) if pipeline.stages else False
 
     # ------------------------------------------------------------------ data for the stages
     def labels_of(self, ids: np.ndarray) -> np.ndarray:
-        """Labels of global ids, synthetic ones included."""
+        """Labels of global ids, synthetic ones included; `ConfigError` for unlabelled items."""
+        if self.base_labels is None:
+            raise ConfigError("data: this dataset has no labels, but a stage asks for them")
         out = np.empty(ids.shape[0], dtype=np.int64)
         base = ids < self.base_size
         out[base] = self.base_labels[ids[base]]
         if not base.all():
             out[~base] = self.synthetic_labels()[ids[~base] - self.base_size]
+        if (out[base] < 0).any():
+            raise ConfigError(f"labels: {int((out[base] < 0).sum())} of the {ids.shape[0]} items asked for are unlabelled; only labelled items have labels")
         return out
 
     def synthetic_labels(self) -> np.ndarray:
@@ -70,59 +86,75 @@ class SelectionController:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _make_pool(self, ids: np.ndarray | int, weights: np.ndarray | None) -> Pool:
-        providers: dict[str, Callable[[np.ndarray], np.ndarray]] = {"labels": self.labels_of}
+        providers: dict[str, Callable[..., np.ndarray]] = {}
+        if self.base_labels is not None:
+            providers["labels"] = self.labels_of
         if isinstance(ids, int) or bool((ids < self.base_size).all()):
             providers["features"] = self._features
-            if self.embedder is not None:
-                providers["embeddings"] = self.embedder
+            providers.update(self.model_outputs)
         return Pool(ids, weights=weights, providers=providers)
 
     # ------------------------------------------------------------------ selections
-    @property
-    def sized(self) -> bool:
-        """Whether the selection size is known (after the first selection, or restored from a checkpoint)."""
-        return self._size is not None
-
     @property
     def last_epoch(self) -> int:
         """The epoch of the latest selection made or restored (0 before any)."""
         return self._last_epoch
 
-    def expected_size(self) -> int:
-        """Size of every epoch's selection, fixed by the first one."""
-        if self._size is None:
-            self.selection(self._current[0] if self._current else 0)
-        assert self._size is not None
-        return self._size
+    @property
+    def has_selected(self) -> bool:
+        """Whether a selection was made (or restored) in this process."""
+        return self._current is not None
+
+    def output(self, epoch: int) -> PipelineOutput:
+        """The pipeline's result for ``epoch``; computed once per epoch."""
+        if self._current is not None and self._current.epoch == epoch:
+            return self._current
+        start = time.perf_counter()
+        base = self.base_size if self.base_ids is None else self.base_ids
+        out = self.pipeline.run(epoch, base, self._make_pool, rows=self.base_size, round=self.round)
+        spent = time.perf_counter() - start
+        self.select_s += spent
+        self._current = out
+        self._last_epoch = epoch
+        self._write_manifest(out, spent)
+        return out
 
     def selection(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The (global ids, weights) selected for ``epoch``; computed once per epoch."""
-        if self._current is not None and self._current[0] == epoch:
-            return self._current[1], self._current[2]
-        start = time.perf_counter()
-        out = self.pipeline.run(epoch, self.base_size, self._make_pool)
-        self.select_s += time.perf_counter() - start
-        if self._size is None:
-            self._size = int(out.ids.shape[0])
-        self._current = (epoch, out.ids, out.weights)
-        self._last_epoch = epoch
-        self._write_manifest(epoch, out.ids, out.weights, out.ran)
+        """The (global ids, weights) to train on at ``epoch``."""
+        out = self.output(epoch)
+        if out.kind != "selection":
+            raise ConfigError(f"pipeline: the last stage returns {out.kind}, which this task cannot train on as a selection")
         return out.ids, out.weights
 
-    def _write_manifest(self, epoch: int, ids: np.ndarray, weights: np.ndarray | None, ran: list[str]) -> None:
+    def tuples(self, epoch: int) -> np.ndarray:
+        """The ``[t, s]`` tuples of global ids to train on at ``epoch``."""
+        out = self.output(epoch)
+        if out.kind != "tuples":
+            raise ConfigError(f"pipeline: the last stage returns {out.kind}, but task=contrastive trains on tuples (end the pipeline with a tuple miner)")
+        return out.tuples
+
+    def size(self, epoch: int) -> int:
+        """Items (or tuples) selected at ``epoch``."""
+        out = self.output(epoch)
+        return int(out.tuples.shape[0] if out.kind == "tuples" else out.ids.shape[0])
+
+    def _write_manifest(self, out: PipelineOutput, spent: float) -> None:
         if self.out_dir is None or self.rank != 0:
             return
         folder = self.out_dir / "selections"
         folder.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"indices": ids.astype(np.int64, copy=False)}
-        if weights is not None:
-            arrays["weights"] = weights.astype(np.float32, copy=False)
-        tmp = folder / f".epoch_{epoch:04d}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(folder / f"epoch_{epoch:04d}.npz")
+        stem = f"epoch_{out.epoch:04d}" if self.round == 0 else f"round_{self.round:03d}_epoch_{out.epoch:04d}"
+        if out.kind == "tuples":
+            arrays = {"tuples": out.tuples.astype(np.int64, copy=False), **{f"{k}_scores": v for k, v in out.scores.items()}}
+        else:
+            arrays = {"indices": out.ids.astype(np.int64, copy=False)}
+            if out.weights is not None:
+                arrays["weights"] = out.weights.astype(np.float32, copy=False)
+            arrays.update({f"{k}s" if not k.endswith("s") else k: v for k, v in out.scores.items()})
+        atomic_savez(folder / f"{stem}.npz", **arrays)
         if self.pipeline.synthetic and not (folder / "synthetic.npz").exists():
             syn = self.pipeline.synthetic
-            np.savez(
+            atomic_savez(
                 folder / "synthetic.npz",
                 ids=np.arange(self.base_size, self.base_size + self.pipeline.num_synthetic, dtype=np.int64),
                 labels=np.concatenate([s.labels for _, s, _ in syn]),
@@ -132,63 +164,35 @@ class SelectionController:
                 stage=np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s, _ in syn]),
                 space=np.array([s.space for _, s, _ in syn]),
             )
-        self.history.append({"epoch": epoch, "size": int(ids.shape[0]), "ran": ran})
+        line = {
+            "epoch": out.epoch,
+            "round": self.round,
+            "kind": out.kind,
+            "size": int(out.tuples.shape[0] if out.kind == "tuples" else out.ids.shape[0]),
+            "weighted": out.weights is not None,
+            "ran": out.ran,
+            "select_s": round(spent, 6),
+            "meta": out.meta,
+        }
+        path = folder / "manifest.jsonl"
+        previous = path.read_text() if path.exists() else ""
+        kept = [l for l in previous.splitlines() if l and not _same_slot(json.loads(l), line)]
+        atomic_write_text(path, "".join(x + "\n" for x in kept) + json.dumps(line) + "\n")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Pipeline state plus the time spent selecting so far."""
-        return {"pipeline": self.pipeline.state_dict(), "select_s": self.select_s, "size": self._size, "last_epoch": self._last_epoch}
+        return {"pipeline": self.pipeline.state_dict(), "select_s": self.select_s, "last_epoch": self._last_epoch, "round": self.round}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from `state_dict`."""
         self.pipeline.load_state_dict(state["pipeline"])
         self.select_s = float(state.get("select_s", 0.0))
-        self._size = state.get("size")
         self._last_epoch = int(state.get("last_epoch", 0))
+        self.round = int(state.get("round", 0))
         self._current = None
 
 
-def model_embedder(
-    module: torch.nn.Module,
-    inputs: Callable[[np.ndarray], torch.Tensor],
-    *,
-    batch_size: int = 1024,
-    device: torch.device | str = "cpu",
-) -> Callable[[np.ndarray], np.ndarray]:
-    """A provider computing ``module.embed`` for global ids, sharded over ranks and gathered.
-
-    Each rank embeds a strided shard of the ids; the shards are gathered so every rank holds the same
-    ``[n, d]`` array in id order.
-    """
-    import torch.distributed as dist
-
-    def embed(ids: np.ndarray) -> np.ndarray:
-        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
-        mine = ids[rank::world]
-        was_training = module.training
-        module.eval()
-        chunks = []
-        starts = range(0, mine.shape[0], batch_size)
-        # rank 0 only; tqdm's disable=None turns the bar off when stderr is not a terminal
-        bar = tqdm(starts, desc="selectkit: embedding the pool", leave=False, disable=None if rank == 0 else True)
-        with torch.no_grad():
-            for start in bar:
-                x = inputs(mine[start : start + batch_size]).to(device)
-                chunks.append(module.embed(x).float().cpu())
-        module.train(was_training)
-        local = torch.cat(chunks) if chunks else torch.zeros(0, getattr(module, "embedding_dim", 1))
-        if world == 1:
-            return local.numpy()
-        per = -(-ids.shape[0] // world)
-        padded = torch.zeros(per, local.shape[1])
-        padded[: local.shape[0]] = local
-        padded = padded.to(device)
-        gathered = [torch.zeros_like(padded) for _ in range(world)]
-        dist.all_gather(gathered, padded)
-        out = np.empty((ids.shape[0], local.shape[1]), dtype=np.float32)
-        for r, block in enumerate(gathered):
-            count = len(range(r, ids.shape[0], world))
-            out[r::world] = block[:count].cpu().numpy()
-        return out
-
-    return embed
+def _same_slot(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two manifest lines describe the same (round, epoch): a resumed run rewrites its line."""
+    return a.get("epoch") == b.get("epoch") and a.get("round", 0) == b.get("round", 0)

@@ -1,16 +1,21 @@
 """PyTorch Lightning glue: the training module, the data module that owns selection, the run recorder.
 
-* `SelectionModule` trains any ``nn.Module`` classifier with a per-sample weighted loss (selection
-  weights reach the loss) and a learning-rate schedule sized on the steps actually taken.
-* `SelectionDataModule` holds the in-memory datasets and the `SelectionController`; its loader uses a
-  `SelectionSampler` (set by Lightning each epoch) and gathers whole batches with one indexing operation.
-  Its ``state_dict`` carries the selection state into checkpoints.
+* `TaskModule` trains any ``nn.Module`` on any `selectkit.tasks.Task`: the task gives each batch's loss
+  terms, plugins' `selectkit.hooks.TrainingHook` s add theirs, and `selectkit.tasks.combine` weighs and
+  normalises them (``task.weight_norm``). Optimizer and scheduler are factories (Hydra ``_partial_``
+  targets); the scheduler is sized on the steps actually taken (``trainer.estimated_stepping_batches``).
+* `SelectionDataModule` holds the data source and the `SelectionController`; its training loader uses a
+  `SelectionSampler` (or a `TupleBatchSampler` for tuples), set by Lightning each epoch, and gathers
+  whole batches with one call. It is built once, and again only when the training set grows. Model
+  outputs that stages ask for are computed by a `selectkit.providers.PoolScorer`. Its ``state_dict``
+  carries the selection state into checkpoints.
 * `RunRecorder` measures training and selection wall-clock time, counts examples seen, writes
-  ``metrics.jsonl`` every epoch and keeps time-to-target-accuracy, all restored on resume.
+  ``metrics.jsonl`` every epoch and keeps time-to-target, all restored on resume.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -20,240 +25,280 @@ from typing import Any, Callable, Mapping, Sequence
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from selectkit.control import SelectionController, model_embedder
+from selectkit.control import SelectionController
+from selectkit.data import Batches, batch_collate
 from selectkit.errors import ConfigError
+from selectkit.io import atomic_write_text
 from selectkit.pipeline import Pipeline
-from selectkit.sampler import SelectionSampler
+from selectkit.providers import PoolScorer, model_providers
+from selectkit.sampler import SelectionSampler, ShardSampler, TupleBatchSampler
+from selectkit.selection import Tuples
+from selectkit.tasks import combine
+
+#: scheduler arguments the module fills from the run's step count when the factory takes them
+_STEP_ARGUMENTS = ("total_steps", "T_max", "num_training_steps", "total_iters")
 
 
 # ====================================================================================== the model
-class SelectionModule(pl.LightningModule):
-    """Classifier training with per-sample weights.
+class TaskModule(pl.LightningModule):
+    """Trains ``model`` on ``task`` with per-sample weights, padding masks and plugin hooks.
 
     Args:
-        model: an ``nn.Module`` with ``forward(x) -> logits`` (and ``embed`` for embedding selectors).
-        num_classes: number of classes (for per-class validation metrics).
-        optimizer: ``sgd`` | ``adamw`` | ``adam``.
-        lr, momentum, weight_decay: optimizer settings.
-        scheduler: ``none`` | ``cosine`` | ``onecycle``, sized on ``trainer.estimated_stepping_batches``.
-        warmup_fraction: share of steps used for warm-up by ``onecycle``.
+        model: any ``nn.Module``.
+        task: a `selectkit.tasks.Task` (already `setup` with the data's meta).
+        adapter: the `selectkit.models.ModelAdapter` of ``model`` (embeddings, classifier head).
+        optimizer: ``params -> torch.optim.Optimizer`` (a ``_partial_`` target).
+        scheduler: ``optimizer -> LR scheduler`` or None; arguments named like a step count
+            (``total_steps``, ``T_max``, ...) that the factory leaves open are filled with the run's steps.
+        scheduler_interval: ``step`` | ``epoch``.
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
-        *,
-        num_classes: int,
-        optimizer: str = "sgd",
-        lr: float = 0.05,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        scheduler: str = "onecycle",
-        warmup_fraction: float = 0.15,
+        task: Any,
+        adapter: Any,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
     ) -> None:
         super().__init__()
         self.model = model
-        self.num_classes = num_classes
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.scheduler_name = scheduler
-        self.warmup_fraction = warmup_fraction
+        self.task = task
+        self.adapter = adapter
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.hooks: list[Any] = []
         self.examples_in_epoch = 0
-        self._val: dict[str, torch.Tensor] = {}
+        self.last_val: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["x"])
-        per_sample = F.cross_entropy(logits, batch["y"], reduction="none")
-        weight = batch["weight"].to(per_sample.dtype)
-        if "syn_lam" in batch and batch["syn_lam"].numel():
-            e0, e1 = self.model.embed(batch["syn_x0"]), self.model.embed(batch["syn_x1"])
-            lam = batch["syn_lam"].to(e0.dtype).unsqueeze(1)
-            syn_logits = self.model.head(e0 + lam * (e1 - e0))
-            per_sample = torch.cat([per_sample, F.cross_entropy(syn_logits, batch["syn_y"], reduction="none")])
-            weight = torch.cat([weight, batch["syn_weight"].to(weight.dtype)])
-        live = int((weight > 0).sum())
+        for hook in self.hooks:
+            batch = hook.prepare_batch(batch)
+        terms = list(self.task.loss_terms(self, batch))
+        for hook in self.hooks:
+            terms += hook.loss_terms(self, batch)
+        loss, live = combine(terms, self.task.weight_norm)
         self.examples_in_epoch += live
-        loss = (per_sample * weight).sum() / max(live, 1)
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=max(live, 1))
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        k = self.num_classes
-        self._val = {
-            "loss": torch.zeros((), device=self.device, dtype=torch.float64),
-            "correct": torch.zeros(k, device=self.device, dtype=torch.float64),
-            "count": torch.zeros(k, device=self.device, dtype=torch.float64),
-        }
+        self.task.validation_start(self)
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self.model(batch["x"])
-        y = batch["y"]
-        self._val["loss"] += F.cross_entropy(logits, y, reduction="sum").double()
-        hit = (logits.argmax(dim=1) == y).double()
-        self._val["correct"].index_add_(0, y, hit)
-        self._val["count"].index_add_(0, y, torch.ones_like(hit))
+        self.task.validation_step(self, batch)
 
     def on_validation_epoch_end(self) -> None:
-        stats = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._val.items()}
-        total = stats["count"].sum().clamp_min(1)
-        recall = stats["correct"] / stats["count"].clamp_min(1)
-        present = stats["count"] > 0
-        self.log("val_acc", (stats["correct"].sum() / total).float())
-        self.log("val_loss", (stats["loss"] / total).float())
-        self.log("val_balanced_acc", recall[present].mean().float())
-        self.val_class_recall = recall.float().cpu().numpy()
+        metrics = self.task.validation_end(self)
+        self.last_val = dict(metrics)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                self.log(key, float(value), rank_zero_only=False, sync_dist=False)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.momentum > 0)
-        elif self.optimizer_name == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        elif self.optimizer_name == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            raise ConfigError(f"optim.name must be one of sgd, adamw, adam, got {self.optimizer_name!r}")
-        if self.scheduler_name == "none":
+        opt = self.optimizer_factory(params)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ConfigError(f"optim.optimizer must build a torch.optim.Optimizer, got {type(opt).__name__}")
+        if self.scheduler_factory is None:
             return opt
         steps = int(self.trainer.estimated_stepping_batches)
-        if self.scheduler_name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-        elif self.scheduler_name == "onecycle":
-            # stepped after every optimizer step, the last one included: steps + 1 positions
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps + 1, pct_start=self.warmup_fraction)
-        else:
-            raise ConfigError(f"optim.scheduler must be one of none, cosine, onecycle, got {self.scheduler_name!r}")
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if self.scheduler_interval == "epoch":
+            steps = int(self.trainer.max_epochs)
+        fill = _open_step_arguments(self.scheduler_factory)
+        # OneCycleLR is stepped after every optimizer step, the last included: steps + 1 positions
+        sched = self.scheduler_factory(opt, **{k: (steps + 1 if k == "total_steps" else max(steps, 1)) for k in fill})
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
+
+
+def _open_step_arguments(factory: Any) -> list[str]:
+    """Step-count arguments of a scheduler factory that its partial leaves unset."""
+    func = getattr(factory, "func", factory)
+    given = set(getattr(factory, "keywords", {}) or {})
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return []
+    return [k for k in _STEP_ARGUMENTS if k in params and k not in given]
 
 
 # ====================================================================================== the data
 class SelectionDataModule(pl.LightningDataModule):
-    """In-memory train/val datasets plus the selection controller feeding the training loader.
+    """The data source plus the selection controller feeding the training loader.
 
     Args:
-        datasets: a callable returning ``(train_ds, val_ds, meta)``; called once in ``setup``.
+        source: a `selectkit.data.DataSource` (set up here if it was not).
         pipeline: the selection pipeline.
         batch_size: per-rank batch size.
         out_dir: run directory for the selection manifest (rank 0 writes).
         shuffle: shuffle each epoch's selection (from seed and epoch).
-        num_workers: loader workers; 0 keeps gathering in the main process, which is fastest in memory.
-        embed_batch_size: batch size of the embedding pass for selectors that need embeddings.
+        num_workers: loader workers; 0 gathers in the main process (fastest for in-memory data).
+        score_batch_size: batch size of the passes that compute model outputs for selectors.
+        memory_cap_gb: largest model output a provider may allocate (``providers.memory_cap_gb``).
         record_shards: write every rank's shard of every epoch to ``<out_dir>/shards`` (audits).
+        data_on_device: ``auto`` moves in-memory data to the accelerator once when it fits in half its
+            free memory (batches are then gathered there); ``true`` always, ``false`` never.
+        base_ids: the ids the pipeline selects from (a round loop passes the labelled ids).
+        labels: labels overriding the data's own (``-1`` = unlabelled; a round loop's revealed labels).
+        round: the round loop's round (0 outside one).
     """
 
     def __init__(
         self,
-        datasets: Callable[[], tuple[Any, Any, dict]],
+        source: Any,
         pipeline: Pipeline,
         *,
         batch_size: int = 128,
         out_dir: str | Path | None = None,
         shuffle: bool = True,
         num_workers: int = 0,
-        embed_batch_size: int = 1024,
+        score_batch_size: int = 1024,
+        memory_cap_gb: float = 4.0,
         record_shards: bool = False,
+        data_on_device: Any = "auto",
+        base_ids: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        round: int = 0,
     ) -> None:
         super().__init__()
-        self._datasets = datasets
+        self.source = source
         self.pipeline = pipeline
         self.batch_size = batch_size
         self.out_dir = out_dir
         self.shuffle = shuffle
         self.num_workers = num_workers
-        self.embed_batch_size = embed_batch_size
+        self.score_batch_size = score_batch_size
+        self.memory_cap_gb = memory_cap_gb
         self.record_shards = record_shards
+        self.data_on_device = data_on_device
+        self.base_ids = base_ids
+        self.label_override = labels
+        self.round = round
         self.train_ds = self.val_ds = None
         self.meta: dict[str, Any] = {}
         self.controller: SelectionController | None = None
+        self.scorer: PoolScorer | None = None
         self._pending_state: Mapping[str, Any] | None = None
-        self._train_with_synthetic = None
+        self._train_set = None
+        self._train_size = -1
+        self._sampler: Any = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is None:
-            self.train_ds, self.val_ds, self.meta = self._datasets()
+            self.source.setup()
+            self.train_ds, self.val_ds, self.meta = self.source.train, self.source.val, self.source.meta
+            self._place_on_device()
         if self.controller is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
-            train = self.train_ds
+            labels = self.label_override if self.label_override is not None else self.train_ds.labels()
             self.controller = SelectionController(
-                self.pipeline,
-                labels=train.y.numpy(),
-                features=lambda ids: train.x[torch.as_tensor(ids)].reshape(len(ids), -1).numpy(),
-                out_dir=self.out_dir,
-                rank=rank,
+                self.pipeline, labels, self.train_ds.features, out_dir=self.out_dir, rank=rank, base_ids=self.base_ids, rows=len(self.train_ds)
             )
+            self.controller.round = self.round
             if self._pending_state is not None:
                 self.controller.load_state_dict(self._pending_state)
                 self._pending_state = None
 
+    def _place_on_device(self) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        device = module.device if module is not None else torch.device("cpu")
+        if device.type == "cpu" or self.data_on_device is False or self.num_workers > 0:
+            return
+        need = sum(ds.nbytes() or 0 for ds in (self.train_ds, self.val_ds) if ds is not None)
+        if self.data_on_device == "auto":
+            free, _ = torch.cuda.mem_get_info(device) if device.type == "cuda" else (0, 0)
+            if any(ds is not None and ds.nbytes() is None for ds in (self.train_ds, self.val_ds)) or need > free // 2:
+                return
+        self.train_ds = self.train_ds.to(device)
+        if self.val_ds is not None:
+            self.val_ds = self.val_ds.to(device)
+
     def _attach_model(self) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module.model, "embed"):
+        if module is None:
             return
-        train = self.train_ds
-        self.controller.embedder = model_embedder(
-            module.model,
-            lambda ids: train.x[torch.as_tensor(ids)],
-            batch_size=self.embed_batch_size,
-            device=module.device,
-        )
+        wanted = self.pipeline.requirements() - {"labels", "features"}
+        if not wanted:
+            return
+        self.scorer = PoolScorer(module.adapter, self.train_ds, batch_size=self.score_batch_size, device=module.device, memory_cap_gb=self.memory_cap_gb, seed=self.pipeline.seed)
+        self.scorer.round = self.round
+        offered = model_providers(self.scorer, module.task)
+        missing = sorted(wanted - set(offered))
+        if missing:
+            raise ConfigError(f"pipeline: a stage needs {missing[0]!r}, which task={module.task.name} cannot provide; it offers {', '.join(sorted(offered))}")
+        self.controller.model_outputs = offered
 
     def train_dataloader(self) -> DataLoader:
-        if "embeddings" in self.pipeline.requirements():
-            self._attach_model()
-        if not self.controller.sized:
-            # a fresh run: the first selection fixes the loader's size (a resumed one restored it,
-            # and the loops' epoch is not restored yet at this point)
-            self.controller.selection(self.trainer.current_epoch if self.trainer is not None else 0)
-        epoch = self.controller.last_epoch
-        dataset = self.train_ds
-        if self.pipeline.synthetic:
-            dataset = self._synthetic_dataset()
+        self._attach_model()
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self.scorer is not None:
+            self.scorer.epoch = epoch
+        if not self.pipeline.started:
+            # a fresh run: stages that create samples must run before the training set is built
+            # (a resumed run restored them, and the loops' epoch is not restored yet at this point)
+            self.controller.output(epoch)
+        hooks = self.pipeline.hooks(len(self.train_ds))
+        dataset = self._training_set(hooks)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None:
+            module.hooks = hooks
+        if self.pipeline.returns is Tuples:
+            self._sampler = TupleBatchSampler(self.controller, self.batch_size, shuffle=self.shuffle)
+            self._sampler.epoch = self.controller.last_epoch
+            return self._loader(dataset, batch_sampler=self._sampler)
         record = str(Path(self.out_dir) / "shards") if self.record_shards and self.out_dir is not None else None
-        sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)
-        sampler.epoch = epoch
-        return self._loader(dataset, sampler)
+        self._sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)
+        self._sampler.epoch = self.controller.last_epoch
+        return self._loader(dataset, sampler=self._sampler, batch_size=self.batch_size)
 
-    def _synthetic_dataset(self):
-        if self._train_with_synthetic is None:
-            spaces = {s.space for _, s, _ in self.pipeline.synthetic}
-            if spaces == {"embedding"}:
-                module = self.trainer.lightning_module if self.trainer is not None else None
-                if module is None or not hasattr(module.model, "head"):
-                    raise ConfigError("model.name: synthetic samples in embedding space need a model with embed() and head()")
-                parents = np.concatenate([gp for _, _, gp in self.pipeline.synthetic])
-                self._train_with_synthetic = ProvenanceDataset(self.train_ds, parents, np.concatenate([s.lam for _, s, _ in self.pipeline.synthetic]), self.controller.synthetic_labels())
-                return self._train_with_synthetic
-            if spaces != {"input"}:
-                raise ConfigError("pipeline: stages mix input-space and embedding-space synthetic samples; use one space")
-            shape = tuple(self.train_ds.x.shape[1:])
-            feats = np.concatenate([s.features for _, s, _ in self.pipeline.synthetic]).reshape(-1, *shape)
-            labels = self.controller.synthetic_labels()
-            self._train_with_synthetic = self.train_ds.with_synthetic(torch.as_tensor(feats, dtype=self.train_ds.x.dtype), torch.as_tensor(labels))
-        return self._train_with_synthetic
+    def epoch_length(self) -> int:
+        """Batches this rank runs in the current epoch (selections may change size between epochs)."""
+        return len(self._sampler) if isinstance(self._sampler, TupleBatchSampler) else math.ceil(len(self._sampler) / self.batch_size)
+
+    def _training_set(self, hooks: Sequence[Any]) -> Any:
+        """The training rows with the synthetic samples appended and every hook's wrapping applied;
+        rebuilt only when the set grows."""
+        total = len(self.train_ds) + self.pipeline.num_synthetic
+        if self._train_set is not None and self._train_size == total:
+            return self._train_set
+        dataset = self.train_ds
+        made = [(s, gp) for _, s, gp in self.pipeline.synthetic]
+        if made:
+            spaces = {s.space for s, _ in made}
+            hooked = {s.space for hook in hooks for s, _, _ in hook.blocks}
+            if spaces - hooked - {"input"}:
+                raise ConfigError(f"pipeline: synthetic samples in space {sorted(spaces - hooked - {'input'})[0]!r} need a training hook from the stage that made them")
+            plain = [s for s, _ in made if s.space == "input"]
+            if plain:
+                if len(plain) != len(made):
+                    raise ConfigError("pipeline: stages mix input-space and other synthetic samples; use one space")
+                shape = tuple(self.train_ds.input_shape)
+                feats = np.concatenate([s.features for s in plain]).reshape(-1, *shape)
+                dataset = dataset.with_synthetic(torch.as_tensor(feats, dtype=torch.float32), torch.as_tensor(self.controller.synthetic_labels()))
+        for hook in hooks:
+            dataset = hook.wrap_dataset(dataset)
+        self._train_set, self._train_size = Batches(dataset), total
+        return self._train_set
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_ds, None, batch_size=max(self.batch_size, 512))
+        if self.val_ds is None:
+            return []
+        return self._loader(Batches(self.val_ds), sampler=ShardSampler(len(self.val_ds)), batch_size=max(self.batch_size, 512))
 
-    def _loader(self, dataset, sampler, batch_size: int | None = None) -> DataLoader:
-        from selectkit.data import batch_collate
-
-        return DataLoader(
-            dataset,
-            batch_size=batch_size or self.batch_size,
-            sampler=sampler,
-            shuffle=False,
-            collate_fn=batch_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader(self, dataset: Any, *, sampler: Any = None, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:
+        on_device = self.train_ds is not None and getattr(self.train_ds, "device", torch.device("cpu")) != torch.device("cpu")
+        workers = 0 if on_device else self.num_workers
+        kwargs: dict[str, Any] = {"collate_fn": batch_collate, "num_workers": workers, "persistent_workers": workers > 0}
+        if batch_sampler is not None:
+            return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": to_checkpoint(self.controller.state_dict())} if self.controller is not None else {}
@@ -294,65 +339,28 @@ def from_checkpoint(obj: Any) -> Any:
     return obj
 
 
-class ProvenanceDataset(torch.utils.data.Dataset):
-    """A training set plus synthetic samples defined by provenance in the model's embedding space.
-
-    Synthetic row ``j`` (global id ``N + j``) is ``embed(x[p0]) + lam * (embed(x[p1]) - embed(x[p0]))``
-    with the *current* model, so it follows the representation as it trains. Batches carry the base
-    rows as usual plus ``syn_x0``, ``syn_x1``, ``syn_lam``, ``syn_y`` and ``syn_weight``.
-    """
-
-    def __init__(self, base: Any, parents: np.ndarray, lam: np.ndarray, labels: np.ndarray) -> None:
-        if parents.size and parents.max() >= len(base):
-            raise ConfigError("pipeline: embedding-space samples must be made from training rows, not from other synthetic samples")
-        self.base = base
-        self.parents = torch.as_tensor(parents, dtype=torch.long)
-        self.lam = torch.as_tensor(lam, dtype=torch.float32)
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.n = len(base)
-
-    def __len__(self) -> int:
-        return self.n + int(self.labels.shape[0])
-
-    def __getitems__(self, items: list) -> dict[str, torch.Tensor]:
-        from selectkit.data import split_items
-
-        idx, w = split_items(items)
-        base = idx < self.n
-        syn = idx[~base] - self.n
-        p = self.parents[syn]
-        return {
-            "x": self.base.x[idx[base]],
-            "y": self.base.y[idx[base]],
-            "index": idx[base],
-            "weight": w[base],
-            "syn_x0": self.base.x[p[:, 0]],
-            "syn_x1": self.base.x[p[:, 1]],
-            "syn_lam": self.lam[syn],
-            "syn_y": self.labels[syn],
-            "syn_weight": w[~base],
-        }
-
-
 # ====================================================================================== the books
 class RunRecorder(pl.Callback):
-    """Per-epoch metrics, wall-clock accounting and time-to-target accuracy.
+    """Per-epoch metrics, wall-clock accounting and time-to-target.
 
     ``train_s`` counts training epochs only (validation and selection excluded); ``select_s`` is the
     controller's selection time. ``wall_s`` of a target is ``train_s + select_s`` when it was reached.
+    At each epoch start it also tells Lightning how many batches this epoch's selection makes.
 
     Args:
         out_dir: run directory; rank 0 writes ``metrics.jsonl`` there.
-        targets: validation accuracies whose time-to-reach is tracked.
-        controller: returns the `SelectionController` (created late, in the data module's setup).
+        targets: values of ``monitor`` whose time-to-reach is tracked.
+        datamodule: the `SelectionDataModule` (its controller is created late, in ``setup``).
+        monitor: the validation metric targets refer to (the task's, e.g. ``val_acc``).
     """
 
     state_key_name = "selectkit_run_recorder"
 
-    def __init__(self, out_dir: str | Path | None, targets: Sequence[float], controller: Callable[[], SelectionController | None]) -> None:
+    def __init__(self, out_dir: str | Path | None, targets: Sequence[float], datamodule: SelectionDataModule, monitor: str = "val_acc") -> None:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.targets = sorted(float(t) for t in targets)
-        self._controller = controller
+        self.datamodule = datamodule
+        self.monitor = monitor
         self.train_s = 0.0
         self.examples_seen = 0
         self.rows: list[dict[str, Any]] = []
@@ -360,14 +368,23 @@ class RunRecorder(pl.Callback):
         self._t0 = 0.0
         self._val_s = 0.0
         self._v0 = 0.0
+        self._validated = False
 
     @property
     def state_key(self) -> str:
         return self.state_key_name
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        length = self.datamodule.epoch_length()
+        limit = trainer.limit_train_batches
+        if isinstance(limit, float):
+            length = int(length * limit)
+        elif isinstance(limit, int):
+            length = min(length, limit)
+        trainer.fit_loop.max_batches = length
         pl_module.examples_in_epoch = 0
         self._val_s = 0.0
+        self._validated = False
         self._t0 = time.perf_counter()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -375,25 +392,22 @@ class RunRecorder(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._val_s += time.perf_counter() - self._v0
+        self._validated = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_s += time.perf_counter() - self._t0 - self._val_s
         seen = torch.tensor(float(pl_module.examples_in_epoch), device=pl_module.device)
         self.examples_seen += int(trainer.strategy.reduce(seen, reduce_op="sum").item())
-        metrics = trainer.callback_metrics
-        controller = self._controller()
+        controller = self.datamodule.controller
         row: dict[str, Any] = {
             "epoch": int(trainer.current_epoch),
             "examples_seen": self.examples_seen,
             "train_s": round(self.train_s, 4),
             "select_s": round(controller.select_s if controller else 0.0, 4),
         }
-        for key in ("val_acc", "val_loss", "val_balanced_acc"):
-            if key in metrics:
-                row[key] = float(metrics[key])
-        recall = getattr(pl_module, "val_class_recall", None)
-        if recall is not None:
-            row["val_class_recall"] = [round(float(r), 5) for r in recall]
+        if self._validated:
+            for key, value in pl_module.last_val.items():
+                row[key] = float(value) if isinstance(value, (int, float)) else value
         opt = trainer.optimizers[0] if trainer.optimizers else None
         if opt is not None:
             row["lr"] = float(opt.param_groups[0]["lr"])
@@ -401,11 +415,12 @@ class RunRecorder(pl.Callback):
         wall = row["train_s"] + row["select_s"]
         for t in self.targets:
             key = f"{t:g}"
-            if self.time_to_target[key] is None and row.get("val_acc", -1.0) >= t:
+            if self.time_to_target[key] is None and row.get(self.monitor, -math.inf) >= t:
                 self.time_to_target[key] = {"epoch": row["epoch"], "wall_s": round(wall, 4), "examples_seen": row["examples_seen"]}
-        for key, value in row.items():
-            if key in ("train_s", "select_s", "examples_seen") and pl_module.logger is not None:
-                pl_module.log(f"time/{key}" if key != "examples_seen" else "examples_seen", float(value), rank_zero_only=True)
+        if pl_module.logger is not None:
+            pl_module.log("time/train_s", float(row["train_s"]), rank_zero_only=True)
+            pl_module.log("time/select_s", float(row["select_s"]), rank_zero_only=True)
+            pl_module.log("examples_seen", float(row["examples_seen"]), rank_zero_only=True)
         if trainer.is_global_zero and self.out_dir is not None:
             self.write_metrics()
 
@@ -413,17 +428,10 @@ class RunRecorder(pl.Callback):
         """Rewrite ``metrics.jsonl`` from the rows held (so a resumed run carries the earlier epochs)."""
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-        tmp.replace(self.out_dir / "metrics.jsonl")
+        atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "train_s": self.train_s,
-            "examples_seen": self.examples_seen,
-            "rows": self.rows,
-            "time_to_target": self.time_to_target,
-        }
+        return {"train_s": self.train_s, "examples_seen": self.examples_seen, "rows": self.rows, "time_to_target": self.time_to_target}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.train_s = float(state_dict["train_s"])
@@ -433,12 +441,8 @@ class RunRecorder(pl.Callback):
         self.time_to_target = {k: saved.get(k) for k in self.time_to_target}
 
     def summary(self) -> dict[str, Any]:
-        """Final metrics, best accuracy and time-to-target, for ``summary.json``."""
+        """Final metrics, best value of ``monitor`` and time-to-target, for ``summary.json``."""
         final = dict(self.rows[-1]) if self.rows else {}
-        best = max((r.get("val_acc", float("nan")) for r in self.rows), default=float("nan"))
-        return {
-            "final": final,
-            "best_val_acc": None if math.isnan(best) else best,
-            "time_to_target": self.time_to_target,
-            "epochs": len(self.rows),
-        }
+        values = [r[self.monitor] for r in self.rows if isinstance(r.get(self.monitor), (int, float))]
+        best = max(values) if values else None
+        return {"final": final, "best_val_acc" if self.monitor == "val_acc" else f"best_{self.monitor}": best, "monitor": self.monitor, "time_to_target": self.time_to_target, "epochs": len(self.rows)}

@@ -1,8 +1,13 @@
-"""Small models for the built-in datasets: a CNN and an MLP.
+"""Models: the built-in CNN and MLP, `make_model` for any ``nn.Module`` a config names, and `ModelAdapter`.
 
-Each model has ``forward(x) -> logits``, ``embed(x) -> penultimate features`` and
-``head(features) -> logits`` (selectors work in the embedding space, and samples made in that space can
-be trained on), plus an ``embedding_dim`` attribute. `build_model` picks one by name.
+The ``model`` config group instantiates any ``nn.Module`` by ``_target_``; `make_model` fills the
+constructor arguments that depend on the data (``input_shape``, ``num_classes``, ``in_channels``,
+``input_size``, ``in_features``) when the constructor takes them and the config leaves them out.
+
+`ModelAdapter` gives selectors and tasks what they need from a network without asking users to change
+it: the embedding comes from a named layer (``model.embedding_layer``, through a forward hook), else from
+an ``embed`` method, else from the input of the classifier head (the last ``nn.Linear`` with
+``num_classes`` outputs, or ``model.head_layer``). The built-in models have ``embed`` and ``head``.
 """
 
 from __future__ import annotations
@@ -124,32 +129,172 @@ def _check_dropout(value: object) -> None:
         raise ConfigError(f"model.dropout must be a number in [0, 1), got {value!r}")
 
 
-def _cnn(input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    return SmallCNN(in_channels=int(input_shape[0]), num_classes=num_classes, input_size=int(input_shape[-1]), **kwargs)
+#: Built-in model names (the options of the ``model`` config group) and their classes.
+MODELS: dict[str, type] = {"cnn": SmallCNN, "mlp": MLP}
 
 
-def _mlp(input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    return MLP(math.prod(int(s) for s in input_shape), num_classes=num_classes, **kwargs)
+def data_arguments(input_shape: Sequence[int], num_classes: int | None) -> dict[str, object]:
+    """The constructor arguments a model may take from the data, by their conventional names."""
+    shape = tuple(int(s) for s in input_shape)
+    args: dict[str, object] = {"input_shape": shape, "in_features": math.prod(shape)}
+    if shape:
+        args["in_channels"] = shape[0]
+        args["input_size"] = shape[-1]
+    if num_classes is not None:
+        args["num_classes"] = int(num_classes)
+    return args
 
 
-#: Model name -> (factory, the class whose keyword arguments the ``model.*`` settings fill).
-MODELS: dict[str, tuple[Callable[..., nn.Module], type]] = {"cnn": (_cnn, SmallCNN), "mlp": (_mlp, MLP)}
-_SET_BY_FACTORY = {"self", "in_channels", "input_size", "in_features", "num_classes"}
+def make_model(factory: Callable[..., nn.Module], input_shape: Sequence[int], num_classes: int | None, *, setting: str = "model", **kwargs) -> nn.Module:
+    """``factory(**kwargs)`` plus the data arguments it accepts and ``kwargs`` leave out.
+
+    An argument the factory does not take raises `ConfigError` naming ``<setting>.<key>``.
+    """
+    if len(input_shape) < 1 or any(int(s) < 1 for s in input_shape):
+        raise ConfigError(f"{setting}: input shape {tuple(input_shape)} is not a channels-first shape")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    given = set(kwargs)
+    for key in given:
+        if key not in params and not open_kwargs:
+            allowed = [p for p in params if p not in data_arguments(input_shape, num_classes) and p != "self"]
+            raise ConfigError(f"{setting}.{key} is not a setting of {getattr(factory, '__name__', factory)}; its settings: {', '.join(allowed) or 'none'}")
+    extra = {k: v for k, v in data_arguments(input_shape, num_classes).items() if k in params and k not in given}
+    model = factory(**kwargs, **extra)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{setting}._target_ must build a torch.nn.Module, got {type(model).__name__}")
+    return model
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    """The model ``name`` (``cnn`` | ``mlp``) for channels-first inputs of ``input_shape``.
+    """The built-in model ``name`` (``cnn`` | ``mlp``) for channels-first inputs of ``input_shape``.
 
     ``kwargs`` are the remaining ``model.*`` settings (e.g. ``width`` for the CNN, ``hidden`` and
     ``dropout`` for the MLP); an unknown one raises `ConfigError` naming it.
     """
     if name not in MODELS:
         raise ConfigError(f"model.name must be one of {', '.join(MODELS)}, got {name!r}")
-    factory, cls = MODELS[name]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in _SET_BY_FACTORY]
-    for key in kwargs:
-        if key not in allowed:
-            raise ConfigError(f"model.{key} is not a setting of model {name}; its settings: {', '.join(allowed)}")
-    if len(input_shape) < 1 or any(int(s) < 1 for s in input_shape):
-        raise ConfigError(f"model: input shape {tuple(input_shape)} is not a channels-first image shape")
-    return factory(tuple(input_shape), int(num_classes), **kwargs)
+    return make_model(MODELS[name], input_shape, num_classes, **kwargs)
+
+
+# ====================================================================================== adapter
+class ModelAdapter:
+    """Embeddings, the classifier head and dropout control for any ``nn.Module``.
+
+    Args:
+        model: the network; ``model(x)`` returns the task's output (logits for classification).
+        embedding_layer: dotted name of the submodule whose output is the embedding (``model.embedding_layer``).
+        head_layer: dotted name of the ``nn.Linear`` classifier head (``model.head_layer``); found by
+            itself when unset: the last ``nn.Linear`` with ``num_classes`` outputs.
+        num_classes: classes of a classification task (None for other tasks).
+    """
+
+    def __init__(self, model: nn.Module, *, embedding_layer: str | None = None, head_layer: str | None = None, num_classes: int | None = None) -> None:
+        self.model = model
+        self.embedding_layer = embedding_layer
+        self.head_layer = head_layer
+        self.num_classes = num_classes
+        self._embed_module = self._submodule(embedding_layer, "model.embedding_layer") if embedding_layer else None
+        if head_layer:
+            head = self._submodule(head_layer, "model.head_layer")
+            if not isinstance(head, nn.Linear):
+                raise ConfigError(f"model.head_layer: {head_layer!r} is a {type(head).__name__}, not an nn.Linear")
+            self._head: nn.Linear | None = head
+        else:
+            self._head = self._find_head()
+
+    def _submodule(self, name: str, setting: str) -> nn.Module:
+        try:
+            return self.model.get_submodule(name)
+        except AttributeError:
+            names = [n for n, _ in self.model.named_modules() if n][:12]
+            raise ConfigError(f"{setting}: {type(self.model).__name__} has no layer {name!r}; its layers include {', '.join(names)}") from None
+
+    def _find_head(self) -> nn.Linear | None:
+        if self.num_classes is None:
+            return None
+        found = None
+        for module in self.model.modules():
+            if isinstance(module, nn.Linear) and module.out_features == self.num_classes:
+                found = module
+        return found
+
+    @property
+    def head(self) -> nn.Linear | None:
+        """The classifier head (``nn.Linear``), or None when the network has none."""
+        return self._head
+
+    def _capture(self, module: nn.Module, x: torch.Tensor, *, inputs: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        store: list[torch.Tensor] = []
+        if inputs:
+            handle = module.register_forward_pre_hook(lambda m, args: store.append(args[0]))
+        else:
+            handle = module.register_forward_hook(lambda m, args, out: store.append(out))
+        try:
+            out = self.model(x)
+        finally:
+            handle.remove()
+        if not store:
+            raise ConfigError(f"model: the layer chosen for embeddings ({type(module).__name__}) did not run in forward()")
+        return out, store[-1]
+
+    def describe_embedding(self) -> str:
+        """Where embeddings come from, for error messages and logs."""
+        if self._embed_module is not None:
+            return f"layer {self.embedding_layer!r}"
+        if callable(getattr(self.model, "embed", None)):
+            return "embed()"
+        if self._head is not None:
+            return "the input of the classifier head"
+        return "nothing"
+
+    def outputs_and_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(model(x), embedding [b, d])`` from one forward pass where the network allows it."""
+        if self._embed_module is not None:
+            out, z = self._capture(self._embed_module, x, inputs=False)
+        elif callable(getattr(self.model, "embed", None)) and callable(getattr(self.model, "head", None)):
+            z = self.model.embed(x)
+            out = self.model.head(z)
+        elif self._head is not None:
+            out, z = self._capture(self._head, x, inputs=True)
+        elif callable(getattr(self.model, "embed", None)):
+            return self.model(x), self.model.embed(x).flatten(1)
+        else:
+            raise ConfigError(
+                f"model: {type(self.model).__name__} has no embed() method and no classifier head; "
+                "set model.embedding_layer to the layer whose output is the embedding"
+            )
+        return out, z.flatten(1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding of ``x``, ``[b, d]``."""
+        if self._embed_module is None and callable(getattr(self.model, "embed", None)):
+            return self.model.embed(x).flatten(1)
+        return self.outputs_and_embeddings(x)[1]
+
+    def logits_from_embedding(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of embedding-space points: ``model.head`` when defined, else the head layer when the
+        embedding is its input; `ConfigError` otherwise."""
+        if callable(getattr(self.model, "head", None)):
+            return self.model.head(z)
+        if self._head is not None and self._embed_module is None:
+            return self._head(z)
+        raise ConfigError(
+            f"model: {type(self.model).__name__} cannot map embeddings to outputs (define head() on it, or leave "
+            "model.embedding_layer unset so embeddings are the classifier head's input)"
+        )
+
+    def has_dropout(self) -> bool:
+        """Whether the network holds any dropout layer (MC dropout needs one)."""
+        return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in self.model.modules())
+
+    def dropout_only_train(self) -> list[nn.Module]:
+        """Put the network in eval mode except its dropout layers; returns those layers."""
+        self.model.eval()
+        layers = [m for m in self.model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+        for m in layers:
+            m.train()
+        return layers

@@ -5,9 +5,11 @@ Stage schedules:
     ``epoch`` with ``every: n``: run at epochs 0, n, 2n, ... (and whenever its input changed).
 
 The pipeline works in *global ids*: rows ``0..N-1`` of the training set, and ``N..N+S-1`` for the
-synthetic samples stages have created. Weights compose multiplicatively along the chain. Stages that
+synthetic samples stages have created. Weights compose multiplicatively along the chain. Every stage but
+the last returns a `Selection`; the last may return a `Selection` (what to train on), `Tuples` (what a
+contrastive task trains on) or an `Acquisition` (what to label next, in a round loop). Stages that
 create samples may only run before training starts (the training set cannot grow mid-run without
-rebuilding the loader).
+rebuilding the loader). Errors name a stage by its YAML key (``pipeline.stages.<key>``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from selectkit.errors import ConfigError
-from selectkit.selection import Selection, Synthetic
+from selectkit.selection import Acquisition, Selection, Synthetic, Tuples
 from selectkit.selector import Pool, SelectContext, Selector
 
 SCHEDULES = ("once", "epoch")
@@ -26,12 +28,21 @@ SCHEDULES = ("once", "epoch")
 
 @dataclass
 class Stage:
-    """One step of a pipeline: a selector and when it runs."""
+    """One step of a pipeline: a selector, when it runs, and its YAML key (``name``)."""
 
     selector: Selector
-    schedule: str = "epoch"
+    schedule: str | None = None
     every: int = 1
     name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.schedule is None:
+            self.schedule = getattr(self.selector, "default_schedule", "epoch")
+
+    @property
+    def label(self) -> str:
+        """The stage's YAML key, or its selector's name when it has none."""
+        return self.name or self.selector.name
 
     def check(self, path: str) -> None:
         """Validate the schedule; `ConfigError` names ``path``'s setting."""
@@ -47,13 +58,21 @@ class Stage:
 
 @dataclass
 class PipelineOutput:
-    """The outcome of one pipeline run: global ids, weights and per-stage bookkeeping."""
+    """The outcome of one pipeline run, in global ids.
 
+    ``kind`` is the last stage's result kind: ``selection`` (``ids``, ``weights``), ``tuples``
+    (``tuples``: ``[t, s]`` ids, anchor first; ``scores``) or ``acquisition`` (``ids``, ``scores``).
+    ``meta`` maps each stage that ran to its result's metadata.
+    """
+
+    kind: str
     ids: np.ndarray
     weights: np.ndarray | None
     epoch: int
     ran: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    tuples: np.ndarray | None = None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -68,24 +87,45 @@ class Pipeline:
         self._started = False
 
     # ------------------------------------------------------------------ validation
+    def path(self, k: int) -> str:
+        """The config path of stage ``k``: ``pipeline.stages.<key>``, or ``selector`` for a lone selector."""
+        stage = self.stages[k]
+        if self.config_path != "pipeline":
+            return self.config_path
+        return f"pipeline.stages.{stage.name}" if stage.name else f"pipeline.stages.{k}"
+
     def check(self) -> None:
-        """Validate every stage's schedule and parameters before any work starts."""
+        """Validate every stage's schedule, parameters and result kind before any work starts."""
         if not self.stages:
             raise ConfigError(f"{self.config_path}.stages is empty; give at least one stage")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        last = len(self.stages) - 1
         for k, stage in enumerate(self.stages):
-            path = f"{self.config_path}.stages.{k}" if len(self.stages) > 1 else self.config_path
+            path = self.path(k)
             stage.check(path)
             stage.selector.check_params()
+            returns = getattr(stage.selector, "returns", Selection)
+            if k < last and returns is not Selection:
+                raise ConfigError(f"{path}: {stage.selector.name} returns {returns.__name__}, so it must be the last stage")
             if stage.selector.creates_samples and stage.schedule != "once":
                 raise ConfigError(f"{path}.schedule must be 'once' for {stage.selector.name}, which creates samples")
             if stage.selector.creates_samples and any(s.schedule == "epoch" for s in self.stages[:k]):
                 raise ConfigError(f"{path}: {stage.selector.name} creates samples and must come before every per-epoch stage")
 
+    @property
+    def returns(self) -> type:
+        """The result kind of the last stage."""
+        return getattr(self.stages[-1].selector, "returns", Selection)
+
     def requirements(self) -> set[str]:
-        """The union of what the stages need, so the caller computes only that."""
-        return set().union(*(s.selector.requires for s in self.stages))
+        """The names of the providers the stages need, so the caller computes only those."""
+        return set().union(*(set(s.selector.requirements()) for s in self.stages))
+
+    @property
+    def started(self) -> bool:
+        """Whether the pipeline has run (in this process or before a checkpoint it was restored from)."""
+        return self._started
 
     @property
     def num_synthetic(self) -> int:
@@ -95,42 +135,87 @@ class Pipeline:
     @property
     def label(self) -> str:
         """A short human label such as ``smote>rs2``."""
-        return ">".join(s.name or s.selector.name for s in self.stages)
+        return ">".join(s.label for s in self.stages)
+
+    def hooks(self, base_size: int) -> list[Any]:
+        """The training hooks of the stages (in stage order), with the synthetic blocks each created."""
+        out = []
+        start = base_size
+        blocks: dict[int, list] = {}
+        for k, syn, parents in self.synthetic:
+            blocks.setdefault(k, []).append((syn, parents, start))
+            start += len(syn)
+        for k, stage in enumerate(self.stages):
+            hook = stage.selector.training_hook()
+            if hook is not None:
+                hook.stage = stage.label
+                hook.blocks = blocks.get(k, [])
+                out.append(hook)
+        return out
 
     # ------------------------------------------------------------------ running
     def run(
         self,
         epoch: int,
-        base_size: int,
+        base: int | np.ndarray,
         make_pool: Callable[[np.ndarray | int, np.ndarray | None], Pool],
+        *,
+        rows: int | None = None,
+        round: int = 0,
     ) -> PipelineOutput:
-        """Run the stages due at ``epoch`` and return the final selection in global ids."""
-        ids: np.ndarray | None = None  # None: the whole base set 0..base_size-1, never materialised
+        """Run the stages due at ``epoch`` over ``base`` (``N``: ids ``0..N-1``; or an id array) and
+        return the final result in global ids. ``rows`` is the training set's row count (synthetic ids
+        follow it); it defaults to ``base`` when that is a count."""
+        base_size = int(base) if isinstance(base, (int, np.integer)) else None
+        ids: np.ndarray | None = None if base_size is not None else np.asarray(base, dtype=np.int64)
+        n_rows = int(rows) if rows is not None else (base_size if base_size is not None else 0)
         weights: np.ndarray | None = None
         changed = False
         ran: list[str] = []
         meta: dict[str, Any] = {}
+        final: Any = None
         for k, stage in enumerate(self.stages):
             cached = self._cache.get(k)
             due = cached is None or changed or stage.fires(epoch)
             if not due:
-                ids, weights = cached["ids"], cached["weights"]
+                ids, weights, final = cached["ids"], cached["weights"], cached.get("final")
                 continue
             if stage.selector.creates_samples and self._started and cached is None:
-                raise ConfigError(f"{self.config_path}.stages.{k}: stages that create samples must run before training starts")
+                raise ConfigError(f"{self.path(k)}: stages that create samples must run before training starts")
             pool = make_pool(base_size if ids is None else ids, weights)
-            ctx = SelectContext(seed=self.seed, epoch=epoch, stage=k)
-            sel = stage.selector.select(pool, ctx)
-            ids, weights = self._to_global(k, sel, ids, weights, base_size, len(pool))
-            self._cache[k] = {"ids": ids, "weights": weights, "epoch": epoch}
-            ran.append(stage.name or stage.selector.name)
-            if sel.meta:
-                meta[stage.name or f"{k}:{stage.selector.name}"] = sel.meta
+            ctx = SelectContext(seed=self.seed, epoch=epoch, stage=k, round=round)
+            result = stage.selector.select(pool, ctx)
+            final = None
+            if isinstance(result, Selection):
+                ids, weights = self._to_global(k, result, ids, weights, n_rows, len(pool))
+            else:
+                final = self._final_to_global(result, ids)
+            self._cache[k] = {"ids": ids, "weights": weights, "epoch": epoch, "final": final}
+            ran.append(stage.label)
+            if result.meta:
+                meta[stage.label] = _jsonable(result.meta)
             changed = True
         self._started = True
         if ids is None:
             ids = np.arange(base_size, dtype=np.int64)
-        return PipelineOutput(ids=ids, weights=weights, epoch=epoch, ran=ran, meta=meta)
+        if final is None:
+            return PipelineOutput("selection", ids, weights, epoch, ran, meta)
+        kind, arrays = final
+        if kind == "tuples":
+            return PipelineOutput("tuples", arrays["items"][:, 0], None, epoch, ran, meta, tuples=arrays["items"], scores=arrays["scores"])
+        return PipelineOutput("acquisition", arrays["ids"], None, epoch, ran, meta, scores=arrays["scores"])
+
+    @staticmethod
+    def _final_to_global(result: Any, ids: np.ndarray | None) -> tuple[str, dict[str, Any]]:
+        def g(local: np.ndarray) -> np.ndarray:
+            return local if ids is None else ids[local]
+
+        if isinstance(result, Tuples):
+            scores = {k: v for k, v in (("positive", result.positive_scores), ("negative", result.negative_scores)) if v is not None}
+            return "tuples", {"items": g(result.items()), "scores": scores}
+        if isinstance(result, Acquisition):
+            return "acquisition", {"ids": g(result.indices), "scores": {} if result.scores is None else {"score": result.scores}}
+        raise ConfigError(f"pipeline: unknown result kind {type(result).__name__}")
 
     def _to_global(
         self, k: int, sel: Selection, ids: np.ndarray | None, weights: np.ndarray | None, base_size: int, n: int
@@ -199,3 +284,16 @@ class Pipeline:
             for d in state.get("synthetic", [])
         ]
         self._started = bool(state.get("started", False))
+
+
+def _jsonable(value: Any) -> Any:
+    """Selector metadata as plain JSON types (numpy scalars and small arrays to Python values)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 4096 else f"<array {value.shape} {value.dtype}>"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,36 +1,43 @@
-"""`SelectionSampler`: the per-epoch selection, as a DistributedSampler that Lightning drives.
+"""Samplers that feed each epoch's selection to PyTorch Lightning, identically on every rank.
 
-Lightning calls ``set_epoch`` on a loader's sampler before every epoch; the sampler asks its source
-for that epoch's selection (computed identically on every rank from seed and epoch, never rank),
-shuffles it with a generator of (seed, epoch), and yields this rank's disjoint shard. Because it
-subclasses `DistributedSampler`, Lightning does not wrap it again under DDP. Shards are padded to equal
-length so every rank runs the same number of steps; padding items carry weight 0 and add no loss.
+* `SelectionSampler` (a `DistributedSampler`, so Lightning never wraps it again): at ``set_epoch(e)`` it
+  asks its source for epoch ``e``'s selection (computed identically on every rank from seed and epoch,
+  never rank), shuffles it with a generator of (seed, epoch) and yields this rank's disjoint shard.
+  Selections may change size from one epoch to the next; ``len()`` follows the current epoch.
+* `TupleBatchSampler` (a batch sampler): each epoch's tuples, shuffled as whole tuples, sharded over
+  ranks as whole tuples, and packed into batches that never split a tuple.
+* `ShardSampler`: a plain disjoint strided shard, for validation under DDP.
 
-Items are yielded as ``(index, weight)`` pairs when the epoch has weights or padding, else as ints;
-the dataset's ``__getitems__`` gathers a whole batch with one indexing operation.
+Shards are padded to equal length so every rank runs the same number of steps. Padding rows are marked
+by a mask of their own (``live = 0``), never by a weight: items are plain ints when the epoch has no
+weights and no padding, else ``(index, weight, live)`` triples; `selectkit.data.Batches` turns them into
+a batch's ``index``, ``weight`` and ``mask`` tensors with one gather.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
+
+from selectkit.errors import ConfigError
 
 _ORDER = 0x4F52
 
 
 class EpochSource(Protocol):
-    """What the sampler needs from its owner: the selection of an epoch and its expected size."""
+    """What the samplers need from their owner (the `SelectionController`)."""
 
     seed: int
     random_order: bool
 
     def selection(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]: ...
 
-    def expected_size(self) -> int: ...
+    def tuples(self, epoch: int) -> np.ndarray: ...
 
 
 class _Sized:
@@ -46,6 +53,27 @@ def world_and_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+def _layout(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    world, my_rank = world_and_rank()
+    return (world if num_replicas is None else num_replicas), (my_rank if rank is None else rank)
+
+
+def pad_and_shard(n: int, world: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``0..n-1`` padded (by repeating from the start) to a multiple of ``world``, this rank's
+    strided share of them, and the share's live mask (False on padding)."""
+    per = math.ceil(n / world) if n else 0
+    total = per * world
+    positions = np.resize(np.arange(n, dtype=np.int64), total) if n else np.zeros(0, dtype=np.int64)
+    live = np.arange(total) < n
+    return positions[rank:total:world], live[rank:total:world]
+
+
+def _items(ids: np.ndarray, weights: np.ndarray, live: np.ndarray) -> list:
+    if live.all() and np.all(weights == 1.0):
+        return ids.tolist()
+    return list(zip(ids.tolist(), weights.tolist(), live.astype(np.int8).tolist()))
 
 
 class SelectionSampler(DistributedSampler):
@@ -67,12 +95,9 @@ class SelectionSampler(DistributedSampler):
         shuffle: bool = True,
         record_dir: str | None = None,
     ) -> None:
-        world, my_rank = world_and_rank()
-        num_replicas = world if num_replicas is None else num_replicas
-        rank = my_rank if rank is None else rank
-        super().__init__(_Sized(max(1, source.expected_size())), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=source.seed)
+        num_replicas, rank = _layout(num_replicas, rank)
+        super().__init__(_Sized(1), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=source.seed)
         self.source = source
-        self._size = source.expected_size()
         self.record_dir = record_dir
 
     def set_epoch(self, epoch: int) -> None:
@@ -81,37 +106,99 @@ class SelectionSampler(DistributedSampler):
         self.source.selection(epoch)
 
     def __len__(self) -> int:
-        return math.ceil(self._size / self.num_replicas)
+        ids, _ = self.source.selection(self.epoch)
+        return math.ceil(ids.shape[0] / self.num_replicas)
 
-    def shard(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's (ids, weights) for ``epoch`` (default: the current one); pads carry weight 0."""
+    def shard(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This rank's ``(ids, weights, live)`` for ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
         ids, weights = self.source.selection(epoch)
-        if ids.shape[0] != self._size:
-            raise RuntimeError(
-                f"epoch {epoch} selected {ids.shape[0]} items, the loader was sized for {self._size}; "
-                "selections must keep one size per run"
-            )
         w = np.ones(ids.shape[0], dtype=np.float32) if weights is None else weights.astype(np.float32, copy=False)
         if self.shuffle and not getattr(self.source, "random_order", False):
             order = np.random.default_rng([self.seed, epoch, _ORDER]).permutation(ids.shape[0])
             ids, w = ids[order], w[order]
-        total = len(self) * self.num_replicas
-        pad = total - ids.shape[0]
-        if pad:
-            reps = np.resize(np.arange(ids.shape[0]), pad)
-            ids = np.concatenate([ids, ids[reps]])
-            w = np.concatenate([w, np.zeros(pad, dtype=np.float32)])
-        return ids[self.rank : total : self.num_replicas], w[self.rank : total : self.num_replicas]
+        positions, live = pad_and_shard(ids.shape[0], self.num_replicas, self.rank)
+        return ids[positions], w[positions], live
 
     def __iter__(self) -> Iterator:
-        ids, w = self.shard()
+        ids, w, live = self.shard()
         if self.record_dir is not None:
-            from pathlib import Path
-
             folder = Path(self.record_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / f"epoch_{self.epoch:04d}_rank_{self.rank}.npz", indices=ids, weights=w)
-        if np.all(w == 1.0):
-            return iter(ids.tolist())
-        return iter(zip(ids.tolist(), w.tolist()))
+            np.savez(folder / f"epoch_{self.epoch:04d}_rank_{self.rank}.npz", indices=ids, weights=w, live=live)
+        return iter(_items(ids, w, live))
+
+
+class TupleBatchSampler(Sampler):
+    """Batches of whole tuples: each epoch's ``[t, s]`` tuples shuffled, sharded and packed whole.
+
+    A batch holds ``batch_size // s`` tuples, their items in tuple order (anchor, positive, negatives);
+    ranks get disjoint sets of whole tuples, padded with repeated tuples marked not live so every rank
+    runs the same number of steps.
+
+    Args:
+        source: gives each epoch's tuples as a ``[t, s]`` int64 array of global ids.
+        batch_size: items per batch (``data.batch_size``); at least one tuple must fit.
+        num_replicas, rank, shuffle, seed: as for `SelectionSampler`.
+    """
+
+    def __init__(self, source: EpochSource, batch_size: int, *, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True) -> None:
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.num_replicas, self.rank = _layout(num_replicas, rank)
+        self.shuffle = shuffle
+        self.seed = source.seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch."""
+        self.epoch = epoch
+        self.source.tuples(epoch)
+
+    @property
+    def tuple_size(self) -> int:
+        """Items per tuple in the current epoch."""
+        return int(self.source.tuples(self.epoch).shape[1])
+
+    def _per_batch(self, s: int) -> int:
+        per = self.batch_size // s
+        if per < 1:
+            raise ConfigError(f"data.batch_size={self.batch_size} is smaller than one tuple ({s} items); raise data.batch_size or ask for fewer negatives")
+        return per
+
+    def shard(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's ``([t_r, s] tuples, [t_r] live)`` for ``epoch``."""
+        epoch = self.epoch if epoch is None else epoch
+        tuples = self.source.tuples(epoch)
+        if self.shuffle:
+            tuples = tuples[np.random.default_rng([self.seed, epoch, _ORDER]).permutation(tuples.shape[0])]
+        positions, live = pad_and_shard(tuples.shape[0], self.num_replicas, self.rank)
+        return tuples[positions], live
+
+    def __len__(self) -> int:
+        tuples = self.source.tuples(self.epoch)
+        per_rank = math.ceil(tuples.shape[0] / self.num_replicas)
+        return math.ceil(per_rank / self._per_batch(tuples.shape[1]))
+
+    def __iter__(self) -> Iterator[list]:
+        tuples, live = self.shard()
+        s = tuples.shape[1]
+        per = self._per_batch(s)
+        for start in range(0, tuples.shape[0], per):
+            block = tuples[start : start + per]
+            alive = np.repeat(live[start : start + per], s)
+            yield _items(block.reshape(-1), np.ones(block.size, dtype=np.float32), alive)
+
+
+class ShardSampler(Sampler):
+    """Rows ``rank, rank + world, ...`` of ``n``: disjoint validation shards without padding."""
+
+    def __init__(self, n: int, *, num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.n = int(n)
+        self.num_replicas, self.rank = _layout(num_replicas, rank)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.num_replicas))

@@ -98,3 +98,11 @@ def walk_chunk(perm: FeistelPermutation, m: int, position: int, rng: np.random.G
         earlier = rng.choice(start, size=short, replace=False)
         chunk = np.concatenate([chunk, perm(earlier)])
     return chunk
+
+
+def class_groups(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(classes, members)``: the sorted distinct labels and, for each, its pool positions ascending."""
+    classes, inverse = np.unique(np.asarray(labels), return_inverse=True)
+    order = np.argsort(inverse, kind="stable").astype(np.int64)
+    bounds = np.cumsum(np.bincount(inverse, minlength=classes.size))[:-1]
+    return classes, np.split(order, bounds)

@@ -1,9 +1,12 @@
 """The `Selector` base class, the `Pool` it selects from and the `SelectContext` that seeds it.
 
 A plugin subclasses `Selector`, declares its parameters in a keyword-only ``__init__`` that only stores
-them, declares the rules each parameter must follow in ``parameter_constraints``, declares what data it
-needs in ``requires``, and implements ``_select``. The public `Selector.select` validates parameters and
-input, calls ``_select`` with a generator derived from (seed, stage, epoch/round), and checks the result.
+them, declares the rules each parameter must follow in ``parameter_constraints``, declares which named
+providers it reads in ``requires`` (with their parameters), the kind of result it returns in ``returns``,
+and implements ``_select``. The public `Selector.select` validates parameters and input, calls
+``_select`` with a context whose ``rng`` is derived from (seed, stage, epoch, round), and checks the result.
+A plugin that must act during training (not only choose what to train on) returns a `TrainingHook`
+from `Selector.training_hook`.
 """
 
 from __future__ import annotations
@@ -18,22 +21,35 @@ import numpy as np
 from selectkit.errors import ConfigError, SelectionError
 from selectkit.selection import Selection
 
-#: Every kind of data a selector may ask for; the pipeline computes only what is asked for.
-KNOWN_REQUIREMENTS = frozenset({"labels", "features", "embeddings", "probs", "losses"})
-
 
 @dataclass(frozen=True)
 class SelectContext:
-    """Where in training a selection happens: the source of all randomness."""
+    """Where in training a selection happens: the source of all randomness.
+
+    ``stage`` is the stage's position in its pipeline, ``epoch`` the training epoch (within the round),
+    ``round`` the active-learning round (0 outside round loops).
+    """
 
     seed: int
     epoch: int = 0
     stage: int = 0
     round: int = 0
 
-    def rng(self, *salt: int) -> np.random.Generator:
-        """A generator determined by (seed, stage, epoch, round, *salt) alone: never by rank or time."""
-        return np.random.default_rng([self.seed, self.stage, self.epoch, self.round, *salt])
+    def rng(self, *salt: int, per_epoch: bool = True) -> np.random.Generator:
+        """A generator determined by (seed, stage, epoch, round, *salt) alone: never by rank or time.
+
+        ``per_epoch=False`` leaves the epoch out, for draws that must stay the same across epochs (a
+        static subset, a permutation walked over several epochs).
+        """
+        epoch = [self.epoch] if per_epoch else []
+        return np.random.default_rng([self.seed, self.stage, self.round, *epoch, *salt])
+
+
+def requirement_map(requires: Any) -> dict[str, dict[str, Any]]:
+    """``requires`` as ``{provider name: parameters}``; a set or list of names means no parameters."""
+    if isinstance(requires, Mapping):
+        return {str(k): dict(v or {}) for k, v in requires.items()}
+    return {str(k): {} for k in requires}
 
 
 class Pool:
@@ -41,7 +57,8 @@ class Pool:
 
     ``ids`` are the items' global ids (dataset rows; synthetic rows follow the dataset's own); an int
     ``n`` stands for the ids ``0..n-1`` without building that array until someone asks for it.
-    ``providers`` map a requirement name to a function ``ids -> array`` computed on first access.
+    ``providers`` map a provider name to a function ``(ids, **params) -> array`` computed on first access
+    (per distinct parameters); ``arrays`` are values given up front (no parameters).
     """
 
     def __init__(
@@ -60,10 +77,10 @@ class Pool:
             self._size = int(self._ids.shape[0])
         self.weights = weights
         self._providers = dict(providers or {})
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[tuple, np.ndarray] = {}
         for key, value in arrays.items():
             if value is not None:
-                self._cache[key] = np.asarray(value)
+                self._cache[(key,)] = np.asarray(value)
 
     @property
     def ids(self) -> np.ndarray:
@@ -77,21 +94,25 @@ class Pool:
 
     def has(self, name: str) -> bool:
         """Whether ``name`` is available (already computed or computable)."""
-        return name in self._cache or name in self._providers
+        return (name,) in self._cache or name in self._providers
 
-    def get(self, name: str) -> np.ndarray:
-        """The per-item array ``name``, computed on first access."""
-        if name not in self._cache:
+    def get(self, name: str, **params: Any) -> np.ndarray:
+        """The per-item array ``name`` (computed with ``params``) on first access, then cached."""
+        key = (name, *sorted(params.items()))
+        if key not in self._cache:
             if name not in self._providers:
-                raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self._available())}")
-            value = np.asarray(self._providers[name](self.ids))
+                if (name,) in self._cache and not params:
+                    return self._cache[(name,)]
+                raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self.available())}")
+            value = np.asarray(self._providers[name](self.ids, **params))
             if value.shape[0] != len(self):
                 raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {len(self)} items")
-            self._cache[name] = value
-        return self._cache[name]
+            self._cache[key] = value
+        return self._cache[key]
 
-    def _available(self) -> set[str]:
-        return set(self._cache) | set(self._providers)
+    def available(self) -> set[str]:
+        """Names of every provider or array this pool offers."""
+        return {k[0] for k in self._cache} | set(self._providers)
 
     @property
     def labels(self) -> np.ndarray:
@@ -226,16 +247,23 @@ class Selector(abc.ABC):
 
     Class attributes a plugin sets:
         name: the registry name (also the entry-point name).
-        requires: which pool data ``_select`` reads, from `KNOWN_REQUIREMENTS`.
+        requires: the named providers ``_select`` reads: a set of names, or a mapping from name to the
+            provider's parameters (e.g. ``{"mc_probs": {"passes": 20}}``); may be a property of the
+            instance. Providers: ``labels``, ``features``, ``embeddings``, ``probs``, ``mc_probs``
+            (``passes``), ``losses``, ``grad_embeddings`` (see `selectkit.providers`).
+        returns: the result kind, `Selection` (default), `selectkit.Acquisition` or `selectkit.Tuples`.
         parameter_constraints: one `Constraint` per constructor parameter.
+        default_schedule: the schedule of its stage when the config does not say (``epoch`` or ``once``).
         creates_samples: whether the selector may return synthetic samples.
         random_order: whether its indices come in uniformly random order (the sampler then skips its
             own shuffle).
     """
 
     name: ClassVar[str] = ""
-    requires: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[Any] = frozenset()
+    returns: ClassVar[type] = Selection
     parameter_constraints: ClassVar[dict[str, Constraint]] = {}
+    default_schedule: ClassVar[str] = "epoch"
     creates_samples: ClassVar[bool] = False
     random_order: ClassVar[bool] = False
 
@@ -275,27 +303,36 @@ class Selector(abc.ABC):
         return ConfigError(f"{self.config_path}.{key} {message}")
 
     # ------------------------------------------------------------------ selection
-    def select(self, pool: Pool, ctx: SelectContext) -> Selection:
+    def requirements(self) -> dict[str, dict[str, Any]]:
+        """``requires`` as ``{provider name: parameters}``."""
+        return requirement_map(self.requires)
+
+    def select(self, pool: Pool, ctx: SelectContext):
         """Validate parameters and input, run ``_select`` and check its output against the pool."""
         self.check_params()
         if len(pool) == 0:
             raise ConfigError(f"{self.config_path}: the pool is empty; nothing to select from (check data.* and earlier stages)")
-        for need in self.requires:
+        for need in self.requirements():
             if not pool.has(need):
-                raise ConfigError(f"{self.config_path} ({self.name}) needs {need!r}, which this pipeline cannot provide")
+                raise ConfigError(f"{self.config_path} ({self.name}) needs {need!r}, which this run cannot provide")
         result = self._select(pool, ctx)
-        if not isinstance(result, Selection):
-            raise SelectionError(f"{type(self).__name__}._select returned {type(result).__name__}, not Selection")
-        if result.synthetic is not None and not self.creates_samples:
+        kind = self.returns
+        if not isinstance(result, kind):
+            raise SelectionError(f"{type(self).__name__}._select returned {type(result).__name__}, not {kind.__name__}")
+        if getattr(result, "synthetic", None) is not None and not self.creates_samples:
             raise SelectionError(f"{type(self).__name__} returned synthetic samples but creates_samples is False")
         return result.check(len(pool))
 
     @abc.abstractmethod
-    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
-        """Choose from ``pool``; every random draw must come from ``ctx.rng(...)``."""
+    def _select(self, pool: Pool, ctx: SelectContext):
+        """Choose from ``pool`` and return a ``returns`` result; every random draw comes from ``ctx.rng``."""
 
-    def expected_size(self, pool_size: int) -> int | None:
-        """How many items a selection from ``pool_size`` items will hold, when known in advance."""
+    def training_hook(self) -> Any:
+        """A `selectkit.hooks.TrainingHook` that brings this selector's results into training, or None.
+
+        Called once the selector has run (so a hook may depend on what it created, e.g. SMOTE's samples
+        in embedding space); the core offers every hook the training dataset and each training batch.
+        """
         return None
 
     # ------------------------------------------------------------------ state
@@ -336,8 +373,3 @@ class FractionSelector(Selector):
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset({"labels"}) if self.class_balanced else frozenset()
-
-    def expected_size(self, pool_size: int) -> int:
-        from selectkit.sampling import subset_size
-
-        return subset_size(pool_size, self.fraction)

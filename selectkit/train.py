@@ -8,7 +8,6 @@ names the setting, and exit code 2.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from selectkit.errors import ConfigError, SelectkitError
+from selectkit.io import atomic_write_json
 
 RESERVED_STAGE_KEYS = ("name", "schedule", "every")
 
@@ -36,26 +36,75 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: keys of the ``data`` node read by the core (the loader), not passed to the data source
+LOADER_KEYS = ("batch_size", "num_workers", "shuffle", "record_shards", "on_device")
+#: keys of the ``model`` node read by the core (`ModelAdapter`), not passed to the network
+MODEL_KEYS = ("embedding_layer", "head_layer")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Type and range checks of the run-level settings; `ConfigError` names the first bad one."""
     _require(_is_int(cfg.seed), "seed", "an integer", cfg.seed)
     targets = cfg.get("targets") or []
     for i, t in enumerate(targets):
-        _require(_is_num(t) and 0 < t <= 1, f"targets.{i}", "a number in (0, 1]", t)
+        _require(_is_num(t), f"targets.{i}", "a number", t)
     tr = cfg.trainer
     _require(_is_int(tr.max_epochs) and tr.max_epochs >= 1, "trainer.max_epochs", "an integer >= 1", tr.max_epochs)
     _require(_is_int(tr.max_steps) and (tr.max_steps == -1 or tr.max_steps >= 1), "trainer.max_steps", "-1 or an integer >= 1", tr.max_steps)
     _require(_is_int(tr.devices) and tr.devices >= 1, "trainer.devices", "an integer >= 1", tr.devices)
     _require(tr.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "trainer.accelerator", "one of auto, cpu, gpu", tr.accelerator)
+    every = tr.get("check_val_every_n_epoch", 1)
+    _require(every is None or (_is_int(every) and every >= 1), "trainer.check_val_every_n_epoch", "null or an integer >= 1", every)
     d = cfg.data
+    _require(d.get("_target_") is not None, "data._target_", "the class of a data source (e.g. selectkit.data.Arrays)", d.get("_target_"))
     _require(_is_int(d.batch_size) and d.batch_size >= 1, "data.batch_size", "an integer >= 1", d.batch_size)
     _require(_is_int(d.num_workers) and d.num_workers >= 0, "data.num_workers", "an integer >= 0", d.num_workers)
-    _require(_is_num(d.val_fraction) and 0 <= d.val_fraction < 1, "data.val_fraction", "a number in [0, 1)", d.val_fraction)
+    _require(d.get("on_device", "auto") in ("auto", True, False), "data.on_device", "auto, true or false", d.get("on_device"))
+    _require(cfg.model.get("_target_") is not None, "model._target_", "the class of an nn.Module", cfg.model.get("_target_"))
     o = cfg.optim
-    _require(_is_num(o.lr) and o.lr > 0, "optim.lr", "a number > 0", o.lr)
+    if o.get("lr") is not None:
+        _require(_is_num(o.lr) and o.lr > 0, "optim.lr", "a number > 0", o.lr)
+    _require(o.get("interval", "step") in ("step", "epoch"), "optim.interval", "step or epoch", o.get("interval"))
     _require(cfg.logger.name in ("wandb", "csv", "none"), "logger.name", "one of wandb, csv, none", cfg.logger.name)
+    prov = cfg.get("providers") or {}
+    for key in ("batch_size",):
+        if key in prov:
+            _require(_is_int(prov[key]) and prov[key] >= 1, f"providers.{key}", "an integer >= 1", prov[key])
+    if "memory_cap_gb" in prov:
+        _require(_is_num(prov.memory_cap_gb) and prov.memory_cap_gb > 0, "providers.memory_cap_gb", "a number > 0", prov.memory_cap_gb)
     if cfg.get("resume"):
         _require(Path(str(cfg.resume)).is_file(), "resume", "the path of an existing checkpoint file", cfg.resume)
+
+
+def instantiate_node(node: Any, setting: str, *, drop: tuple[str, ...] = (), partial: bool = False, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of ``node`` without the keys in ``drop``; any failure (a target that
+    does not import, a wrong argument) becomes a one-line `ConfigError` naming ``setting``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    container = OmegaConf.to_container(node, resolve=True)
+    for key in drop:
+        container.pop(key, None)
+    target = container.get("_target_")
+    try:
+        if partial:
+            kwargs["_partial_"] = True
+        return instantiate(container, _convert_="all", **kwargs)
+    except SelectkitError:
+        raise
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        detail = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        if isinstance(cause, SelectkitError):
+            raise type(cause)(str(cause)) from None
+        raise ConfigError(f"{setting}._target_={target}: {_first_line(detail)}") from None
+    except Exception as err:  # noqa: BLE001 - user code: report it on one line
+        raise ConfigError(f"{setting}._target_={target}: {_first_line(str(err)) or type(err).__name__}") from None
+
+
+def _first_line(text: str) -> str:
+    lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+    return lines[0] if lines else ""
 
 
 def build_pipeline(cfg: DictConfig):
@@ -72,14 +121,17 @@ def build_pipeline(cfg: DictConfig):
         if cfg.get("selector") is None:
             raise ConfigError("selector is not set; choose one with selector=<name> or set pipeline=<name>")
         items = [("", cfg.selector, "selector")]
+    from selectkit.schema import validate_stage
+
     stages = []
     for label, node, path in items:
         spec = OmegaConf.to_container(node, resolve=True)
         if not isinstance(spec, dict) or "name" not in spec:
             raise ConfigError(f"{path}.name must name a selector")
-        params = {k: v for k, v in spec.items() if k not in RESERVED_STAGE_KEYS}
+        typed = validate_stage(spec, path)
+        params = {k: v for k, v in typed.items() if k not in RESERVED_STAGE_KEYS}
         selector = registry.create(spec["name"], config_path=path, **params)
-        stage = Stage(selector, schedule=spec.get("schedule", "epoch"), every=spec.get("every", 1), name=label)
+        stage = Stage(selector, schedule=typed.get("schedule"), every=typed.get("every", 1), name=label)
         stage.check(path)
         stages.append(stage)
     shared = _neighbors_settings(cfg)
@@ -87,7 +139,7 @@ def build_pipeline(cfg: DictConfig):
         for stage in stages:
             if "neighbors" in stage.selector.get_params() and stage.selector.neighbors is None:
                 stage.selector.neighbors = dict(shared)
-    pipeline = Pipeline(stages, seed=cfg.seed)
+    pipeline = Pipeline(stages, seed=cfg.seed, config_path="pipeline" if cfg.get("pipeline") is not None else "selector")
     pipeline.check()
     return pipeline
 
@@ -133,70 +185,46 @@ def _progress_bar(setting: Any) -> bool:
     return bool(setting)
 
 
-def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-
-
 # ====================================================================================== the run
-def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Check the config, train, and write the run's outputs into ``out_dir``; returns the summary."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def build_source(cfg: DictConfig) -> Any:
+    """The data source of ``cfg.data``, set up; `ConfigError` naming ``data`` otherwise."""
+    from selectkit.data import DataSource
 
-    from selectkit.data import build_datasets
-    from selectkit.lightning import RunRecorder, SelectionDataModule, SelectionModule
-    from selectkit.models import build_model
+    source = instantiate_node(cfg.data, "data", drop=LOADER_KEYS)
+    if not isinstance(source, DataSource):
+        raise ConfigError(f"data._target_ must build a selectkit.data.DataSource, got {type(source).__name__}")
+    source.setup()
+    if len(source.train) == 0:
+        raise ConfigError("data: the training set is empty; check data.* (e.g. data.imbalance, data.val_fraction)")
+    return source
 
-    out_dir = Path(out_dir)
-    check_config(cfg)
-    pipeline = build_pipeline(cfg)
-    run_name = str(cfg.run_name) if cfg.get("run_name") else pipeline.label
-    d = cfg.data
-    imbalance = OmegaConf.to_container(d.imbalance, resolve=True) if d.get("imbalance") is not None else None
-    train_ds, val_ds, meta = build_datasets(
-        name=d.name,
-        data_dir=d.data_dir,
-        val_fraction=d.val_fraction,
-        seed=cfg.seed,
-        normalize=d.normalize,
-        imbalance=imbalance,
-    )
-    if len(train_ds) == 0:
-        raise ConfigError("data: the training set is empty; check data.name, data.imbalance and data.val_fraction")
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
-    model = build_model(cfg.model.name, meta["input_shape"], meta["num_classes"], **model_kwargs)
+def build_module(cfg: DictConfig, meta: Mapping[str, Any]) -> Any:
+    """The `TaskModule` of ``cfg.model``, ``cfg.task`` and ``cfg.optim`` for data described by ``meta``."""
+    from selectkit.lightning import TaskModule
+    from selectkit.models import ModelAdapter, make_model
+    from selectkit.tasks import Task
+
+    task = instantiate_node(cfg.task, "task")
+    if not isinstance(task, Task):
+        raise ConfigError(f"task._target_ must build a selectkit.tasks.Task, got {type(task).__name__}")
+    task.setup(meta)
+    factory = instantiate_node(cfg.model, "model", drop=MODEL_KEYS, partial=True)
+    model = make_model(factory.func, meta["input_shape"], meta.get("num_classes"), **factory.keywords)
+    adapter = ModelAdapter(model, embedding_layer=cfg.model.get("embedding_layer"), head_layer=cfg.model.get("head_layer"), num_classes=meta.get("num_classes"))
+    task.check_model(adapter)
     o = cfg.optim
-    module = SelectionModule(
-        model,
-        num_classes=meta["num_classes"],
-        optimizer=o.name,
-        lr=o.lr,
-        momentum=o.momentum,
-        weight_decay=o.weight_decay,
-        scheduler=o.scheduler,
-        warmup_fraction=o.warmup_fraction,
-    )
-    dm = SelectionDataModule(
-        lambda: (train_ds, val_ds, meta),
-        pipeline,
-        batch_size=d.batch_size,
-        out_dir=out_dir,
-        shuffle=d.shuffle,
-        num_workers=d.num_workers,
-        record_shards=bool(d.get("record_shards", False)),
-    )
-    recorder = RunRecorder(out_dir, cfg.targets or [], lambda: dm.controller)
-    callbacks: list[pl.Callback] = [recorder]
-    if cfg.checkpoint:
-        # save_top_k=1 without a monitor keeps the newest epoch, rewritten as last.ckpt after every epoch
-        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False))
-    logger = _make_logger(cfg, out_dir, run_name)
+    optimizer = instantiate_node(o.optimizer, "optim.optimizer")
+    scheduler = instantiate_node(o.scheduler, "optim.scheduler") if o.get("scheduler") is not None else None
+    return TaskModule(model, task, adapter, optimizer, scheduler, scheduler_interval=o.get("interval", "step"))
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list, logger: Any, **overrides: Any) -> Any:
+    """The Lightning ``Trainer`` of ``cfg.trainer`` (samplers are selectkit's: no re-wrapping)."""
+    import lightning.pytorch as pl
+
     tr = cfg.trainer
-    trainer = pl.Trainer(
+    settings = dict(
         max_epochs=tr.max_epochs,
         max_steps=tr.max_steps,
         accelerator=tr.accelerator,
@@ -208,13 +236,61 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         gradient_clip_val=tr.gradient_clip_val,
         enable_progress_bar=_progress_bar(tr.progress_bar),
         log_every_n_steps=tr.log_every_n_steps,
+        check_val_every_n_epoch=tr.get("check_val_every_n_epoch", 1),
+        val_check_interval=tr.get("val_check_interval"),
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         default_root_dir=str(out_dir),
         enable_model_summary=False,
         enable_checkpointing=bool(cfg.checkpoint),
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,
     )
+    settings.update(overrides)
+    return pl.Trainer(**settings)
+
+
+def loader_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The `SelectionDataModule` keyword arguments of ``cfg.data`` and ``cfg.providers``."""
+    d, prov = cfg.data, cfg.get("providers") or {}
+    return dict(
+        batch_size=d.batch_size,
+        shuffle=d.get("shuffle", True),
+        num_workers=d.num_workers,
+        record_shards=bool(d.get("record_shards", False)),
+        data_on_device=d.get("on_device", "auto"),
+        score_batch_size=prov.get("batch_size", 1024),
+        memory_cap_gb=prov.get("memory_cap_gb", 4.0),
+    )
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Check the config, train, and write the run's outputs into ``out_dir``; returns the summary."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from selectkit.lightning import RunRecorder, SelectionDataModule
+
+    out_dir = Path(out_dir)
+    check_config(cfg)
+    pipeline = build_pipeline(cfg)
+    if cfg.get("rounds") is not None:
+        from selectkit.rounds import run_rounds
+
+        return run_rounds(cfg, out_dir, pipeline)
+    run_name = str(cfg.run_name) if cfg.get("run_name") else pipeline.label
+    source = build_source(cfg)
+    meta = source.meta
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg, meta)
+    dm = SelectionDataModule(source, pipeline, out_dir=out_dir, **loader_settings(cfg))
+    recorder = RunRecorder(out_dir, cfg.targets or [], dm, monitor=module.task.monitor)
+    callbacks: list[pl.Callback] = [recorder]
+    if cfg.checkpoint:
+        # save_top_k=1 without a monitor keeps the newest epoch, rewritten as last.ckpt after every epoch
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, every_n_epochs=1, enable_version_counter=False))
+    logger = _make_logger(cfg, out_dir, run_name)
+    trainer = build_trainer(cfg, out_dir, callbacks, logger)
     trainer.fit(module, datamodule=dm, ckpt_path=str(cfg.resume) if cfg.get("resume") else None)
 
     if trainer.interrupted or trainer.state.status.value != "finished":
@@ -223,11 +299,12 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "status": "completed",
         "run_name": run_name,
         "selector": pipeline.label,
+        "task": module.task.name,
         "seed": int(cfg.seed),
-        "dataset": meta.get("name", d.name),
-        "train_size": len(train_ds),
+        "dataset": meta.get("name"),
+        "train_size": len(source.train),
         "train_counts": meta.get("train_counts"),
-        "selection_size": dm.controller.expected_size(),
+        "selection_size": dm.controller.size(dm.controller.last_epoch),
         "synthetic": pipeline.num_synthetic,
         "world_size": trainer.world_size,
         "targets": [float(t) for t in (cfg.targets or [])],
@@ -236,7 +313,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         **recorder.summary(),
     }
     if trainer.is_global_zero:
-        _write_json(out_dir / "summary.json", summary)
+        atomic_write_json(out_dir / "summary.json", summary)
         if logger is not None and cfg.logger.name == "wandb":
             _finish_wandb(logger, out_dir, summary, cfg.logger.get("log_manifest", True))
     return summary
@@ -247,7 +324,8 @@ def _finish_wandb(logger: Any, out_dir: Path, summary: Mapping[str, Any], log_ma
 
     run = logger.experiment
     for key in ("best_val_acc", "select_s", "train_s"):
-        run.summary[key] = summary[key]
+        if key in summary:
+            run.summary[key] = summary[key]
     for target, hit in summary["time_to_target"].items():
         run.summary[f"time_to_{target}"] = hit["wall_s"] if hit else None
     if log_manifest and (out_dir / "selections").is_dir():
@@ -261,13 +339,33 @@ def _finish_wandb(logger: Any, out_dir: Path, summary: Mapping[str, Any], log_ma
 def _app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    out_dir = HydraConfig.get().runtime.output_dir
     try:
-        summary = run(cfg, HydraConfig.get().runtime.output_dir)
+        summary = run(cfg, out_dir)
     except SelectkitError as err:
         print(f"selectkit-train: error: {err}", file=sys.stderr)
         sys.exit(2)
-    best = summary.get("best_val_acc")
+    if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
+        print(closing_line(summary, out_dir))
+    best = summary.get(f"best_{summary.get('monitor', 'val_acc')}")
     return float(best) if best is not None else float("nan")
+
+
+def closing_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
+    """The run's last console line: what it reached, in how long, and where its outputs are."""
+    monitor = summary.get("monitor", "val_acc")
+    final = summary.get("final", {})
+    reached = final.get(monitor)
+    best = summary.get(f"best_{monitor}")
+    parts = [f"{summary.get('selector', 'run')}"]
+    if "rounds" in summary:
+        parts.append(f"{len(summary['rounds'])} rounds, {summary.get('labels_used', 0)} labels")
+    else:
+        parts.append(f"{summary.get('epochs', 0)} epochs")
+    if reached is not None:
+        parts.append(f"final {monitor} {reached:.4f} (best {best:.4f})")
+    parts.append(f"train {summary.get('train_s', 0.0):.1f} s + select {summary.get('select_s', 0.0):.1f} s")
+    return f"selectkit-train: done: {', '.join(parts)}; outputs in {out_dir}"
 
 
 def _check_selector_choice(argv: list[str]) -> None:
@@ -285,9 +383,12 @@ def _check_selector_choice(argv: list[str]) -> None:
 
 
 def main() -> None:
-    """Console entry point of ``selectkit-train``."""
+    """Console entry point of ``selectkit-train``: bad settings stop here, in one line, exit code 2."""
+    from selectkit.schema import precheck
+
     try:
         _check_selector_choice(sys.argv[1:])
+        precheck(sys.argv[1:])
     except ConfigError as err:
         print(f"selectkit-train: error: {err}", file=sys.stderr)
         sys.exit(2)

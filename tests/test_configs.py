@@ -4,6 +4,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
 
@@ -41,7 +42,7 @@ def test_pipelines_build(name):
     assert len(pipeline.stages) >= 2
 
 
-@pytest.mark.parametrize("group", ["data", "model", "optim", "trainer", "logger", "paths", "debug", "experiment"])
+@pytest.mark.parametrize("group", ["data", "model", "task", "optim", "trainer", "logger", "paths", "debug", "experiment"])
 def test_group_options_compose_and_pass_checks(group):
     for option in _options(group):
         cfg = _compose(f"{group}={option}")
@@ -49,24 +50,25 @@ def test_group_options_compose_and_pass_checks(group):
 
 
 @pytest.mark.parametrize("name", _options("model"))
-def test_models_instantiate(name):
-    from selectkit.models import build_model
+@pytest.mark.parametrize("task", _options("task"))
+def test_models_and_tasks_instantiate(name, task):
+    from selectkit.train import build_module
 
-    cfg = _compose(f"model={name}")
-    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = build_model(cfg.model.name, (1, 28, 28), 10, **kwargs)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    cfg = _compose(f"model={name}", f"task={task}")
+    module = build_module(cfg, {"input_shape": (1, 28, 28), "num_classes": 10})
+    assert sum(p.numel() for p in module.model.parameters()) > 0
+    assert module.adapter.embed(torch.randn(2, 1, 28, 28)).shape[0] == 2
 
 
 @pytest.mark.parametrize("name", _options("data"))
 def test_datasets_load(name):
-    from selectkit.data import build_datasets
+    from selectkit.train import build_source
 
-    d = _compose(f"data={name}").data
+    cfg = _compose(f"data={name}")
     if name == "fashion_mnist" and not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    train, val, meta = build_datasets(name=d.name, data_dir=d.data_dir, val_fraction=d.val_fraction, seed=0, normalize=d.normalize, imbalance=None)
-    assert len(train) > 0 and len(val) > 0 and meta["num_classes"] == 10
+    source = build_source(cfg)
+    assert len(source.train) > 0 and len(source.val) > 0 and source.meta["num_classes"] == 10
 
 
 @pytest.mark.parametrize("name", _options("hydra/launcher"))

@@ -41,8 +41,8 @@ def test_mlp_flattens_and_uses_last_hidden_as_embedding():
     "name, kwargs, setting",
     [
         ("resnet", {}, r"model\.name must be one of cnn, mlp"),
-        ("cnn", {"depth": 3}, r"model\.depth is not a setting of model cnn"),
-        ("mlp", {"width": 3}, r"model\.width is not a setting of model mlp"),
+        ("cnn", {"depth": 3}, r"model\.depth is not a setting of SmallCNN"),
+        ("mlp", {"width": 3}, r"model\.width is not a setting of MLP"),
         ("cnn", {"width": 0}, r"model\.width"),
         ("mlp", {"dropout": 1.0}, r"model\.dropout"),
         ("mlp", {"hidden": [32, -1]}, r"model\.hidden\.1"),

@@ -19,10 +19,11 @@ def _controller(n=1003, fraction=0.1, seed=0, weights=False):
 
 
 def _items(sampler):
+    """(ids, weights, live) of the sampler's items: ints, or (id, weight, live) triples."""
     out = list(iter(sampler))
     if out and isinstance(out[0], tuple):
-        return np.array([i for i, _ in out]), np.array([w for _, w in out])
-    return np.array(out), np.ones(len(out))
+        return np.array([i for i, _, _ in out]), np.array([w for _, w, _ in out]), np.array([l for _, _, l in out], dtype=bool)
+    return np.array(out), np.ones(len(out)), np.ones(len(out), dtype=bool)
 
 
 def test_is_distributed_sampler_so_lightning_keeps_it():
@@ -36,15 +37,16 @@ def test_union_of_rank_shards_is_the_epoch_subset(world):
         for rank in range(world):
             s = SelectionSampler(_controller(), num_replicas=world, rank=rank)
             s.set_epoch(epoch)
-            ids, w = _items(s)
+            ids, w, alive = _items(s)
             assert len(ids) == len(s) == math.ceil(101 / world)
-            shards.append(ids[w > 0])
-            weights.append(w)
+            assert (w == 1).all(), "padding is marked by the mask, never by a weight"
+            shards.append(ids[alive])
+            weights.append(alive)
         subset, _ = _controller().selection(epoch)
         live = np.concatenate(shards)
         assert np.array_equal(np.sort(live), np.sort(subset)), "live items across ranks are exactly the subset"
         assert np.unique(live).size == live.size, "shards are disjoint"
-        pads = sum(int((w == 0).sum()) for w in weights)
+        pads = sum(int((~a).sum()) for a in weights)
         assert pads == len(s) * world - 101
 
 
@@ -64,20 +66,37 @@ def test_shuffle_order_from_seed_and_epoch():
     assert not np.array_equal(_items(s1)[0], _items(s2)[0])
 
 
-def test_size_change_is_refused():
+def test_selections_may_change_size_between_epochs():
     class Growing:
         seed = 0
-
-        def expected_size(self):
-            return 10
+        random_order = False
 
         def selection(self, epoch):
-            return np.arange(10 + epoch, dtype=np.int64), None
+            return np.arange(10 + 3 * epoch, dtype=np.int64), None
 
-    s = SelectionSampler(Growing(), num_replicas=1, rank=0)
-    s.set_epoch(1)
-    with pytest.raises(RuntimeError, match="one size per run"):
-        list(iter(s))
+    for world in (1, 2):
+        samplers = [SelectionSampler(Growing(), num_replicas=world, rank=r) for r in range(world)]
+        for epoch in range(3):
+            for s in samplers:
+                s.set_epoch(epoch)
+            lengths = {len(s) for s in samplers}
+            assert lengths == {math.ceil((10 + 3 * epoch) / world)}, "every rank runs the same number of items"
+            live = np.concatenate([_items(s)[0][_items(s)[2]] for s in samplers])
+            assert np.array_equal(np.sort(live), np.arange(10 + 3 * epoch))
+
+
+def test_weighted_items_carry_weight_and_live_flag():
+    class Weighted:
+        seed = 0
+        random_order = True
+
+        def selection(self, epoch):
+            return np.arange(5, dtype=np.int64), np.array([0.5, 1.0, 2.0, 1.5, 1.0], np.float32)
+
+    s = SelectionSampler(Weighted(), num_replicas=2, rank=1)
+    s.set_epoch(0)
+    ids, w, alive = _items(s)
+    assert ids.tolist() == [1, 3, 0] and w.tolist() == [1.0, 1.5, 0.5] and alive.tolist() == [True, True, False]
 
 
 def test_selection_time_is_accounted():

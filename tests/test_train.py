@@ -48,7 +48,7 @@ def test_rs2_end_to_end_writes_every_output(compose_cfg, tmp_path):
 
 
 def test_lr_schedule_sized_on_steps_taken(compose_cfg, tmp_path):
-    cfg = compose_cfg("selector=rs2", "selector.fraction=0.1", "trainer.max_epochs=2", "optim.scheduler=onecycle")
+    cfg = compose_cfg("selector=rs2", "selector.fraction=0.1", "trainer.max_epochs=2", "optim=sgd")
     run(cfg, tmp_path / "r")
     rows = _rows(tmp_path / "r")
     assert rows[-1]["lr"] < 0.05 * 1e-2, "one-cycle ends near zero exactly when the (short) run ends"
@@ -65,17 +65,44 @@ def test_multi_stage_pipeline_from_yaml(compose_cfg, tmp_path):
     assert summary["selection_size"] == idx.size
 
 
-def test_weights_reach_the_loss():
-    from selectkit.lightning import SelectionModule
+def _module(task):
+    from functools import partial
 
-    module = SelectionModule(torch.nn.Linear(3, 2), num_classes=2)
+    from selectkit.lightning import TaskModule
+    from selectkit.models import ModelAdapter
+
+    net = torch.nn.Linear(3, 2)
+    task.setup({"num_classes": 2, "input_shape": (3,)})
+    module = TaskModule(net, task, ModelAdapter(net, num_classes=2), partial(torch.optim.SGD, lr=0.1))
     module.log = lambda *a, **k: None
+    return module
+
+
+def test_weights_and_padding_mask_reach_the_loss():
+    from selectkit.tasks import Classification
+
+    module = _module(Classification())
     x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
-    plain = module.training_step({"x": x, "y": y, "weight": torch.ones(4)}, 0)
-    doubled = module.training_step({"x": x, "y": y, "weight": torch.full((4,), 2.0)}, 0)
-    padded = module.training_step({"x": x, "y": y, "weight": torch.tensor([1.0, 1.0, 0.0, 0.0])}, 0)
+    ones, live = torch.ones(4), torch.ones(4, dtype=torch.bool)
+    plain = module.training_step({"x": x, "y": y, "weight": ones, "mask": live}, 0)
+    doubled = module.training_step({"x": x, "y": y, "weight": torch.full((4,), 2.0), "mask": live}, 0)
+    padded = module.training_step({"x": x, "y": y, "weight": ones, "mask": torch.tensor([True, True, False, False])}, 0)
     ref = torch.nn.functional.cross_entropy(module.model(x[:2]), y[:2])
-    assert torch.isclose(doubled, 2 * plain) and torch.isclose(padded, ref)
+    assert torch.isclose(doubled, 2 * plain) and torch.isclose(padded, ref), "padding rows add no loss and count nowhere"
+    before = module.examples_in_epoch
+    module.training_step({"x": x, "y": y, "weight": ones, "mask": torch.tensor([True, False, False, False])}, 0)
+    assert module.examples_in_epoch - before == 1, "padding is never counted as data"
+
+
+def test_self_normalized_weights_keep_the_scale():
+    from selectkit.tasks import Classification
+
+    module = _module(Classification(weight_norm="self_normalized"))
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    live = torch.ones(4, dtype=torch.bool)
+    plain = module.training_step({"x": x, "y": y, "weight": torch.ones(4), "mask": live}, 0)
+    doubled = module.training_step({"x": x, "y": y, "weight": torch.full((4,), 2.0), "mask": live}, 0)
+    assert torch.isclose(doubled, plain)
 
 
 # ----------------------------------------------------------------------------------- bad input
@@ -182,7 +209,7 @@ def test_two_process_ddp_disjoint_shards_of_same_subset(tmp_path):
     for epoch in range(2):
         subset = np.load(out / "selections" / f"epoch_{epoch:04d}.npz")["indices"]
         shards = [np.load(out / "shards" / f"epoch_{epoch:04d}_rank_{r}.npz") for r in range(2)]
-        live = [s["indices"][s["weights"] > 0] for s in shards]
+        live = [s["indices"][s["live"]] for s in shards]
         assert len(shards[0]["indices"]) == len(shards[1]["indices"])
         assert not set(live[0]) & set(live[1]), "ranks see disjoint shards"
         assert np.array_equal(np.sort(np.concatenate(live)), np.sort(subset)), "together they are the subset"

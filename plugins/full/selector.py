@@ -10,12 +10,10 @@ class Full(Selector):
     """Every pool item, unweighted: the baseline every other selector is measured against."""
 
     name = "full"
+    default_schedule = "once"
 
     def __init__(self) -> None:
         pass
-
-    def expected_size(self, pool_size: int) -> int:
-        return pool_size
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         return Selection.all(len(pool))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectkit.sampling import balanced_quotas, subset_size
+from selectkit.sampling import balanced_quotas, class_groups, subset_size
 from selectkit.selection import Selection
 from selectkit.selector import Boolean, FractionSelector, Interval, Pool, SelectContext
 
@@ -23,6 +23,7 @@ class RandomSubset(FractionSelector):
     """
 
     name = "random"
+    default_schedule = "once"
     parameter_constraints = {"fraction": Interval(0.0, 1.0, low_closed=False), "class_balanced": Boolean()}
 
     def __init__(self, *, fraction: float = 0.1, class_balanced: bool = False) -> None:
@@ -32,13 +33,11 @@ class RandomSubset(FractionSelector):
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         n = len(pool)
         m = subset_size(n, self.fraction)
-        rng = np.random.default_rng([ctx.seed, ctx.stage, _STATIC])
+        rng = ctx.rng(_STATIC, per_epoch=False)
         if not self.class_balanced:
             chosen = rng.choice(n, size=m, replace=False)
         else:
-            labels = pool.labels
-            classes = np.unique(labels)
-            members = [np.flatnonzero(labels == c) for c in classes]
+            _, members = class_groups(pool.labels)
             quotas = balanced_quotas(np.array([x.size for x in members]), m, rng)
             chosen = np.concatenate([rng.choice(x, size=q, replace=False) for x, q in zip(members, quotas)])
         return Selection(np.sort(chosen).astype(np.int64), meta={"size": int(m)})

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from selectkit.sampling import FeistelPermutation, balanced_quotas, subset_size, walk_chunk
+from selectkit.sampling import FeistelPermutation, balanced_quotas, class_groups, subset_size, walk_chunk
 from selectkit.selection import Selection
 from selectkit.selector import Boolean, FractionSelector, Interval, Pool, SelectContext
 
@@ -46,11 +46,8 @@ class RS2(FractionSelector):
             sizes = np.array([n])
             quotas = np.array([m])
         else:
-            classes, inverse = np.unique(pool.labels, return_inverse=True)
-            order = np.argsort(inverse, kind="stable")
-            bounds = np.cumsum(np.bincount(inverse, minlength=classes.size))[:-1]
-            groups = np.split(order.astype(np.int64), bounds)
-            quota_rng = np.random.default_rng([ctx.seed, ctx.stage, _QUOTA])
+            _, groups = class_groups(pool.labels)
+            quota_rng = ctx.rng(_QUOTA, per_epoch=False)
             sizes = np.array([g.size for g in groups])
             quotas = balanced_quotas(sizes, m, quota_rng)
         draw_rng = ctx.rng()
@@ -64,8 +61,8 @@ class RS2(FractionSelector):
             else:
                 per_cycle = math.ceil(size / q)
                 cycle, position = divmod(ctx.epoch, per_cycle)
-                perm = FeistelPermutation(int(size), np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle]))
-                local = walk_chunk(perm, int(q), position, np.random.default_rng([ctx.seed, ctx.stage, _WALK, g, cycle, 1]))
+                perm = FeistelPermutation(int(size), ctx.rng(_WALK, g, cycle, per_epoch=False))
+                local = walk_chunk(perm, int(q), position, ctx.rng(_WALK, g, cycle, 1, per_epoch=False))
                 cycles.append(cycle)
             parts.append(local if members is None else members[local])
         indices = np.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -16,6 +16,7 @@ from selectkit.errors import ConfigError
 from selectkit.selection import Selection, Synthetic
 from selectkit.selector import AnyOf, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
 from selectkit_plugins.smote import core
+from selectkit_plugins.smote.training import EmbeddingInterpolation
 from selectkit_plugins.smote.strategy import OVER, STRATEGY_NAMES, UNDER, class_counts, is_strategy, resolve_strategy
 
 _STRATEGY = Check(is_strategy, "a float in (0, 1], a dict {class: count} or one of " + ", ".join(map(repr, STRATEGY_NAMES)))
@@ -35,9 +36,11 @@ def _counts_meta(classes: np.ndarray, plan: Mapping[int, int]) -> dict[int, int]
 
 
 class _OverSampler(Selector):
-    """What the interpolating over-samplers share: parameters, input checks, the `Selection` they build."""
+    """What the interpolating over-samplers share: parameters, input checks, the `Selection` they build,
+    and the training hook that trains on embedding-space samples."""
 
     creates_samples = True
+    default_schedule = "once"
     method = ""
     parameter_constraints = {
         "sampling_strategy": _STRATEGY,
@@ -62,6 +65,10 @@ class _OverSampler(Selector):
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset({"labels", "embeddings" if self.space == "embedding" else "features"})
+
+    def training_hook(self) -> EmbeddingInterpolation | None:
+        """Embedding-space samples are re-made from their parents with the current model at every step."""
+        return EmbeddingInterpolation() if self.space == "embedding" else None
 
     def _data_name(self) -> str:
         return "data: embeddings" if self.space == "embedding" else "data: features"
@@ -167,7 +174,10 @@ class ADASYNSelector(_OverSampler):
     method = "adasyn"
 
 
-class _Duplicating(Selector):
+class _ClassResampler(Selector):
+    """What random over- and under-sampling share: the strategy parameter and the per-class plan."""
+
+    default_schedule = "once"
     parameter_constraints = {"sampling_strategy": _STRATEGY}
     requires = frozenset({"labels"})
 
@@ -183,7 +193,7 @@ class _Duplicating(Selector):
         return classes, codes, plan
 
 
-class RandomOverSelector(_Duplicating):
+class RandomOverSelector(_ClassResampler):
     """Random over-sampling: grows classes by repeating randomly drawn samples of theirs (with
     replacement). Returns pool positions only (repeats, no synthetic samples), so it needs no features.
     """
@@ -197,7 +207,7 @@ class RandomOverSelector(_Duplicating):
         return Selection(indices, meta={"sampling_strategy": _counts_meta(classes, plan), "repeated": int(extra.size)})
 
 
-class RandomUnderSelector(_Duplicating):
+class RandomUnderSelector(_ClassResampler):
     """Random under-sampling: shrinks classes to their target size by keeping a random subset of each
     (without replacement). Returns the kept pool positions, ascending.
     """

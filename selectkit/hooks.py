@@ -1,0 +1,52 @@
+"""`TrainingHook`: how a plugin reaches training, beyond choosing what to train on.
+
+The core holds no family-specific code. A selector whose results need more than rows of the training
+set (SMOTE's samples in a model's embedding space, for instance) returns a hook from
+`selectkit.Selector.training_hook`; the core then
+
+* passes the training dataset through `TrainingHook.wrap_dataset` whenever it builds the training
+  loader (once, and again only when the dataset grows),
+* passes every training batch through `TrainingHook.prepare_batch` before the task sees it, and
+* adds the loss terms of `TrainingHook.loss_terms` to every training batch's own terms, before the
+  weighted loss is normalised (`selectkit.tasks.combine`).
+
+A `LossTerm` is ``(per_sample_loss, weight, mask)``: three ``[b]`` tensors; ``mask`` is False for padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import torch
+
+
+class LossTerm(NamedTuple):
+    """Per-sample losses with their importance weights and the mask of real (non-padding) rows."""
+
+    loss: torch.Tensor
+    weight: torch.Tensor
+    mask: torch.Tensor
+
+
+class TrainingHook:
+    """Base class of plugin hooks into training; every method is optional.
+
+    ``stage`` is the pipeline stage (its YAML key) that contributed the hook; ``blocks`` the synthetic
+    samples that stage created, as ``(Synthetic, global parent ids, first global id)``.
+    """
+
+    def __init__(self, stage: str = "", blocks: Sequence[tuple[Any, Any, int]] = ()) -> None:
+        self.stage = stage
+        self.blocks = list(blocks)
+
+    def wrap_dataset(self, dataset: Any) -> Any:
+        """The training dataset (a `selectkit.data.BatchDataset`) this hook's results need."""
+        return dataset
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Reshape a training batch before the task computes its loss (e.g. split off hook rows)."""
+        return batch
+
+    def loss_terms(self, module: Any, batch: Mapping[str, torch.Tensor]) -> list[LossTerm]:
+        """Extra loss terms of one training batch (``module`` is the `selectkit.lightning.TaskModule`)."""
+        return []

@@ -1,0 +1,140 @@
+"""Named providers: the per-item data selectors ask for, computed in batches only when a stage asks.
+
+=================== ============================================ ===========================
+name                what it is                                   parameters
+=================== ============================================ ===========================
+``labels``          int64 labels (labelled items only)
+``features``        flattened raw inputs, float32 ``[n, d]``
+``embeddings``      the model's embedding (`ModelAdapter`)
+``probs``           class probabilities ``[n, C]`` (classification)
+``mc_probs``        MC-dropout probabilities ``[n, T, C]``       ``passes`` (T, default 20)
+``losses``          per-sample training loss ``[n]``
+``grad_embeddings`` last-layer gradient embeddings ``[n, C*d]``
+=================== ============================================ ===========================
+
+Model outputs are computed by `PoolScorer`: each rank scores a strided shard of the ids in batches, the
+shards are gathered by index so every rank holds the same array in id order, a progress bar shows on
+rank 0 (off when stderr is not a terminal), and the size of the full output is estimated from the first
+batch before it is allocated (`memory_cap_gb`). Random draws inside a model (MC dropout) come from a
+torch generator seeded by (seed, epoch, round, batch), so the same seed gives the same outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from selectkit.errors import ConfigError
+from selectkit.sampler import world_and_rank
+
+_MC = 0x4D43
+
+
+class PoolScorer:
+    """Computes a model output for pool items, sharded over ranks, gathered by index.
+
+    Args:
+        adapter: the `selectkit.models.ModelAdapter` of the network being trained.
+        dataset: the training `BatchDataset` (``gather(ids)`` gives the model's inputs).
+        batch_size: items per forward pass.
+        device: where the model runs.
+        memory_cap_gb: refuse an output larger than this (setting ``providers.memory_cap_gb``).
+        seed: seeds in-model randomness with the epoch and round.
+    """
+
+    def __init__(self, adapter: Any, dataset: Any, *, batch_size: int = 1024, device: Any = "cpu", memory_cap_gb: float = 4.0, seed: int = 0) -> None:
+        self.adapter = adapter
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.memory_cap_gb = float(memory_cap_gb)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.round = 0
+        self.calls = 0
+
+    def score(self, ids: np.ndarray, fn: Callable[..., torch.Tensor], name: str, **params: Any) -> np.ndarray:
+        """``fn(adapter, batch, **params)`` for every id, as one float32 array in the order of ``ids``."""
+        world, rank = world_and_rank()
+        ids = np.asarray(ids, dtype=np.int64)
+        mine = ids[rank::world]
+        model = self.adapter.model
+        was_training = model.training
+        model.eval()
+        chunks: list[torch.Tensor] = []
+        self.calls += 1
+        bar = tqdm(total=int(mine.shape[0]), desc=f"selectkit: {name}", unit="item", leave=False, disable=None if rank == 0 else True)
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                for b, start in enumerate(range(0, mine.shape[0], self.batch_size)):
+                    torch.manual_seed(int(np.random.default_rng([self.seed, self.epoch, self.round, _MC, rank, b]).integers(2**62)))
+                    batch = self.dataset.gather(torch.from_numpy(mine[start : start + self.batch_size]))
+                    batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                    out = fn(self.adapter, batch, **params).float()
+                    if b == 0:
+                        self._check_memory(name, out, ids.shape[0])
+                    chunks.append(out.cpu())
+                    bar.update(out.shape[0])
+        finally:
+            bar.close()
+            model.train(was_training)
+        if chunks:
+            local = torch.cat(chunks)
+        else:
+            local = torch.zeros((0,), dtype=torch.float32)
+        if world == 1:
+            return local.numpy()
+        return _gather_strided(local, ids.shape[0], world, self.device)
+
+    def _check_memory(self, name: str, first: torch.Tensor, n: int) -> None:
+        per_item = first[0].numel() * 4 if first.shape[0] else 0
+        need = per_item * n * 2  # the gathered array and the local shards
+        if need > self.memory_cap_gb * 2**30:
+            raise ConfigError(
+                f"providers.memory_cap_gb: {name} for {n} items needs about {need / 2**30:.1f} GB "
+                f"(> {self.memory_cap_gb:g}); raise providers.memory_cap_gb or select from a smaller pool first"
+            )
+
+
+def _gather_strided(local: torch.Tensor, n: int, world: int, device: torch.device) -> np.ndarray:
+    """Reassemble ``n`` rows scored as strided shards ``ids[r::world]`` on every rank."""
+    import torch.distributed as dist
+
+    per = -(-n // world)
+    shape = tuple(local.shape[1:])
+    # ranks with an empty shard do not know the row shape: agree on it first
+    dims = torch.tensor([local.shape[0], *([0] * 4)], dtype=torch.long)
+    if local.ndim > 1:
+        dims[1 : 1 + len(shape)] = torch.tensor(shape)
+    dims = dims.to(device)
+    all_dims = [torch.zeros_like(dims) for _ in range(world)]
+    dist.all_gather(all_dims, dims)
+    for d in all_dims:
+        if int(d[0]) > 0:
+            shape = tuple(int(v) for v in d[1:] if int(v) > 0)
+            break
+    padded = torch.zeros((per, *shape), dtype=torch.float32)
+    if local.shape[0]:
+        padded[: local.shape[0]] = local
+    padded = padded.to(device)
+    gathered = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    out = np.empty((n, *shape), dtype=np.float32)
+    for r, block in enumerate(gathered):
+        count = len(range(r, n, world))
+        out[r::world] = block[:count].cpu().numpy()
+    return out
+
+
+def model_providers(scorer: PoolScorer, task: Any) -> dict[str, Callable[..., np.ndarray]]:
+    """Provider functions ``ids, **params -> array`` for the model outputs: embeddings plus the task's."""
+    def embeddings(ids: np.ndarray) -> np.ndarray:
+        return scorer.score(ids, lambda adapter, batch: adapter.embed(batch["x"]), "embeddings")
+
+    out: dict[str, Callable[..., np.ndarray]] = {"embeddings": embeddings}
+    for name, fn in task.outputs().items():
+        out[name] = (lambda f, nm: (lambda ids, **params: scorer.score(ids, f, nm, **params)))(fn, name)
+    return out
