@@ -2,6 +2,8 @@
 
 Exact kNN is reported against this machine's float32 matrix-multiply throughput, counting
 ``2 * nq * nb * d`` FLOPs per search. k-means is compared with scikit-learn's Lloyd at equal work.
+The crossover of exact and approximate search (``NeighborConfig.exact_below``) is measured side by
+side on the same data at several base sizes.
 """
 
 from __future__ import annotations
@@ -210,3 +212,89 @@ def kmeans_markdown(r: dict) -> str:
         f"Inertia gap {r['inertia_gap_pct']:+.4f}%; identical labels for {100 * r['same_labels']:.2f}% of points. "
         f"selectkit's first call in the process (kernels loaded from the cache): {r['selectkit']['cold_seconds']:.2f} s.",
     ])
+
+
+def clustered(n: int, d: int, seed: int = 0, blobs: int = 64) -> np.ndarray:
+    """``n`` float32 points around ``blobs`` Gaussian centres (spread 4, unit noise): structure an
+    approximate index can use, as a class of real features has."""
+    rng = np.random.default_rng([seed, n, d])
+    centres = rng.standard_normal((blobs, d), dtype=np.float32) * 4
+    return centres[rng.integers(0, blobs, n)] + rng.standard_normal((n, d), dtype=np.float32)
+
+
+def crossover_comparison(
+    sizes: tuple[int, ...] = (10_000, 20_000, 30_000, 50_000, 75_000, 100_000),
+    dims: tuple[int, ...] = (32, 128),
+    k: int = 5,
+    rounds: int = 3,
+    hnsw_up_to: int = 20_000,
+    seed: int = 0,
+) -> dict:
+    """Exact against IVF (and HNSW up to ``hnsw_up_to`` points) on the layer's main job, a self-search
+    with ``k`` neighbours (what the SMOTE family runs): seconds to build the index and search it,
+    with the layer's default settings and the exact fallback off.
+
+    The rounds are interleaved (every method once per size per round, a pause before each run) and
+    the median kept; recall is that of the approximate neighbours against the exact ones. The
+    crossover is the smallest measured size from which IVF is faster at every larger size.
+    """
+    from selectkit.neighbors import NeighborConfig, knn
+
+    methods = {
+        "exact": NeighborConfig(),
+        "ivf": NeighborConfig(backend="ivf", exact_below=None),
+        "hnsw": NeighborConfig(backend="hnsw", exact_below=None),
+    }
+    warm = clustered(4000, 16, seed)
+    for name in ("exact", "ivf"):
+        knn(warm, k=k, exclude_self=True, config=methods[name])
+    results: dict[str, Any] = {"k": k, "rounds": rounds, "threads": _torch_threads(), "dims": {}}
+    for d in dims:
+        rows = []
+        for n in sizes:
+            x = clustered(n, d, seed)
+            names = [m for m in methods if m != "hnsw" or n <= hnsw_up_to]
+            times: dict[str, list[float]] = {m: [] for m in names}
+            found: dict[str, np.ndarray] = {}
+            for _ in range(rounds):
+                for m in names:
+                    seconds, (_, idx) = _best_time(lambda: knn(x, k=k, exclude_self=True, config=methods[m]), 1)
+                    times[m].append(seconds)
+                    found[m] = idx
+            row: dict[str, Any] = {"n": n, "d": d}
+            for m in names:
+                row[m] = {"seconds": float(np.median(times[m])), "rounds": times[m]}
+                if m != "exact":
+                    hits = (found[m][:, :, None] == found["exact"][:, None, :]).any(axis=2)
+                    row[m]["recall"] = float(hits.mean())
+            rows.append(row)
+        faster = [r["ivf"]["seconds"] < r["exact"]["seconds"] for r in rows]
+        crossover = next((rows[i]["n"] for i in range(len(rows)) if all(faster[i:])), None)
+        results["dims"][str(d)] = {"rows": rows, "ivf_crossover": crossover}
+    return results
+
+
+def crossover_markdown(r: dict) -> str:
+    """Table rows for docs/benchmarks.md."""
+    lines = [
+        f"Self-search, k={r['k']}, exact fallback off; seconds to build and search (median of {r['rounds']} interleaved rounds), "
+        f"{r['threads']} threads. Recall: share of the exact neighbours found.",
+        "",
+        "| d | n | exact (s) | IVF (s) | IVF / exact | IVF recall | HNSW (s) | HNSW recall |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d, block in r["dims"].items():
+        for row in block["rows"]:
+            hnsw = row.get("hnsw")
+            h = f"{hnsw['seconds']:.2f} | {hnsw['recall']:.3f}" if hnsw else "- | -"
+            lines.append(
+                f"| {d} | {row['n']:,} | {row['exact']['seconds']:.2f} | {row['ivf']['seconds']:.2f} | "
+                f"{row['ivf']['seconds'] / row['exact']['seconds']:.2f} | {row['ivf']['recall']:.3f} | {h} |"
+            )
+    lines.append("")
+    lines.append(
+        "IVF faster than exact from: "
+        + ", ".join(f"d={d}: {('n=' + format(b['ivf_crossover'], ',')) if b['ivf_crossover'] else 'no measured size'}" for d, b in r["dims"].items())
+        + "."
+    )
+    return "\n".join(lines)

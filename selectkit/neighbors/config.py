@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 
 from selectkit.errors import ConfigError
@@ -13,9 +14,11 @@ BACKENDS = ("flat", "ivf", "hnsw")
 METRICS = ("l2", "cosine", "ip")
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("auto", "faiss")
-# Base size below which exact search beats IVF (build + self-search, k=5) on CPU: between 30k and 100k
-# points at d=32-128 (scripts/bench_knn.py --crossover, docs/benchmarks.md); HNSW builds slower still.
-EXACT_BELOW = 50_000
+# Base size below which exact search beats IVF (build + self-search, k=5) on CPU, at d = EXACT_BELOW_DIM;
+# the crossover moves with 1 / sqrt(d): about 85k points at d=32 and 42k at d=128 (scripts/bench_knn.py
+# --crossover, docs/benchmarks.md). HNSW's build is slower still, so the same bound is safe for it.
+EXACT_BELOW = 60_000
+EXACT_BELOW_DIM = 64
 
 
 @dataclass
@@ -38,7 +41,7 @@ class NeighborConfig:
     ef_construction: int = 200  # HNSW: candidate list size while building
     train_size: int = 100_000  # IVF: at most this many base points (a seeded sample) train the coarse quantizer
     seed: int = 0  # seed of IVF training samples and of k-means
-    exact_below: int | None = EXACT_BELOW  # IVF/HNSW: bases of fewer points are searched exactly (faster there); None or 0: never
+    exact_below: int | None = EXACT_BELOW  # IVF/HNSW: bases of fewer points (at d=64, times sqrt(64/d)) are searched exactly, faster there; None or 0: never
 
     def __post_init__(self) -> None:
         """Reject unknown choices and out-of-range numbers with a message naming the field."""
@@ -78,21 +81,30 @@ def resolve(config: NeighborConfig | None) -> NeighborConfig:
     return config
 
 
-def effective(config: NeighborConfig, n_base: int) -> tuple[NeighborConfig, bool]:
-    """The config a search over ``n_base`` points runs with, and whether it falls back to exact search.
+def exact_threshold(config: NeighborConfig, d: int) -> int:
+    """Base size below which ``config`` searches exactly at dimension ``d``: ``exact_below`` at
+    d=64, scaled by ``sqrt(64 / d)`` (0 when the fallback is off)."""
+    if not config.exact_below:
+        return 0
+    return int(round(config.exact_below * math.sqrt(EXACT_BELOW_DIM / max(1, d))))
 
-    An approximate backend (``ivf``, ``hnsw``) over fewer than ``config.exact_below`` points becomes
-    ``flat``: below that measured crossover building and searching the approximate index takes longer
-    than the exact search. The same settings otherwise.
+
+def effective(config: NeighborConfig, n_base: int, d: int) -> tuple[NeighborConfig, bool]:
+    """The config a search over ``n_base`` points of dimension ``d`` runs with, and whether it falls
+    back to exact search.
+
+    An approximate backend (``ivf``, ``hnsw``) over fewer than `exact_threshold` points becomes
+    ``flat``: below that measured crossover building and searching the approximate index takes
+    longer than the exact search. The same settings otherwise.
     """
-    if config.backend != "flat" and config.exact_below and n_base < config.exact_below:
+    if config.backend != "flat" and n_base < exact_threshold(config, d):
         return replace(config, backend="flat"), True
     return config, False
 
 
-def log_fallback(config: NeighborConfig, n_base: int) -> None:
+def log_fallback(config: NeighborConfig, n_base: int, d: int) -> None:
     """One log line saying that a search over ``n_base`` points runs exactly instead of ``config.backend``."""
     log.info(
-        "n=%d below crossover neighbors.exact_below=%d: exact search instead of %s",
-        n_base, config.exact_below, config.backend,
+        "n=%d below crossover %d (neighbors.exact_below=%d at d=%d, here d=%d): exact search instead of %s",
+        n_base, exact_threshold(config, d), config.exact_below, EXACT_BELOW_DIM, d, config.backend,
     )

@@ -90,15 +90,15 @@ def index_bytes(n_base: int, d: int, config: NeighborConfig) -> int:
 def estimate_memory_bytes(n_base: int, n_query: int, d: int, k: int, config: NeighborConfig | None = None) -> int:
     """Estimated peak bytes of a job: the index, one query block with its distance tile, and the results.
 
-    An approximate backend over fewer than ``config.exact_below`` points is estimated as the exact
-    search it falls back to.
+    An approximate backend below its exact-search threshold (`config.exact_threshold`) is estimated
+    as the exact search it falls back to.
 
     ``n_query=0`` estimates building the index alone. Queries that are not the base add their own
     float32 copy (count them in ``n_query``; self-searches pass the base size).
     """
     from selectkit.neighbors.config import effective, resolve
 
-    config, _ = effective(resolve(config), n_base)
+    config, _ = effective(resolve(config), n_base, d)
     total = index_bytes(n_base, d, config)
     if n_query > 0:
         blocks = plan_blocks(n_base, k, d, config)

@@ -38,9 +38,10 @@ class NeighborIndex(BaseEstimator):
     make it usable wherever scikit-learn or imbalanced-learn accept a neighbours object, e.g.
     ``SMOTE(k_neighbors=NeighborIndex(n_neighbors=6))`` (``n_neighbors`` counts the point itself there).
 
-    An approximate backend over fewer than ``config.exact_below`` base points builds an exact index
-    instead (faster at that size), logs it on the ``selectkit.neighbors`` logger, and says so in
-    ``exact_fallback_``.
+    An approximate backend over fewer than ``config.exact_below`` base points (at d=64; the bound
+    scales with ``sqrt(64 / d)``, see `selectkit.neighbors.config.exact_threshold`) builds an exact
+    index instead (faster at that size), logs it on the ``selectkit.neighbors`` logger, and says so
+    in ``exact_fallback_``.
 
     Parameters
     ----------
@@ -65,10 +66,10 @@ class NeighborIndex(BaseEstimator):
         """Build the index over ``X`` ``[n, d]`` (after checking the memory cap); returns ``self``."""
         configured = resolve(self.config)
         n, d = shape_of(X, "base")
-        config, fallback = effective(configured, n)
+        config, fallback = effective(configured, n, d)
         check_cap(n, 0, d, 1, config, what="index")
         if fallback:
-            log_fallback(configured, n)
+            log_fallback(configured, n, d)
         base = as_float32(X, "base")
         if config.metric == "cosine":
             base = normalized(base)
@@ -191,8 +192,8 @@ def knn(
     ``queries=None`` searches the base against itself; ``exclude_self=True`` then leaves each point
     out of its own list. Distances are squared L2 for ``metric='l2'`` (ascending) and similarities
     for 'ip' and 'cosine' (descending). The memory cap is checked for the whole job before the
-    index is built. An approximate backend over fewer than ``config.exact_below`` base points runs
-    exact search instead (see `NeighborIndex`).
+    index is built. An approximate backend over fewer base points than its measured crossover
+    (``config.exact_below``, see `NeighborIndex`) runs exact search instead.
     """
     config = resolve(config)
     n, d = shape_of(base, "base")

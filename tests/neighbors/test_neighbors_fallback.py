@@ -1,4 +1,5 @@
-"""Below ``neighbors.exact_below`` base points the approximate backends run exact search, and say so."""
+"""Below ``neighbors.exact_below`` base points (at d=64, scaled by sqrt(64/d)) the approximate
+backends run exact search, and say so."""
 
 import logging
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from selectkit.neighbors import NeighborConfig, NeighborIndex, estimate_memory_bytes, knn
-from selectkit.neighbors.config import EXACT_BELOW
+from selectkit.neighbors.config import EXACT_BELOW, EXACT_BELOW_DIM, exact_threshold
 
 
 def points(n, d, seed):
@@ -18,19 +19,20 @@ def points(n, d, seed):
 @pytest.mark.parametrize("backend", ["ivf", "hnsw"])
 def test_below_the_crossover_search_is_exact_and_reported(backend, caplog):
     base, queries = points(3000, 8, 0), points(200, 8, 1)
-    config = NeighborConfig(backend=backend, nprobe=1, ef_search=8, exact_below=3001)
+    config = NeighborConfig(backend=backend, nprobe=1, ef_search=8, exact_below=1061)  # 1061 * sqrt(64 / 8) = 3001
     with caplog.at_level(logging.INFO, logger="selectkit.neighbors"):
         index = NeighborIndex(config=config).fit(base)
     assert index.exact_fallback_ and index.backend_ == "flat"
     lines = [r.getMessage() for r in caplog.records if r.name == "selectkit.neighbors"]
-    assert len(lines) == 1 and "n=3000 below crossover" in lines[0] and lines[0].endswith(f"exact search instead of {backend}")
+    assert exact_threshold(config, 8) == 3001
+    assert len(lines) == 1 and "n=3000 below crossover 3001" in lines[0] and lines[0].endswith(f"exact search instead of {backend}")
     assert np.array_equal(index.search(queries, 10)[1], knn(base, queries, k=10)[1])
 
 
 def test_above_the_crossover_the_approximate_index_runs(caplog):
     base, queries = points(3000, 8, 0), points(200, 8, 1)
     exact = knn(base, queries, k=10)[1]
-    for exact_below in (3000, None, 0):
+    for exact_below in (1060, None, 0):  # 1060 * sqrt(8) = 2998 points
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="selectkit.neighbors"):
             index = NeighborIndex(config=NeighborConfig(backend="ivf", nprobe=1, exact_below=exact_below)).fit(base)
@@ -46,9 +48,20 @@ def test_exact_configs_never_report_a_fallback():
     assert index.backend_ == "flat" and not index.exact_fallback_
 
 
-def test_default_is_the_measured_crossover_and_memory_estimate_follows_it():
-    assert NeighborConfig().exact_below == EXACT_BELOW > 0
-    n, d = EXACT_BELOW - 1, 32
+def test_threshold_scales_with_dimension():
+    config = NeighborConfig(backend="ivf")
+    assert config.exact_below == EXACT_BELOW > 0 and exact_threshold(config, EXACT_BELOW_DIM) == EXACT_BELOW
+    assert exact_threshold(config, 4 * EXACT_BELOW_DIM) == EXACT_BELOW // 2
+    assert exact_threshold(config, EXACT_BELOW_DIM // 4) == 2 * EXACT_BELOW
+    assert exact_threshold(NeighborConfig(exact_below=None), 32) == exact_threshold(NeighborConfig(exact_below=0), 32) == 0
+    # A base of 40,000 points: exact at d=64 (below 60k), IVF at d=256 (threshold 30k).
+    assert NeighborIndex(config=config).fit(points(40_000, 64, 3)).exact_fallback_
+    assert not NeighborIndex(config=config).fit(points(40_000, 256, 3)).exact_fallback_
+
+
+def test_memory_estimate_follows_the_fallback():
+    d = 32
+    n = exact_threshold(NeighborConfig(), d) - 1
     approx, flat = NeighborConfig(backend="ivf"), NeighborConfig()
     assert estimate_memory_bytes(n, n, d, 5, approx) == estimate_memory_bytes(n, n, d, 5, flat)
-    assert estimate_memory_bytes(EXACT_BELOW, EXACT_BELOW, d, 5, approx) != estimate_memory_bytes(EXACT_BELOW, EXACT_BELOW, d, 5, flat)
+    assert estimate_memory_bytes(n + 1, n + 1, d, 5, approx) != estimate_memory_bytes(n + 1, n + 1, d, 5, flat)

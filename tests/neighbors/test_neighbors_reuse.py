@@ -80,7 +80,7 @@ def test_resamplers_report_each_index_and_its_exact_fallback():
     from selectkit_plugins.smote.core import LayerNeighbors, draw
 
     X, codes, plan = three_classes()
-    config = NeighborConfig(backend="ivf", exact_below=700)  # all 800 points: IVF; each class: exact
+    config = NeighborConfig(backend="ivf", exact_below=150)  # 150 * sqrt(64 / 3) = 693 points: all 800 IVF, each class exact
     drawn = draw("adasyn", X, codes, plan, np.random.default_rng(0), LayerNeighbors(config), k=5)
     assert drawn.meta["neighbors"] == [
         {"base": "all", "n": 800, "backend": "ivf", "exact_fallback": False},
