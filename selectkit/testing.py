@@ -7,28 +7,41 @@ Usage in a plugin's tests::
     def test_contract():
         check_selector(lambda **kw: MySelector(k=3, **kw), bad_params={"k": [0, -1, "x"]})
 
-`check_selector` asserts the contract: output invariants, the same selection for the same
-(seed, stage, epoch) from fresh instances, a state round-trip, parameters validated at selection time
-(never in the constructor) with errors that name the setting, refusal of an empty pool, and refusal of a
-pool that lacks what the selector declares it requires.
+`check_selector` asserts the contract for every result kind (`Selection`, `Acquisition`, `Tuples`):
+output invariants, the same result for the same (seed, stage, epoch) from fresh instances, a state
+round-trip through a real checkpoint (and refusal of a checkpoint saved with other parameters or by
+another selector), parameters validated at selection time (never in the constructor) with errors that
+name the setting, refusal of an empty pool, and refusal of a pool that lacks what the selector declares
+it requires. `make_pool` offers exactly the providers a real run offers, computed by the same code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from selectkit.errors import ConfigError
-from selectkit.selection import Selection
 from selectkit.selector import Pool, SelectContext, Selector
 
 
 def make_pool(n: int = 240, d: int = 8, classes: int = 3, seed: int = 0, minority: float | None = None) -> Pool:
-    """A synthetic pool with labels, features, embeddings, class probabilities and losses.
+    """A pool that offers exactly what a real run offers, computed by the same code.
 
-    ``minority`` makes class 0 that share of the pool (an imbalanced pool).
+    Rows are Gaussian clusters (one per class) held in an in-memory `selectkit.data.ArrayDataset`; the
+    providers are those of a run: ``labels``, ``features`` and the model outputs of a small MLP with
+    dropout under the classification task (``embeddings``, ``probs``, ``mc_probs`` with ``passes``,
+    ``losses``, ``grad_embeddings``), through `selectkit.providers.PoolScorer`. ``minority`` makes
+    class 0 that share of the pool (an imbalanced pool).
     """
+    import torch
+
+    from selectkit.data import ArrayDataset
+    from selectkit.models import MLP, ModelAdapter
+    from selectkit.providers import PoolScorer, model_providers
+    from selectkit.tasks import Classification
+
     rng = np.random.default_rng([seed, 0x7E57])
     if minority is None:
         labels = np.arange(n) % classes
@@ -38,30 +51,49 @@ def make_pool(n: int = 240, d: int = 8, classes: int = 3, seed: int = 0, minorit
     labels = rng.permutation(labels).astype(np.int64)
     centers = rng.normal(scale=3.0, size=(classes, d))
     features = (centers[labels] + rng.normal(size=(n, d))).astype(np.float32)
-    logits = rng.normal(size=(n, classes))
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return Pool(
-        np.arange(n, dtype=np.int64),
-        labels=labels,
-        features=features,
-        embeddings=features.copy(),
-        probs=probs.astype(np.float32),
-        losses=rng.exponential(size=n).astype(np.float32),
-    )
+    dataset = ArrayDataset(torch.from_numpy(features), torch.from_numpy(labels))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        model = MLP(in_features=d, hidden=[16], num_classes=classes, dropout=0.2)
+    task = Classification()
+    task.setup({"num_classes": classes, "input_shape": (d,)})
+    scorer = PoolScorer(ModelAdapter(model, num_classes=classes), dataset, batch_size=64, seed=seed)
+    providers = {"labels": lambda ids: labels[ids], "features": lambda ids: features[ids], **model_providers(scorer, task)}
+    return Pool(n, providers=providers)
 
 
-def _same(a: Selection, b: Selection) -> bool:
-    if not np.array_equal(a.indices, b.indices):
+def _same(a: Any, b: Any) -> bool:
+    """Whether two results are equal in kind and in every array they hold."""
+    if type(a) is not type(b):
         return False
-    if (a.weights is None) != (b.weights is None):
-        return False
-    if a.weights is not None and not np.array_equal(a.weights, b.weights):
-        return False
-    if a.num_synthetic != b.num_synthetic:
-        return False
-    if a.synthetic is not None and not np.array_equal(a.synthetic.features, b.synthetic.features):
-        return False
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "meta":
+            continue
+        if dataclasses.is_dataclass(x) or dataclasses.is_dataclass(y):
+            if (x is None) != (y is None) or (x is not None and not _same(x, y)):
+                return False
+        elif isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if (x is None) != (y is None) or (x is not None and not np.array_equal(x, y)):
+                return False
+        elif x != y:
+            return False
     return True
+
+
+def _through_checkpoint(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` saved and loaded the way a Lightning checkpoint carries it (``weights_only`` loading)."""
+    import io
+
+    import torch
+
+    from selectkit.lightning import from_checkpoint, to_checkpoint
+
+    buffer = io.BytesIO()
+    torch.save(to_checkpoint(dict(state)), buffer)
+    buffer.seek(0)
+    return from_checkpoint(torch.load(buffer, weights_only=True))
 
 
 def check_selector(
@@ -96,8 +128,8 @@ def check_selector(
     for epoch in epochs:
         ctx = SelectContext(seed=0, epoch=epoch, stage=0)
         out = sel.select(pool, ctx)
+        assert isinstance(out, sel.returns), f"select returned {type(out).__name__}, the selector declares {sel.returns.__name__}"
         out.check(len(pool))
-        assert out.indices.dtype == np.int64, "indices must be int64"
         runs[epoch] = out
 
     fresh = factory()
@@ -106,12 +138,29 @@ def check_selector(
         assert _same(runs[epoch], again), f"epoch {epoch}: a fresh instance with the same seed selected differently"
 
     restored = factory()
-    restored.load_state_dict(sel.state_dict())
+    restored.load_state_dict(_through_checkpoint(sel.state_dict()))
     later = max(epochs) + 1
     assert _same(
         sel.select(pool_factory(), SelectContext(seed=0, epoch=later)),
         restored.select(pool_factory(), SelectContext(seed=0, epoch=later)),
-    ), "a selector restored from state_dict selects differently"
+    ), "a selector restored from a checkpoint selects differently"
+    for key in params:
+        tampered = _through_checkpoint(sel.state_dict())
+        tampered["params"] = {**tampered["params"], key: ("<changed>", tampered["params"][key])}
+        try:
+            factory().load_state_dict(tampered)
+        except ConfigError as err:
+            assert key in str(err), f"refusing a checkpoint with another {key} should name it: {err}"
+        else:
+            raise AssertionError(f"a checkpoint saved with another {key} must be refused")
+    other_name = _through_checkpoint(sel.state_dict())
+    other_name["name"] = f"not-{sel.name}"
+    try:
+        factory().load_state_dict(other_name)
+    except ConfigError:
+        pass
+    else:
+        raise AssertionError("a checkpoint of another selector must be refused")
 
     if stochastic:
         other = factory()
@@ -120,7 +169,7 @@ def check_selector(
         )
         assert differs, "seed 1 selected exactly what seed 0 did at every epoch"
 
-    empty = Pool(np.zeros(0, dtype=np.int64), labels=np.zeros(0, dtype=np.int64), features=np.zeros((0, 8), np.float32))
+    empty = Pool(np.zeros(0, dtype=np.int64), providers={name: (lambda ids, **kw: np.zeros((0, 8), np.float32)) for name in pool.available()})
     try:
         factory().select(empty, SelectContext(seed=0))
     except ConfigError:

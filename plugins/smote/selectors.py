@@ -14,13 +14,11 @@ import numpy as np
 
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection, Synthetic
-from selectkit.selector import AnyOf, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
+from selectkit.selector import OneOf, Pool, SelectContext, Selector
 from selectkit_plugins.smote import core
+from selectkit_plugins.smote.strategy import OVER, RULES, UNDER, class_counts, resolve_strategy
 from selectkit_plugins.smote.training import EmbeddingInterpolation
-from selectkit_plugins.smote.strategy import OVER, STRATEGY_NAMES, UNDER, class_counts, is_strategy, resolve_strategy
 
-_STRATEGY = Check(is_strategy, "a float in (0, 1], a dict {class: count} or one of " + ", ".join(map(repr, STRATEGY_NAMES)))
-_NEIGHBORS = AnyOf((IsNone(), Check(lambda v: isinstance(v, Mapping), "a mapping of NeighborConfig fields")))
 _SPACE = OneOf(("input", "embedding"))
 
 
@@ -43,9 +41,9 @@ class _OverSampler(Selector):
     default_schedule = "once"
     method = ""
     parameter_constraints = {
-        "sampling_strategy": _STRATEGY,
-        "k_neighbors": Interval(1, None, integer=True),
-        "neighbors": _NEIGHBORS,
+        "sampling_strategy": RULES["sampling_strategy"],
+        "k_neighbors": RULES["k_neighbors"],
+        "neighbors": RULES["neighbors"],
         "space": _SPACE,
     }
 
@@ -140,8 +138,8 @@ class BorderlineSMOTESelector(_OverSampler):
     name = "borderline_smote"
     parameter_constraints = {
         **_OverSampler.parameter_constraints,
-        "m_neighbors": Interval(1, None, integer=True),
-        "kind": OneOf(("borderline-1", "borderline-2")),
+        "m_neighbors": RULES["m_neighbors"],
+        "kind": RULES["kind"],
     }
 
     def __init__(
@@ -178,7 +176,7 @@ class _ClassResampler(Selector):
     """What random over- and under-sampling share: the strategy parameter and the per-class plan."""
 
     default_schedule = "once"
-    parameter_constraints = {"sampling_strategy": _STRATEGY}
+    parameter_constraints = {"sampling_strategy": RULES["sampling_strategy"]}
     requires = frozenset({"labels"})
 
     def __init__(self, *, sampling_strategy: Any = "auto") -> None:
