@@ -170,13 +170,16 @@ def _make_logger(cfg: DictConfig, out_dir: Path, run_name: str):
 
     mode = os.environ.get("WANDB_MODE") or cfg.logger.get("mode", "offline")
     _require(mode in ("offline", "online", "disabled"), "logger.mode", "one of offline, online, disabled", mode)
-    return WandbLogger(
+    logger = WandbLogger(
         project=cfg.logger.project,
         name=run_name,
         save_dir=str(out_dir),
         mode=mode,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    # Lightning passes W&B a retired `anonymous` setting, which W&B then warns about on every run
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+    return logger
 
 
 def _progress_bar(setting: Any) -> bool:
@@ -271,6 +274,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
     from selectkit.lightning import RunRecorder, SelectionDataModule
 
+    from selectkit.console import quiet_third_party
+
+    quiet_third_party()
     out_dir = Path(out_dir)
     check_config(cfg)
     pipeline = build_pipeline(cfg)
