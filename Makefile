@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 FAISS_EXTRA ?= ,faiss
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
-DEMO_EPOCHS ?= 5
 DEMO_OUT ?= outputs/demo
 
 .PHONY: install data demo test bench clean
@@ -32,11 +31,11 @@ data:
 		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or put the four IDX .gz files in data/ (or set SELECTKIT_DATA)" >&2; exit 1; \
 	fi
 
+# RS2 (10% per epoch, 30 epochs) beside full data (8 epochs) and full data compressed to RS2's steps
 demo: install data
-	$(VENV)/bin/selectkit-train -m selector=rs2,full trainer.max_epochs=$(DEMO_EPOCHS) \
-		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${hydra:runtime.choices.selector}'
+	$(VENV)/bin/selectkit-train -m experiment=demo_rs2,demo_full,demo_compressed \
+		hydra.sweep.dir=$(DEMO_OUT) hydra.sweep.subdir='$${hydra.job.num}_$${run_name}'
 	$(VENV)/bin/selectkit-report $(DEMO_OUT)
-	@echo "report: $(DEMO_OUT)/report.md and $(DEMO_OUT)/*.png"
 
 test: install data
 	@WANDB_MODE=disabled $(PY) -m pytest; rc=$$?; \

@@ -118,6 +118,22 @@ class TaskModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
 
 
+    def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
+        """Step the schedule, holding its last value past a fixed horizon.
+
+        The horizon is sized on ``trainer.estimated_stepping_batches``, i.e. on the first epoch's
+        selection; when later selections are larger, a horizon-bound schedule (one-cycle) stays at its
+        final learning rate instead of failing.
+        """
+        total = getattr(scheduler, "total_steps", None)
+        if total is not None and scheduler.last_epoch >= total - 1:
+            return
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+
 def _open_step_arguments(factory: Any) -> list[str]:
     """Step-count arguments of a scheduler factory that its partial leaves unset."""
     func = getattr(factory, "func", factory)
@@ -381,7 +397,12 @@ class RunRecorder(pl.Callback):
             length = int(length * limit)
         elif isinstance(limit, int):
             length = min(length, limit)
+        # Lightning sizes an epoch once, from the first loader length; selections may change size, so
+        # the epoch's batch count (and the combined loader's per-loader limit) follow this epoch's
         trainer.fit_loop.max_batches = length
+        combined = getattr(trainer.fit_loop, "_combined_loader", None)
+        if combined is not None and len(combined.flattened) == 1:
+            combined.limits = [length]
         pl_module.examples_in_epoch = 0
         self._val_s = 0.0
         self._validated = False

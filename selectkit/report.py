@@ -23,7 +23,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from selectkit.errors import ConfigError
 
@@ -335,6 +335,53 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _is_full_data(row: Mapping[str, Any]) -> bool:
+    return str(row.get("selector")) == "full"
+
+
+def speedups(runs: Sequence[Run], rows: list[dict[str, Any]]) -> tuple[float | None, list[str]]:
+    """The headline: each subset run's time to full data's final accuracy minus 2 points, against each
+    full-data run (the controls, e.g. full data and full data compressed to the subset's steps).
+
+    The target is the best final accuracy of the full-data runs that train as long as they were set to
+    (runs whose name says ``compressed`` are controls, not the reference), minus 0.02. Returns the target
+    and one sentence per subset run; ``(None, [])`` without both kinds of run.
+    """
+    by_name = {r.name: r for r in runs}
+    controls = [r for r in rows if _is_full_data(r)]
+    subsets = [r for r in rows if not _is_full_data(r)]
+    reference = [r for r in controls if "compress" not in str(r.get("run_name") or r["run"])] or controls
+    finals = [r["final_val_acc"] for r in reference if r["final_val_acc"] is not None]
+    if not controls or not subsets or not finals:
+        return None, []
+    target = max(finals) - 0.02
+
+    def seconds(row: Mapping[str, Any]) -> float | None:
+        hit = time_to_target(by_name[row["run"]], target)
+        return _num(hit.get("wall_s")) if hit else None
+
+    def name(row: Mapping[str, Any]) -> str:
+        return str(row.get("run_name") or row["run"])
+
+    sentences = []
+    for sub in subsets:
+        mine = seconds(sub)
+        if mine is None:
+            sentences.append(f"{name(sub)} did not reach {target:.4f} (full data's final accuracy minus 2 points) in its {sub['epochs']} epochs.")
+            continue
+        parts = []
+        for ctrl in controls:
+            theirs = seconds(ctrl)
+            if theirs is None:
+                parts.append(f"{name(ctrl)} never reached it")
+            elif theirs >= mine:
+                parts.append(f"{theirs / mine:.1f}x sooner than {name(ctrl)} ({theirs:.1f} s)")
+            else:
+                parts.append(f"{mine / theirs:.1f}x later than {name(ctrl)} ({theirs:.1f} s)")
+        sentences.append(f"{name(sub)} reached {target:.4f} (full data's final accuracy minus 2 points) after {mine:.1f} s of training and selection: " + ", and ".join(parts) + ".")
+    return target, sentences
+
+
 def render_markdown(rows: list[dict[str, Any]], runs: Sequence[Run], targets: Sequence[float]) -> str:
     """``report.md``: one table row per completed run, a per-selector summary, and the incomplete runs."""
     keys = [_target_key(t) for t in targets]
@@ -366,6 +413,9 @@ def render_markdown(rows: list[dict[str, Any]], runs: Sequence[Run], targets: Se
         "validation excluded; *select overhead* is `select_s / (train_s + select_s)`; *time to* a target is "
         "`train_s + select_s` when the validation accuracy first reached it.\n\n"
     )
+    _, headline = speedups(runs, rows)
+    if headline:
+        out.write("\n".join(headline) + "\n\n")
     out.write(_markdown_table(header, body) + "\n")
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -486,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out_dir / "report.md").write_text(render_markdown(rows, runs, targets))
     write_csv(out_dir / "report.csv", rows)
     plot_runs(done, out_dir, targets)
+    for sentence in speedups(done, rows)[1]:
+        print(f"{PROG}: {sentence}")
     print(f"{PROG}: {len(done)} run(s) -> {out_dir / 'report.md'}, report.csv, acc_vs_wallclock.png, acc_vs_examples.png")
     return 0
 

@@ -392,6 +392,9 @@ def main() -> None:
     """Console entry point of ``selectkit-train``: bad settings stop here, in one line, exit code 2."""
     from selectkit.schema import precheck
 
+    # modules in the folder the command runs from can be named by `_target_` (a user's own project)
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         _check_selector_choice(sys.argv[1:])
         precheck(sys.argv[1:])

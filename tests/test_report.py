@@ -181,3 +181,30 @@ def test_only_incomplete_runs_is_an_error(tmp_path, capsys):
 def test_bad_targets_exit_2(sweep, capsys):
     assert main([str(sweep), "--targets", "85"]) == 2
     assert "--targets" in capsys.readouterr().err
+
+
+def test_headline_says_how_much_sooner_against_each_control(tmp_path):
+    from selectkit.report import speedups
+
+    _write_run(tmp_path / "0_rs2", "rs2", "rs2", 0, [0.70, 0.85, 0.88, 0.90], 1.0, 0.0, 6000)
+    _write_run(tmp_path / "1_full", "full", "full", 0, [0.80, 0.88, 0.91], 10.0, 0.0, 60000)
+    _write_run(tmp_path / "2_full_compressed", "full_compressed", "full", 0, [0.78, 0.86], 2.0, 0.0, 60000)
+    runs = load_runs([tmp_path])
+    target, sentences = speedups(runs, summarize(runs))
+    assert target == pytest.approx(0.89), "full data's final accuracy minus 2 points; the compressed control is no reference"
+    assert len(sentences) == 1
+    # rs2 reaches 0.89 in its 4th epoch (4 s), full in its 3rd (30 s), the compressed control never
+    assert "after 4.0 s" in sentences[0] and "7.5x sooner than full (30.0 s)" in sentences[0]
+    assert "full_compressed never reached it" in sentences[0]
+    assert main([str(tmp_path)]) == 0
+    assert sentences[0] in (tmp_path / "report.md").read_text()
+
+
+def test_headline_says_later_when_the_subset_is_slower(tmp_path):
+    from selectkit.report import speedups
+
+    _write_run(tmp_path / "0_rs2", "rs2", "rs2", 0, [0.70, 0.80, 0.90], 10.0, 0.0, 6000)
+    _write_run(tmp_path / "1_full", "full", "full", 0, [0.91, 0.91], 5.0, 0.0, 60000)
+    runs = load_runs([tmp_path])
+    _, sentences = speedups(runs, summarize(runs))
+    assert "6.0x later than full (5.0 s)" in sentences[0]
