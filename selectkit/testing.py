@@ -197,3 +197,11 @@ def check_selector(
                 assert "\n" not in str(err), "errors must fit on one line"
             else:
                 raise AssertionError(f"{key}={value!r} must be rejected with ConfigError")
+
+
+def check_selector_config(name: str, yaml_path: str):
+    """Assert that a selector's YAML composes with its generated schema and reaches the selector
+    unchanged; returns the selector (see `selectkit.schema.check_selector_config`)."""
+    from selectkit.schema import check_selector_config as check
+
+    return check(name, yaml_path)

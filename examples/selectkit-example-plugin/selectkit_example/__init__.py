@@ -21,9 +21,6 @@ class Stride(Selector):
     def __init__(self, *, step: int = 10) -> None:
         self.step = step
 
-    def expected_size(self, pool_size: int) -> int:
-        return pool_size // self.step
-
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         offset = int(ctx.rng().integers(self.step))
         size = len(pool) // self.step
