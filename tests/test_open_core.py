@@ -220,3 +220,23 @@ def test_provider_the_task_cannot_give_names_it(compose_cfg, tmp_path):
     finally:
         registry.unregister("wants_bogus_test")
     assert not (tmp_path / "p" / "summary.json").exists()
+
+
+@pytest.mark.ddp
+def test_pool_scoring_sharded_over_two_ranks_equals_one_process(tmp_path):
+    """Embeddings for an embedding-space SMOTE stage, scored as strided shards on two DDP ranks and
+    gathered by index, give the selection a single process makes."""
+    common = TRAIN + [
+        "data=digits", "model=mlp", "logger=none", "trainer.accelerator=cpu", "trainer.progress_bar=false",
+        "pipeline=smote_rs2", "pipeline.stages.smote.space=embedding", "+data.imbalance={classes:[1,3],keep_fraction:0.2}",
+        "trainer.max_epochs=1", "model.dropout=0.0",
+    ]
+    env = dict(os.environ, WANDB_MODE="disabled")
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(common + [f"hydra.run.dir={one}"], check=True, env=env, capture_output=True, timeout=300)
+    proc = subprocess.run(common + ["trainer.strategy=ddp", "trainer.devices=2", f"hydra.run.dir={two}"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = np.load(one / "selections" / "synthetic.npz"), np.load(two / "selections" / "synthetic.npz")
+    assert a["labels"].size > 0
+    assert np.array_equal(a["parents"], b["parents"]) and np.array_equal(a["lam"], b["lam"])
+    np.testing.assert_allclose(a["features"], b["features"], rtol=1e-4, atol=1e-5)
