@@ -1,0 +1,1 @@
+"""Hydra configs of the tuple selectors (``selector/random_tuples.yaml``)."""
