@@ -265,11 +265,13 @@ class SelectionDataModule(pl.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is not None:
             module.hooks = hooks
-        if self.pipeline.returns is Tuples:
-            self._sampler = TupleBatchSampler(self.controller, self.batch_size, shuffle=self.shuffle)
-            self._sampler.epoch = self.controller.last_epoch
-            return self._loader(dataset, batch_sampler=self._sampler)
         record = str(Path(self.out_dir) / "shards") if self.record_shards and self.out_dir is not None else None
+        if self.pipeline.returns is Tuples:
+            self._sampler = TupleBatchSampler(self.controller, self.batch_size, shuffle=self.shuffle, record_dir=record)
+            self._sampler.epoch = self.controller.last_epoch
+            if module is not None and hasattr(module.task, "bind_tuples"):
+                module.task.bind_tuples(self._sampler)
+            return self._loader(dataset, batch_sampler=self._sampler)
         self._sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)
         self._sampler.epoch = self.controller.last_epoch
         return self._loader(dataset, sampler=self._sampler, batch_size=self.batch_size)

@@ -140,10 +140,12 @@ class TupleBatchSampler(Sampler):
         source: gives each epoch's tuples as a ``[t, s]`` int64 array of global ids.
         batch_size: items per batch (``data.batch_size``); at least one tuple must fit.
         num_replicas, rank, shuffle, seed: as for `SelectionSampler`.
+        record_dir: when set, each rank writes its ``tuples`` and ``live`` of every epoch there.
     """
 
-    def __init__(self, source: EpochSource, batch_size: int, *, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True) -> None:
+    def __init__(self, source: EpochSource, batch_size: int, *, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True, record_dir: str | None = None) -> None:
         self.source = source
+        self.record_dir = record_dir
         self.batch_size = int(batch_size)
         self.num_replicas, self.rank = _layout(num_replicas, rank)
         self.shuffle = shuffle
@@ -182,6 +184,10 @@ class TupleBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[list]:
         tuples, live = self.shard()
+        if self.record_dir is not None:
+            folder = Path(self.record_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"epoch_{self.epoch:04d}_rank_{self.rank}.npz", tuples=tuples, live=live)
         s = tuples.shape[1]
         per = self._per_batch(s)
         for start in range(0, tuples.shape[0], per):
