@@ -99,6 +99,7 @@ class SelectionSampler(DistributedSampler):
         super().__init__(_Sized(1), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=source.seed)
         self.source = source
         self.record_dir = record_dir
+        self.sampler = _EpochRelay(self)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch: the selection is computed (or reused) now."""
@@ -129,6 +130,17 @@ class SelectionSampler(DistributedSampler):
         return iter(_items(ids, w, live))
 
 
+class _EpochRelay:
+    """A batch sampler's ``sampler`` as Lightning sees it: Lightning calls ``set_epoch`` on a loader's
+    ``sampler`` and its ``batch_sampler.sampler``, never on the batch sampler itself; this passes it on."""
+
+    def __init__(self, owner: "TupleBatchSampler") -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class TupleBatchSampler(Sampler):
     """Batches of whole tuples: each epoch's ``[t, s]`` tuples shuffled, sharded and packed whole.
 
@@ -146,6 +158,7 @@ class TupleBatchSampler(Sampler):
     def __init__(self, source: EpochSource, batch_size: int, *, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True, record_dir: str | None = None) -> None:
         self.source = source
         self.record_dir = record_dir
+        self.sampler = _EpochRelay(self)
         self.batch_size = int(batch_size)
         self.num_replicas, self.rank = _layout(num_replicas, rank)
         self.shuffle = shuffle
