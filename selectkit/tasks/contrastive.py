@@ -134,6 +134,10 @@ class Contrastive(Task):
         max_queries: validation rows used as queries (the first ones), or null for all.
         memory_cap_gb: memory cap of the retrieval search (the neighbour layer refuses larger jobs).
 
+    The classifier head of the network (`selectkit.models.ModelAdapter.head`) is frozen: only the
+    embedding is trained. A network with other layers past its embedding needs
+    ``trainer.strategy=ddp_find_unused_parameters_true`` under DDP.
+
     Validation logs ``val_recall@k`` for each ``k`` and ``val_mrr`` (the mean reciprocal rank of the
     first hit within the ``max(recall_k)`` nearest). Under DDP each rank embeds its validation shard;
     the rows are gathered and put in dataset order, so every rank computes the single-process result.
@@ -193,8 +197,13 @@ class Contrastive(Task):
         return int(self._tuples.tuple_size)
 
     def check_model(self, adapter: Any) -> None:
+        """Refuse unlabelled data; freeze the classifier head, which the embedding losses never reach
+        (so DDP does not wait for its gradients)."""
         if self.num_classes is None:
             raise ConfigError("task=contrastive needs labelled data (data: labels are missing); its tuples and retrieval metrics are by label")
+        head = getattr(adapter, "head", None)
+        if head is not None:
+            head.requires_grad_(False)
 
     def embed(self, module: Any, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings ``[b, d]`` of ``x`` (``module.adapter.embed``)."""
