@@ -465,7 +465,13 @@ class RunRecorder(pl.Callback):
 
     def summary(self) -> dict[str, Any]:
         """Final metrics, best value of ``monitor`` and time-to-target, for ``summary.json``."""
-        final = dict(self.rows[-1]) if self.rows else {}
+        # the last validated epoch (a run stopped by max_steps may end in an epoch without validation)
+        validated = [r for r in self.rows if self.monitor in r]
+        final = dict(validated[-1] if validated else (self.rows[-1] if self.rows else {}))
+        if self.rows and final and final.get("epoch") != self.rows[-1].get("epoch"):
+            final["examples_seen"], final["train_s"], final["select_s"] = (self.rows[-1][k] for k in ("examples_seen", "train_s", "select_s"))
+            final["validated_epoch"] = final["epoch"]
+            final["epoch"] = self.rows[-1]["epoch"]
         values = [r[self.monitor] for r in self.rows if isinstance(r.get(self.monitor), (int, float))]
         best = max(values) if values else None
         return {"final": final, "best_val_acc" if self.monitor == "val_acc" else f"best_{self.monitor}": best, "monitor": self.monitor, "time_to_target": self.time_to_target, "epochs": len(self.rows)}

@@ -459,7 +459,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
 
 
-def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float]) -> list[Path]:
+def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], headline: float | None = None) -> list[Path]:
     """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png`` (one line per completed run)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -481,6 +481,8 @@ def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float]) -> l
                 ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=run.label)
         for t in targets:
             ax.axhline(t, color="grey", linestyle=":", linewidth=1)
+        if headline is not None:
+            ax.axhline(headline, color="black", linestyle="--", linewidth=1, label=f"full data's final - 2 points ({headline:.4f})")
         ax.set_title(f"validation accuracy against {xlabel.split(' (')[0]}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation accuracy")
@@ -535,8 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(done, targets)
     (out_dir / "report.md").write_text(render_markdown(rows, runs, targets))
     write_csv(out_dir / "report.csv", rows)
-    plot_runs(done, out_dir, targets)
-    for sentence in speedups(done, rows)[1]:
+    headline, sentences = speedups(done, rows)
+    plot_runs(done, out_dir, targets, headline)
+    for sentence in sentences:
         print(f"{PROG}: {sentence}")
     print(f"{PROG}: {len(done)} run(s) -> {out_dir / 'report.md'}, report.csv, acc_vs_wallclock.png, acc_vs_examples.png")
     return 0
