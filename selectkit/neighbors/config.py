@@ -15,9 +15,9 @@ METRICS = ("l2", "cosine", "ip")
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("auto", "faiss")
 # Base size below which exact search beats IVF (build + self-search, k=5) on CPU, at d = EXACT_BELOW_DIM;
-# the crossover moves with 1 / sqrt(d): about 85k points at d=32 and 42k at d=128 (scripts/bench_knn.py
+# the crossover moves with 1 / sqrt(d): about 74k points at d=32 and 37k at d=128 (scripts/bench_knn.py
 # --crossover, docs/benchmarks.md). HNSW's build is slower still, so the same bound is safe for it.
-EXACT_BELOW = 60_000
+EXACT_BELOW = 52_000
 EXACT_BELOW_DIM = 64
 
 
