@@ -258,6 +258,19 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def round_speedups(rows: list[dict[str, Any]]) -> str:
+    """imbalanced-learn's time over each method's, round by round (both measured in the same round)."""
+    ref = {(r["n"], r["d"]): r.get("round_seconds", []) for r in rows if r["method"] == "imblearn"}
+    lines = ["Round by round (imbalanced-learn's time / method's time, same round):"]
+    for r in rows:
+        base = ref.get((r["n"], r["d"]))
+        if r["method"] == "imblearn" or not base:
+            continue
+        ratios = [f"{b / s:.1f}x" if b and s else "failed" for b, s in zip(base, r.get("round_seconds", []))]
+        lines.append(f"* {r['n']} x {r['d']} {r['method']}: {' / '.join(ratios)}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of ``scripts/bench_smote.py``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -280,15 +293,21 @@ def main(argv: list[str] | None = None) -> int:
         # Rounds interleave the methods, so a slow spell of the machine hits all of them alike;
         # each method keeps its fastest round (memory and checks come from that round).
         best: dict[str, dict[str, Any]] = {}
+        rounds: dict[str, list[float | None]] = {m: [] for m in methods}
         for _ in range(args.repeats):
             for method in methods:
                 result = run_one(method, n, d, args.k, args.seed, args.sample, args.timeout, args.nprobe)
                 print(json.dumps(result), file=sys.stderr, flush=True)
+                rounds[method].append(result.get("seconds"))
                 kept = best.get(method)
                 if kept is None or "error" in kept or ("error" not in result and result["seconds"] < kept["seconds"]):
                     best[method] = result
+        for m in methods:
+            best[m]["round_seconds"] = rounds[m]
         rows.extend(best[m] for m in methods)
     print(summarize(rows))
+    print()
+    print(round_speedups(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

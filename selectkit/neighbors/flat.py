@@ -199,17 +199,46 @@ def task_source(items: Iterable[Any]) -> Callable[[], Any]:
     return take
 
 
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+_in_worker = threading.local()
+
+
+def _pool(count: int) -> ThreadPoolExecutor:
+    """This process's pool of ``count`` worker threads, started on first use and kept (per process id,
+    so a forked child starts its own instead of waiting on its parent's threads)."""
+    import os
+
+    key = (os.getpid(), count)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(count, thread_name_prefix="selectkit-neighbors")
+        return pool
+
+
 def run_workers(worker: Callable[[], None], jobs: int, workers: int = 0) -> None:
     """Run ``worker`` on as many threads as torch has (or ``workers``), never more than ``jobs``,
-    with torch single-threaded meanwhile; a worker's exception is raised here."""
+    with torch single-threaded meanwhile; a worker's exception is raised here.
+
+    The threads come from a pool kept for the process, so a search pays no thread start-up; a call
+    made from inside a worker runs its worker inline instead of waiting on the pool."""
+
+    def pooled() -> None:
+        _in_worker.active = True
+        try:
+            worker()
+        finally:
+            _in_worker.active = False
+
     with single_threaded_torch() as threads:
         count = max(1, min(workers or threads, jobs))
-        if count == 1:
+        if count == 1 or getattr(_in_worker, "active", False):
             worker()
             return
-        with ThreadPoolExecutor(count) as pool:
-            for job in [pool.submit(worker) for _ in range(count)]:
-                job.result()
+        pool = _pool(count)
+        for job in [pool.submit(pooled) for _ in range(count)]:
+            job.result()
 
 
 class FlatEngine:
