@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from selectkit.neighbors.bench import kmeans_comparison, kmeans_markdown
+from benchlib.neighbors import kmeans_comparison, kmeans_markdown
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from selectkit.neighbors.bench import crossover_comparison, crossover_markdown, knn_comparison, knn_markdown
+from benchlib.neighbors import crossover_comparison, crossover_markdown, knn_comparison, knn_markdown
 
 
 def main() -> None:

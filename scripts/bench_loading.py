@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from selectkit.data import load_fashion_mnist
-from selectkit.data.bench import markdown, run
+from benchlib.loading import markdown, run
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from selectkit.bench import accuracy_at_budget, loader_throughput, time_resampling
+from benchlib.rs2 import accuracy_at_budget, loader_throughput, time_resampling
 from selectkit.data import build_datasets
 from selectkit.report import load_run, speedups, summarize, time_to_target
 from selectkit.train import run

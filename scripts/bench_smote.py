@@ -2,12 +2,12 @@
 
     python scripts/bench_smote.py --sizes 100000x32,300000x64,1000000x128
 
-Each method runs in its own subprocess on the same data; see `selectkit_plugins.smote.bench`.
+Each method runs in its own subprocess on the same data; see `scripts/benchlib/smote.py`.
 """
 
 import sys
 
-from selectkit_plugins.smote.bench import main
+from benchlib.smote import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -215,7 +215,7 @@ def run_one(method: str, n: int, d: int, k: int, seed: int, sample: int, timeout
     """``worker`` in a fresh Python process; its JSON result (or the error it died with)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "selectkit_plugins.smote.bench", "--worker", method, str(n), str(d), str(k), str(seed), str(sample), str(path), str(nprobe)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(n), str(d), str(k), str(seed), str(sample), str(path), str(nprobe)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0 or not path.exists():
             return {"method": method, "n": n, "d": d, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
