@@ -193,7 +193,7 @@ def test_training_on_tuples_beats_the_untrained_model(compose_cfg, tmp_path):
     assert summary["monitor"] == "val_recall@1" and summary["task"] == "contrastive"
     assert {"val_recall@1", "val_recall@5", "val_recall@10", "val_mrr"} <= set(rows[-1])
     final = rows[-1]["val_recall@1"]
-    assert final > untrained["recall@1"] + 0.02, (untrained, rows[-1])
+    assert final > untrained["recall@1"] + 0.05, (untrained, rows[-1])
     assert rows[-1]["val_mrr"] > untrained["mrr"]
     z = np.load(out / "selections" / "epoch_0003.npz")
     assert z["tuples"].shape[1] == 4 and z["tuples"].dtype == np.int64
