@@ -117,6 +117,11 @@ def test_self_normalized_weights_keep_the_scale():
         ("selector=nope", "installed selectors: adasyn"),
         ("selector.name=nope", "installed selectors"),
         ("+selector.bogus=1", "selector.bogus"),
+        ("model._target_=nowhere.Net", "model._target_=nowhere.Net"),
+        ("data._target_=selectkit.data.Nope", "data._target_"),
+        ("optim.optimizer._target_=torch.optim.Nope", "optim.optimizer._target_"),
+        ("task.weight_norm=median", "task.weight_norm"),
+        ("providers.memory_cap_gb=-1", "providers.memory_cap_gb"),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, override, setting):
