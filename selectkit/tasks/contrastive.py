@@ -104,17 +104,23 @@ def retrieval_metrics(
 
 def _gather_rows(module: Any, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's rows of ``tensors`` (equal row counts within a rank), concatenated in rank order."""
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None or trainer.world_size == 1:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return list(tensors)
-    strategy = trainer.strategy
-    counts = strategy.all_gather(torch.tensor([tensors[0].shape[0]], device=module.device)).view(-1).tolist()
-    width = int(max(counts))
+    world = dist.get_world_size()
+
+    def gather(t: torch.Tensor) -> list[torch.Tensor]:
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t.contiguous())
+        return parts
+
+    counts = [int(c) for c in gather(torch.tensor([tensors[0].shape[0]], device=module.device))]
+    width = max(counts)
     out = []
     for t in tensors:
         padded = torch.cat([t, t.new_zeros((width - t.shape[0], *t.shape[1:]))])
-        every = strategy.all_gather(padded.contiguous())
-        out.append(torch.cat([every[r, : int(c)] for r, c in enumerate(counts)]))
+        out.append(torch.cat([part[:c] for part, c in zip(gather(padded), counts)]))
     return out
 
 
