@@ -171,14 +171,20 @@ def test_rank_shards_are_disjoint_whole_tuples(compose_cfg):
 
 
 # ----------------------------------------------------------------------------------- end to end
-def _val_metrics(module, source, task):
-    module.eval()
-    ds = source.val
+def _embedded(module, task, ds):
     with torch.no_grad():
         batch = ds.gather(torch.arange(len(ds)))
-        z = task.embed(module, batch["x"]).numpy()
-    y = batch["y"].numpy()
-    nq = len(ds) if task.max_queries is None else min(task.max_queries, len(ds))
+        return task.embed(module, batch["x"]).numpy(), batch["y"].numpy()
+
+
+def _val_metrics(module, source, task):
+    """The task's validation metrics computed in this process, by hand."""
+    module.eval()
+    z, y = _embedded(module, task, source.val)
+    nq = len(y) if task.max_queries is None else min(task.max_queries, len(y))
+    if task.corpus == "train":
+        cz, cy = _embedded(module, task, source.train)
+        return retrieval_metrics(z[:nq], y[:nq], cz, cy, task.recall_k)
     return retrieval_metrics(z[:nq], y[:nq], z, y, task.recall_k, self_ids=np.arange(nq))
 
 
@@ -227,9 +233,10 @@ def test_bad_settings_name_the_setting(compose_cfg, tmp_path):
 # ----------------------------------------------------------------------------------- DDP
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_two_process_ddp_whole_disjoint_tuples_and_single_process_metrics(compose_cfg, tmp_path):
+@pytest.mark.parametrize("corpus", ["val", "train"])
+def test_two_process_ddp_whole_disjoint_tuples_and_single_process_metrics(compose_cfg, tmp_path, corpus):
     out = tmp_path / "ddp"
-    overrides = TUPLES + ["selector.fraction=0.5", "selector.negatives=2", "data.batch_size=60"]
+    overrides = TUPLES + ["selector.fraction=0.5", "selector.negatives=2", "data.batch_size=60", f"task.corpus={corpus}"]
     proc = subprocess.run(
         TRAIN + CLI_FAST + overrides + [
             "trainer.max_epochs=2", "trainer.strategy=ddp", "trainer.devices=2", "data.record_shards=true", f"hydra.run.dir={out}",
