@@ -19,6 +19,7 @@ _NOISE = (
     r".*does not have many workers which may be a bottleneck.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*`training_step` returned `None`.*",
+    r".*It is recommended to use `self\.log\(.*sync_dist=True\)`.*",
 )
 
 

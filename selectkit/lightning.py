@@ -269,7 +269,7 @@ class SelectionDataModule(pl.LightningDataModule):
         if self.pipeline.returns is Tuples:
             self._sampler = TupleBatchSampler(self.controller, self.batch_size, shuffle=self.shuffle, record_dir=record)
             self._sampler.epoch = self.controller.last_epoch
-            if module is not None and hasattr(module.task, "bind_tuples"):
+            if module is not None:
                 module.task.bind_tuples(self._sampler)
             return self._loader(dataset, batch_sampler=self._sampler)
         self._sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)

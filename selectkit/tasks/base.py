@@ -86,5 +86,9 @@ class Task:
         """Model outputs this task can compute per item, by provider name (besides ``embeddings``)."""
         return {}
 
+    def bind_tuples(self, sampler: Any) -> None:
+        """Called with the `selectkit.sampler.TupleBatchSampler` when the pipeline returns tuples (a
+        tuple task reads the tuple size from it); others ignore it."""
+
     def check_model(self, adapter: Any) -> None:
         """Refuse a network this task cannot train, naming the setting (default: accept)."""
