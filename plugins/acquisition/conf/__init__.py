@@ -1,0 +1,1 @@
+"""Hydra configs of the acquisition selectors (``selector/<name>.yaml``)."""
