@@ -58,6 +58,8 @@ class SelectionController:
         self.base_ids = None if base_ids is None else np.asarray(base_ids, dtype=np.int64)
         self._features = features
         self.model_outputs: dict[str, Callable[..., np.ndarray]] = {}
+        #: called with the epoch before each selection (model-output providers seed from it)
+        self.on_epoch: list[Callable[[int], None]] = []
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rank = rank
         self.round = 0
@@ -109,6 +111,8 @@ class SelectionController:
         """The pipeline's result for ``epoch``; computed once per epoch."""
         if self._current is not None and self._current.epoch == epoch:
             return self._current
+        for listener in self.on_epoch:
+            listener(epoch)
         start = time.perf_counter()
         base = self.base_size if self.base_ids is None else self.base_ids
         out = self.pipeline.run(epoch, base, self._make_pool, rows=self.base_size, round=self.round)

@@ -245,6 +245,8 @@ class SelectionDataModule(pl.LightningDataModule):
             return
         self.scorer = PoolScorer(module.adapter, self.train_ds, batch_size=self.score_batch_size, device=module.device, memory_cap_gb=self.memory_cap_gb, seed=self.pipeline.seed)
         self.scorer.round = self.round
+        scorer = self.scorer
+        self.controller.on_epoch = [lambda epoch: setattr(scorer, "epoch", epoch)]
         offered = model_providers(self.scorer, module.task)
         missing = sorted(wanted - set(offered))
         if missing:
@@ -254,8 +256,6 @@ class SelectionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._attach_model()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        if self.scorer is not None:
-            self.scorer.epoch = epoch
         if not self.pipeline.started:
             # a fresh run: stages that create samples must run before the training set is built
             # (a resumed run restored them, and the loops' epoch is not restored yet at this point)
