@@ -1,0 +1,161 @@
+"""Round loops (active learning) on digits: the loop end to end, determinism, resume after a round,
+the simulated oracle and its checks, and bad settings refused before anything is written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from selectkit.errors import ConfigError
+from selectkit.oracles import Simulated, check_answer
+from selectkit.train import run
+
+ROUNDS = ["rounds=default", "selector=full", "trainer.max_epochs=1", "rounds.initial.size=30", "rounds.budget=15"]
+
+
+def _run(compose_cfg, out, *overrides):
+    cfg = compose_cfg(*ROUNDS, *overrides)
+    return cfg, run(cfg, out)
+
+
+def _queries(out, rounds):
+    return [np.load(out / "rounds" / f"round_{r:03d}.npz") for r in range(rounds)]
+
+
+def test_loop_grows_the_labelled_set_by_the_budget(compose_cfg, tmp_path):
+    out = tmp_path / "run"
+    cfg, summary = _run(compose_cfg, out, "rounds.num_rounds=3")
+    assert [h["labelled"] for h in summary["rounds"]] == [30, 45, 60]
+    assert summary["labels_used"] == 75
+    import torch
+
+    state = torch.load(out / "checkpoints" / "rounds.pt", weights_only=True)
+    final = state["labelled"].numpy()
+    assert final.shape[0] == 75 and np.unique(final).shape[0] == 75
+    seen = set(final.tolist())
+    queried_all = []
+    for r, q in enumerate(_queries(out, 3)):
+        ids = q["ids"]
+        assert ids.shape[0] == 15 and np.unique(ids).shape[0] == 15
+        assert np.all(np.diff(q["scores"]) <= 1e-7), "best first"
+        queried_all += ids.tolist()
+        record = json.loads((out / "rounds" / f"round_{r:03d}.json").read_text())
+        assert record["queried_ids"] == ids.tolist() and record["labels"] == q["labels"].tolist()
+        assert 0.0 <= record["val_acc"] <= 1.0 and record["train_s"] >= 0 and record["select_s"] >= 0
+    assert len(set(queried_all)) == 45, "no item is queried twice"
+    initial = seen - set(queried_all)
+    assert len(initial) == 30 and not initial & set(queried_all), "queried ids were never labelled before"
+    from selectkit.data import Digits
+
+    source = Digits(seed=0)
+    source.setup()
+    truth = source.train.labels()
+    for q in _queries(out, 3):
+        assert np.array_equal(q["labels"], truth[q["ids"]]), "the simulated oracle reveals the true labels"
+    lines = (out / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(l)["round"] for l in lines] == [0, 1, 2]
+    assert all("val_acc" in h for h in summary["rounds"])
+    assert {json.loads(l)["round"] for l in (out / "metrics.jsonl").read_text().splitlines()} == {0, 1, 2}
+    assert json.loads((out / "summary.json").read_text())["labels_used"] == 75
+
+
+def test_initial_set_is_class_balanced_or_per_class(compose_cfg, tmp_path):
+    from selectkit.rounds import initial_ids
+
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    ids = initial_ids({"initial": {"size": 40, "per_class": None, "class_balanced": True}}, labels, 0)
+    assert np.bincount(labels[ids]).tolist() == [10, 10, 10, 10]
+    ids = initial_ids({"initial": {"size": None, "per_class": 5, "class_balanced": False}}, labels, 0)
+    assert np.bincount(labels[ids]).tolist() == [5, 5, 5, 5]
+    a = initial_ids({"initial": {"size": 40, "per_class": None, "class_balanced": False}}, labels, 0)
+    b = initial_ids({"initial": {"size": 40, "per_class": None, "class_balanced": False}}, labels, 1)
+    assert a.shape[0] == 40 and not np.array_equal(a, b)
+
+
+def test_same_seed_same_queries(compose_cfg, tmp_path):
+    _run(compose_cfg, tmp_path / "a", "rounds.num_rounds=2")
+    _run(compose_cfg, tmp_path / "b", "rounds.num_rounds=2")
+    _run(compose_cfg, tmp_path / "c", "rounds.num_rounds=2", "seed=1")
+    for qa, qb in zip(_queries(tmp_path / "a", 2), _queries(tmp_path / "b", 2)):
+        assert np.array_equal(qa["ids"], qb["ids"]) and np.array_equal(qa["scores"], qb["scores"])
+    assert not np.array_equal(_queries(tmp_path / "a", 1)[0]["ids"], _queries(tmp_path / "c", 1)[0]["ids"])
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_resume_after_a_round_repeats_the_uninterrupted_queries(compose_cfg, tmp_path, warm):
+    extra = [f"rounds.warm_start={str(warm).lower()}"]
+    _, full = _run(compose_cfg, tmp_path / "full", "rounds.num_rounds=3", *extra)
+    _run(compose_cfg, tmp_path / "cut", "rounds.num_rounds=1", *extra)
+    state = tmp_path / "cut" / "checkpoints" / "rounds.pt"
+    _, resumed = _run(compose_cfg, tmp_path / "cut", "rounds.num_rounds=3", f"resume={state}", *extra)
+    for qa, qb in zip(_queries(tmp_path / "full", 3), _queries(tmp_path / "cut", 3)):
+        assert np.array_equal(qa["ids"], qb["ids"]) and np.array_equal(qa["labels"], qb["labels"])
+        np.testing.assert_array_equal(qa["scores"], qb["scores"])
+    assert [h["val_acc"] for h in resumed["rounds"]] == [h["val_acc"] for h in full["rounds"]]
+    assert resumed["labels_used"] == full["labels_used"]
+    with pytest.raises(ConfigError, match=r"^rounds\.budget=16 differs"):
+        _run(compose_cfg, tmp_path / "other", "rounds.num_rounds=3", f"resume={state}", "rounds.budget=16", *extra)
+
+
+@pytest.mark.parametrize(
+    "overrides, setting",
+    [
+        (["rounds.budget=700"], r"^rounds\.budget=700 over 2 more rounds"),
+        (["rounds.num_rounds=0"], r"^rounds\.num_rounds must be"),
+        (["rounds.initial.size=5000"], r"^rounds\.initial\.size=5000 is larger than the pool"),
+        (["rounds.initial.per_class=4"], r"^rounds\.initial: set exactly one"),
+        (["+rounds.acquire.budget=3"], r"^rounds\.acquire\.budget: the per-round budget is set in rounds\.budget"),
+        (["rounds.acquire.name=full"], r"^rounds\.acquire\.name: full returns Selection"),
+        (["rounds.acquire.name=nope"], r"^rounds\.acquire\.name: unknown selector"),
+        (["selector=least_confidence"], r"^selector: the training pipeline must end in a Selection"),
+    ],
+)
+def test_bad_settings_write_nothing(compose_cfg, tmp_path, overrides, setting):
+    out = tmp_path / "bad"
+    with pytest.raises(ConfigError, match=setting) as err:
+        _run(compose_cfg, out, "rounds.num_rounds=2", *overrides)
+    assert "\n" not in str(err.value)
+    assert not (out / "summary.json").exists() and not (out / "rounds").exists()
+
+
+def test_bad_budget_exits_2_from_the_command_line(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "selectkit.train", "experiment=active_digits", "rounds.budget=1000", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("selectkit-train: error: rounds.budget=1000")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+class _Source:
+    class train:
+        @staticmethod
+        def labels():
+            return np.array([3, 1, 4, 1, 5], dtype=np.int64)
+
+
+def test_simulated_oracle_reveals_true_labels_and_refuses_unknown_ids():
+    oracle = Simulated()
+    oracle.setup(_Source)
+    ids, labels = oracle.label(np.array([4, 0], dtype=np.int64))
+    assert ids.tolist() == [4, 0] and labels.tolist() == [5, 3]
+    with pytest.raises(ConfigError, match=r"^rounds\.oracle: asked for 1 unknown ids"):
+        oracle.label(np.array([1, 9], dtype=np.int64))
+
+
+def test_answers_are_checked():
+    asked = np.array([7, 2, 5], dtype=np.int64)
+    assert check_answer(asked, (np.array([5, 7, 2]), np.array([0, 1, 2])), 3).tolist() == [1, 2, 0]
+    with pytest.raises(ConfigError, match=r"^rounds\.oracle: returned 2 labels for the 3 ids asked"):
+        check_answer(asked, (np.array([7, 2]), np.array([1, 1])), 3)
+    with pytest.raises(ConfigError, match=r"^rounds\.oracle: answered 1 unknown ids"):
+        check_answer(asked, (np.array([7, 2, 9]), np.array([1, 1, 1])), 3)
+    with pytest.raises(ConfigError, match=r"^rounds\.oracle: returned labels outside"):
+        check_answer(asked, (asked, np.array([0, 1, 3])), 3)
+    with pytest.raises(ConfigError, match=r"^rounds\.oracle: label\(ids\) must return"):
+        check_answer(asked, None, 3)
