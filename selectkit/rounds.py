@@ -188,7 +188,7 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
     from selectkit.oracles import Oracle, check_answer
     from selectkit.providers import PoolScorer, model_providers
     from selectkit.selection import Selection
-    from selectkit.train import _make_logger, build_module, build_pipeline, build_source, build_trainer, instantiate_node, loader_settings
+    from selectkit.train import _finish_wandb, _make_logger, build_module, build_pipeline, build_source, build_trainer, instantiate_node, loader_settings
 
     out_dir = Path(out_dir)
     settings = round_settings(cfg)
@@ -278,6 +278,8 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         epoch_rows += [{"round": r, **x} for x in recorder.rows]
         atomic_write_text(out_dir / "rounds.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in epoch_rows))
+        if logger is not None:
+            logger.log_metrics({f"round/{k}": float(v) for k, v in row.items() if k != "round"} | {"round": r})
 
         order = np.argsort(np.concatenate([labelled, queried]), kind="stable")
         labelled = np.concatenate([labelled, queried])[order]
@@ -316,4 +318,6 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         "epochs": len(epoch_rows),
     }
     atomic_write_json(out_dir / "summary.json", summary)
+    if logger is not None and cfg.logger.name == "wandb":
+        _finish_wandb(logger, out_dir, summary, cfg.logger.get("log_manifest", True))
     return summary
