@@ -24,7 +24,8 @@ set is ``rounds.initial.size`` random items (split evenly over the true classes 
 Outputs, in the run directory: ``rounds/round_RRR.json`` (labelled count, queried ids, their scores
 and labels, validation metrics, ``train_s``, ``select_s``), ``rounds/round_RRR.npz`` (``ids``,
 ``scores``, ``labels``), ``rounds.jsonl`` (one summary line per round), ``metrics.jsonl`` (one line
-per epoch, with its ``round``) and, at the end, ``summary.json`` with ``rounds`` and ``labels_used``.
+per epoch, with its ``round``, ``round_epoch`` and ``labelled`` count; ``epoch``, ``examples_seen``,
+``train_s`` and ``select_s`` run on across rounds, so reports read it like any run's) and, at the end, ``summary.json`` with ``rounds`` and ``labels_used``.
 The loop's state (labelled ids, revealed labels, next round, history, the model's weights) is written
 atomically to ``checkpoints/rounds.pt`` after each round; ``resume=<that file>`` continues at the next
 round and reproduces the uninterrupted run's queries. Rounds run on one device.
@@ -175,6 +176,22 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _continued(previous: list[dict[str, Any]], history: list[dict[str, Any]], rows: list[dict[str, Any]], r: int, labelled: int) -> list[dict[str, Any]]:
+    """Round ``r``'s epoch rows continuing the run's: epochs, examples seen and seconds add up over
+    rounds (earlier rounds' acquisition time included in ``select_s``); ``round_epoch`` and
+    ``labelled`` say where in the loop each epoch ran."""
+    epoch0 = len(previous)
+    seen0 = previous[-1]["examples_seen"] if previous else 0
+    train0 = sum(h["train_s"] for h in history)
+    select0 = sum(h["select_s"] for h in history)
+    out = []
+    for x in rows:
+        y = {"round": r, "round_epoch": x["epoch"], "labelled": labelled, **x}
+        y.update(epoch=epoch0 + x["epoch"], examples_seen=seen0 + x["examples_seen"], train_s=round(train0 + x["train_s"], 4), select_s=round(select0 + x["select_s"], 4))
+        out.append(y)
+    return out
+
+
 def _round_seed(seed: int, r: int) -> int:
     return int(np.random.default_rng([seed, r, _MODEL]).integers(2**31))
 
@@ -274,8 +291,8 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(folder / f"round_{r:03d}.json", {**row, "queried_ids": queried.tolist(), "scores": scores.tolist(), "labels": got.tolist(), "val": module.last_val, "meta": out.meta})
         atomic_savez(folder / f"round_{r:03d}.npz", ids=queried, scores=scores, labels=got)
+        epoch_rows += _continued(epoch_rows, history, recorder.rows, r, int(labelled.shape[0]))
         history.append(row)
-        epoch_rows += [{"round": r, **x} for x in recorder.rows]
         atomic_write_text(out_dir / "rounds.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in epoch_rows))
         if logger is not None:

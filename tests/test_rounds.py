@@ -58,7 +58,10 @@ def test_loop_grows_the_labelled_set_by_the_budget(compose_cfg, tmp_path):
     lines = (out / "rounds.jsonl").read_text().splitlines()
     assert [json.loads(l)["round"] for l in lines] == [0, 1, 2]
     assert all("val_acc" in h for h in summary["rounds"])
-    assert {json.loads(l)["round"] for l in (out / "metrics.jsonl").read_text().splitlines()} == {0, 1, 2}
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["round"], x["round_epoch"], x["epoch"], x["labelled"]) for x in rows] == [(0, 0, 0, 30), (1, 0, 1, 45), (2, 0, 2, 60)]
+    assert [x["examples_seen"] for x in rows] == [30, 75, 135], "examples seen add up over rounds"
+    assert rows[-1]["train_s"] == pytest.approx(summary["train_s"], abs=1e-3)
     assert json.loads((out / "summary.json").read_text())["labels_used"] == 75
 
 
