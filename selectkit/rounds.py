@@ -28,7 +28,9 @@ per epoch, with its ``round``, ``round_epoch`` and ``labelled`` count; ``epoch``
 ``train_s`` and ``select_s`` run on across rounds, so reports read it like any run's) and, at the end, ``summary.json`` with ``rounds`` and ``labels_used``.
 The loop's state (labelled ids, revealed labels, next round, history, the model's weights) is written
 atomically to ``checkpoints/rounds.pt`` after each round; ``resume=<that file>`` continues at the next
-round and reproduces the uninterrupted run's queries. Rounds run on one device.
+round and reproduces the uninterrupted run's queries (each round reseeds from ``(seed, r)``; a resume
+in a new run directory writes the remaining rounds' files there, while ``rounds.jsonl``,
+``metrics.jsonl`` and ``summary.json`` hold every round). Rounds run on one device.
 """
 
 from __future__ import annotations
