@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from selectkit.errors import ConfigError
+from selectkit.selection import Acquisition
 from selectkit.selector import Pool, SelectContext, Selector
 
 
@@ -82,6 +83,15 @@ def _same(a: Any, b: Any) -> bool:
     return True
 
 
+def _check_acquisition(sel: Selector, out: Acquisition) -> None:
+    """An acquisition holds at most its ``budget`` items, best first by score."""
+    budget = sel.get_params().get("budget")
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        assert len(out) <= budget, f"acquired {len(out)} items with budget={budget}"
+    if out.scores is not None and out.scores.size > 1:
+        assert np.all(np.diff(out.scores) <= 0), "an Acquisition lists its items best first (scores non-increasing)"
+
+
 def _through_checkpoint(state: Mapping[str, Any]) -> Mapping[str, Any]:
     """``state`` saved and loaded the way a Lightning checkpoint carries it (``weights_only`` loading)."""
     import io
@@ -130,7 +140,13 @@ def check_selector(
         out = sel.select(pool, ctx)
         assert isinstance(out, sel.returns), f"select returned {type(out).__name__}, the selector declares {sel.returns.__name__}"
         out.check(len(pool))
+        if isinstance(out, Acquisition):
+            _check_acquisition(sel, out)
         runs[epoch] = out
+    for r in (1, 2):
+        a = factory().select(pool_factory(), SelectContext(seed=0, round=r))
+        b = factory().select(pool_factory(), SelectContext(seed=0, round=r))
+        assert _same(a, b), f"round {r}: the same seed and round selected differently"
 
     fresh = factory()
     for epoch in reversed(epochs):
