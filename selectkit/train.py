@@ -97,6 +97,8 @@ def instantiate_node(node: Any, setting: str, *, drop: tuple[str, ...] = (), par
         detail = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
         if isinstance(cause, SelectkitError):
             raise type(cause)(str(cause)) from None
+        if "Error locating target" in str(err) or "Error locating target" in str(cause):
+            raise ConfigError(f"{setting}._target_={target} cannot be found: is its module installed, or in the folder you run from?") from None
         raise ConfigError(f"{setting}._target_={target}: {_first_line(detail)}") from None
     except Exception as err:  # noqa: BLE001 - user code: report it on one line
         raise ConfigError(f"{setting}._target_={target}: {_first_line(str(err)) or type(err).__name__}") from None
