@@ -223,8 +223,8 @@ class SelectionDataModule(pl.LightningDataModule):
                 self._pending_state = None
 
     def _place_on_device(self) -> None:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        device = module.device if module is not None else torch.device("cpu")
+        # setup runs before the strategy moves the model, so the target is the strategy's device
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if device.type == "cpu" or self.data_on_device is False or self.num_workers > 0:
             return
         need = sum(ds.nbytes() or 0 for ds in (self.train_ds, self.val_ds) if ds is not None)
@@ -287,13 +287,13 @@ class SelectionDataModule(pl.LightningDataModule):
         if self._train_set is not None and self._train_size == total:
             return self._train_set
         dataset = self.train_ds
-        made = [(s, gp) for _, s, gp in self.pipeline.synthetic]
+        made = [s for _, s, _ in self.pipeline.synthetic]
         if made:
-            spaces = {s.space for s, _ in made}
+            spaces = {s.space for s in made}
             hooked = {s.space for hook in hooks for s, _, _ in hook.blocks}
             if spaces - hooked - {"input"}:
                 raise ConfigError(f"pipeline: synthetic samples in space {sorted(spaces - hooked - {'input'})[0]!r} need a training hook from the stage that made them")
-            plain = [s for s, _ in made if s.space == "input"]
+            plain = [s for s in made if s.space == "input"]
             if plain:
                 if len(plain) != len(made):
                     raise ConfigError("pipeline: stages mix input-space and other synthetic samples; use one space")
