@@ -66,6 +66,7 @@ class SelectionController:
         self.select_s = 0.0
         self._current: PipelineOutput | None = None
         self._last_epoch = 0
+        self._manifest_opened = False
         self.random_order = bool(pipeline.stages[-1].selector.random_order) if pipeline.stages else False
 
     # ------------------------------------------------------------------ data for the stages
@@ -149,12 +150,12 @@ class SelectionController:
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"epoch_{out.epoch:04d}" if self.round == 0 else f"round_{self.round:03d}_epoch_{out.epoch:04d}"
         if out.kind == "tuples":
-            arrays = {"tuples": out.tuples.astype(np.int64, copy=False), **{f"{k}_scores": v for k, v in out.scores.items()}}
+            arrays = {"tuples": out.tuples.astype(np.int64, copy=False), **out.scores}
         else:
             arrays = {"indices": out.ids.astype(np.int64, copy=False)}
             if out.weights is not None:
                 arrays["weights"] = out.weights.astype(np.float32, copy=False)
-            arrays.update({f"{k}s" if not k.endswith("s") else k: v for k, v in out.scores.items()})
+            arrays.update(out.scores)
         atomic_savez(folder / f"{stem}.npz", **arrays)
         if self.pipeline.synthetic and not (folder / "synthetic.npz").exists():
             syn = self.pipeline.synthetic
@@ -179,9 +180,15 @@ class SelectionController:
             "meta": out.meta,
         }
         path = folder / "manifest.jsonl"
-        previous = path.read_text() if path.exists() else ""
-        kept = [l for l in previous.splitlines() if l and not _same_slot(json.loads(l), line)]
-        atomic_write_text(path, "".join(x + "\n" for x in kept) + json.dumps(line) + "\n")
+        if not self._manifest_opened:
+            # the first line this process writes: a resumed run repeats selections from this slot on,
+            # so earlier lines are kept and this slot's and later ones are dropped, once
+            previous = path.read_text().splitlines() if path.exists() else []
+            kept = [l for l in previous if l and _slot(json.loads(l)) < _slot(line)]
+            atomic_write_text(path, "".join(x + "\n" for x in kept))
+            self._manifest_opened = True
+        with path.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -197,6 +204,6 @@ class SelectionController:
         self._current = None
 
 
-def _same_slot(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two manifest lines describe the same (round, epoch): a resumed run rewrites its line."""
-    return a.get("epoch") == b.get("epoch") and a.get("round", 0) == b.get("round", 0)
+def _slot(line: Mapping[str, Any]) -> tuple[int, int]:
+    """A manifest line's place in the run: (round, epoch)."""
+    return int(line.get("round", 0)), int(line.get("epoch", 0))

@@ -61,7 +61,9 @@ class PipelineOutput:
     """The outcome of one pipeline run, in global ids.
 
     ``kind`` is the last stage's result kind: ``selection`` (``ids``, ``weights``), ``tuples``
-    (``tuples``: ``[t, s]`` ids, anchor first; ``scores``) or ``acquisition`` (``ids``, ``scores``).
+    (``tuples``: ``[t, s]`` ids, anchor first; ``scores`` holds ``positive_scores`` and
+    ``negative_scores`` when given) or ``acquisition`` (``ids``; ``scores`` holds ``scores``). The
+    ``scores`` keys are the names the manifest stores them under.
     ``meta`` maps each stage that ran to its result's metadata.
     """
 
@@ -211,10 +213,10 @@ class Pipeline:
             return local if ids is None else ids[local]
 
         if isinstance(result, Tuples):
-            scores = {k: v for k, v in (("positive", result.positive_scores), ("negative", result.negative_scores)) if v is not None}
+            scores = {k: v for k, v in (("positive_scores", result.positive_scores), ("negative_scores", result.negative_scores)) if v is not None}
             return "tuples", {"items": g(result.items()), "scores": scores}
         if isinstance(result, Acquisition):
-            return "acquisition", {"ids": g(result.indices), "scores": {} if result.scores is None else {"score": result.scores}}
+            return "acquisition", {"ids": g(result.indices), "scores": {} if result.scores is None else {"scores": result.scores}}
         raise ConfigError(f"pipeline: unknown result kind {type(result).__name__}")
 
     def _to_global(

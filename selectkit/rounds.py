@@ -276,7 +276,7 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         queried = out.ids.astype(np.int64)
         if queried.shape[0] > budget or np.intersect1d(queried, labelled).size:
             raise SelectkitError(f"rounds.acquire: {settings['acquire']['name']} returned {queried.shape[0]} ids (budget {budget}) or already labelled ones")
-        scores = out.scores.get("score", np.full(queried.shape[0], np.nan, dtype=np.float32)).astype(np.float32)
+        scores = out.scores.get("scores", np.full(queried.shape[0], np.nan, dtype=np.float32)).astype(np.float32)
         got = check_answer(queried, oracle.label(queried), meta.get("num_classes"))
 
         val = {k: v for k, v in module.last_val.items() if isinstance(v, (int, float))}
