@@ -115,3 +115,72 @@ def test_bad_input_is_one_line():
         BatchHardMiner()(bad, torch.zeros(5, dtype=torch.int64))
     with pytest.raises(ConfigError, match=r"task\.miner\.margin"):
         SemiHardMiner(margin=0)
+
+
+# ----------------------------------------------------------------------------------- in the pipeline
+MINER = "selectkit_plugins.hard_negatives.inbatch"
+LOSSES = "selectkit_plugins.hard_negatives.losses"
+
+
+def _compose(tmp_path, *overrides):
+    from hydra import compose, initialize_config_module
+
+    base = ["data=digits", "model=mlp", "model.hidden=[64,32]", "logger=none", "trainer.accelerator=cpu", "trainer.progress_bar=false",
+            "task=contrastive", "selector=random_tuples", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
+    with initialize_config_module("selectkit_conf", version_base="1.3"):
+        return compose("train", overrides=base + list(overrides))
+
+
+def test_task_loss_runs_over_the_mined_triples(tmp_path):
+    """One batch through the task: the loss term has one row per mined triple, weighted by its anchor."""
+    from selectkit.lightning import SelectionDataModule
+    from selectkit.tasks.contrastive import triplet_losses
+    from selectkit.train import build_module, build_pipeline, build_source, loader_settings
+
+    cfg = _compose(tmp_path, "selector.negatives=0", "data.batch_size=64", "task.loss=triplet", f"task.miner={{_target_:{MINER}.SemiHardMiner,margin:0.5}}")
+    source = build_source(cfg)
+    module = build_module(cfg, source.meta)
+    dm = SelectionDataModule(source, build_pipeline(cfg), **loader_settings(cfg))
+    dm.setup()
+    loader = dm.train_dataloader()
+    module.task.bind_tuples(loader.batch_sampler)
+    loader.batch_sampler.set_epoch(0)
+    batch = next(iter(loader))
+    module.eval()
+    (term,) = module.task.loss_terms(module, batch)
+    with torch.no_grad():
+        z = module.task.embed(module, batch["x"])
+    a, p, n = SemiHardMiner(0.5)(z, batch["y"], mask=batch["mask"], ids=batch["index"])
+    assert term.loss.shape[0] == a.shape[0] > 0
+    want = triplet_losses(z[torch.stack([a, p, n], 1)], module.task.margin)
+    torch.testing.assert_close(term.loss.detach(), want)
+    torch.testing.assert_close(term.weight, batch["weight"][a])
+
+
+@pytest.mark.parametrize("task", [
+    ["task.loss=triplet", f"task.miner={{_target_:{MINER}.BatchHardMiner}}"],
+    [f"task.loss={{_target_:{LOSSES}.HardNegativeContrastiveLoss,beta:2.0,temperature:0.1}}"],
+])
+def test_training_end_to_end_beats_the_untrained_model(tmp_path, task):
+    """A real Lightning run on digits (two epochs): recall@1 by label beats the untrained network's."""
+    import json
+
+    import lightning.pytorch as pl
+
+    from selectkit.tasks.contrastive import retrieval_metrics
+    from selectkit.train import build_module, build_source, run
+
+    cfg = _compose(tmp_path, "selector.negatives=0", "data.batch_size=96", "trainer.max_epochs=2", *task)
+    pl.seed_everything(cfg.seed, verbose=False)
+    source = build_source(cfg)
+    module = build_module(cfg, source.meta)
+    module.eval()
+    with torch.no_grad():
+        batch = source.val.gather(torch.arange(len(source.val)))
+        z = module.task.embed(module, batch["x"]).numpy()
+    y = batch["y"].numpy()
+    untrained = retrieval_metrics(z, y, z, y, [1], self_ids=np.arange(len(y)))
+    summary = run(cfg, tmp_path / "run")
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["status"] == "completed" and len(rows) == 2
+    assert rows[-1]["val_recall@1"] > untrained["recall@1"] + 0.05, (untrained, rows[-1])

@@ -1,0 +1,1 @@
+"""Hydra configs of the hard-negative selectors (``selector/hard_negatives.yaml``)."""

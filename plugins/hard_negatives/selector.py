@@ -1,0 +1,302 @@
+"""The ``hard_negatives`` selector: (anchor, positive, hard negatives) tuples mined over the whole pool."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from selectkit.errors import ConfigError
+from selectkit.sampling import subset_size
+from selectkit.selection import Tuples
+from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
+from selectkit_plugins.hard_negatives.mining import FILTERS, MiningSettings, check_vectors, mine, neighbor_config, scores_of
+
+_ANCHORS = 0x484E
+_POSITIVES = 0x504F
+_DRAWS = 0x4452
+
+_OPTIONAL_REAL = AnyOf((IsNone(), Interval()))
+
+
+class HardNegatives(Selector):
+    """Offline, corpus-level hard-negative mining; dynamic when its stage runs every n epochs.
+
+    For a ``fraction`` of the anchors (in pool order) it mines ``negatives`` negatives among the
+    ``depth`` nearest corpus items in ``space`` (the model's ``embeddings``, raw ``features``, or any
+    array the pool offers), through the neighbour layer (``neighbors``, with ``metric``). Positives
+    (``positives``): ``pairs`` uses the data's given (anchor, positive) pairs, one tuple per pair, and
+    excludes all of an anchor's positives; ``labels`` draws one random same-label item per anchor
+    (anchors alone in their class are skipped and counted); ``auto`` takes pairs when the data has
+    them, labels otherwise. With labels, ``exclude_same_label`` also excludes every item of the
+    anchor's label. The corpus (``corpus``): every pool item, or only the items that are some pair's
+    positive (``auto``: those with pairs, every item with labels).
+
+    Filters, in order (`selectkit_plugins.hard_negatives.mining`): the margins to the positive's
+    score (``absolute_margin``, ``relative_margin``), the false-negative guard
+    (``false_negative_ratio``: drop candidates scoring above that multiple of the positive's score),
+    ``max_score`` / ``min_score``, then the rank window ``[rank_min, rank_max)`` among the survivors.
+    ``sampling``: ``top`` takes the best, ``random`` draws uniformly among the survivors. Anchors with
+    too few survivors are searched again at twice the depth up to ``max_depth``; anchors still short
+    follow ``on_short``: ``error`` (one line saying how many were found), ``skip`` (counted in
+    ``meta``), or ``pad`` (random non-excluded corpus items, counted).
+
+    ``meta`` holds the table of what was mined and filtered: retrieved candidates, removals per
+    filter, short, skipped and padded anchors, depths, score means, and (from the second mining on)
+    the share of anchors whose negatives changed since the previous mining. The latest mined tuples
+    (global ids) are the selector's state, so they travel in checkpoints.
+
+    Args:
+        negatives: negatives per tuple, ``>= 1``.
+        space: provider whose vectors are searched (``embeddings``, ``features``, ...).
+        metric: ``cosine`` | ``ip`` | ``l2`` (score ``-|a - b|^2``); overrides ``neighbors.metric``.
+        positives: ``auto`` | ``pairs`` | ``labels``.
+        exclude_same_label: exclude items of the anchor's label, when the data has labels.
+        corpus: ``auto`` | ``all`` | ``positives``.
+        fraction: share of the anchors mined for, in (0, 1] (a random subset from ``ctx.rng``).
+        depth: candidates retrieved per anchor at first.
+        max_depth: deepest search for anchors left short (``depth`` disables widening).
+        rank_min, rank_max: the rank window among surviving candidates (``rank_max`` null: no bound).
+        absolute_margin, relative_margin, false_negative_ratio, max_score, min_score: score filters
+            (null: off).
+        sampling: ``top`` | ``random``.
+        on_short: ``error`` | ``skip`` | ``pad``.
+        neighbors: `selectkit.neighbors.NeighborConfig` fields (null: the run's shared settings).
+    """
+
+    name = "hard_negatives"
+    returns = Tuples
+    default_schedule = "once"
+    parameter_constraints = {
+        "negatives": Interval(1, None, integer=True),
+        "space": Check(lambda v: isinstance(v, str) and bool(v), "a provider name such as embeddings or features"),
+        "metric": OneOf(("cosine", "ip", "l2")),
+        "positives": OneOf(("auto", "pairs", "labels")),
+        "exclude_same_label": Boolean(),
+        "corpus": OneOf(("auto", "all", "positives")),
+        "fraction": Interval(0.0, 1.0, low_closed=False),
+        "depth": Interval(1, None, integer=True),
+        "max_depth": Interval(1, None, integer=True),
+        "rank_min": Interval(0, None, integer=True),
+        "rank_max": AnyOf((IsNone(), Interval(1, None, integer=True))),
+        "absolute_margin": _OPTIONAL_REAL,
+        "relative_margin": AnyOf((IsNone(), Interval(0.0, 1.0))),
+        "false_negative_ratio": AnyOf((IsNone(), Interval(0.0, None, low_closed=False))),
+        "max_score": _OPTIONAL_REAL,
+        "min_score": _OPTIONAL_REAL,
+        "sampling": OneOf(("top", "random")),
+        "on_short": OneOf(("error", "skip", "pad")),
+        "neighbors": Check(lambda v: v is None or hasattr(v, "items") or type(v).__name__ == "NeighborConfig", "null or a mapping of NeighborConfig fields"),
+    }
+
+    def __init__(
+        self,
+        *,
+        negatives: int = 3,
+        space: str = "embeddings",
+        metric: str = "cosine",
+        positives: str = "auto",
+        exclude_same_label: bool = True,
+        corpus: str = "auto",
+        fraction: float = 1.0,
+        depth: int = 64,
+        max_depth: int = 1024,
+        rank_min: int = 0,
+        rank_max: int | None = None,
+        absolute_margin: float | None = None,
+        relative_margin: float | None = None,
+        false_negative_ratio: float | None = None,
+        max_score: float | None = None,
+        min_score: float | None = None,
+        sampling: str = "top",
+        on_short: str = "skip",
+        neighbors: Any = None,
+    ) -> None:
+        self.negatives = negatives
+        self.space = space
+        self.metric = metric
+        self.positives = positives
+        self.exclude_same_label = exclude_same_label
+        self.corpus = corpus
+        self.fraction = fraction
+        self.depth = depth
+        self.max_depth = max_depth
+        self.rank_min = rank_min
+        self.rank_max = rank_max
+        self.absolute_margin = absolute_margin
+        self.relative_margin = relative_margin
+        self.false_negative_ratio = false_negative_ratio
+        self.max_score = max_score
+        self.min_score = min_score
+        self.sampling = sampling
+        self.on_short = on_short
+        self.neighbors = neighbors
+        self._previous: dict[str, Any] = {}
+
+    @property
+    def requires(self) -> frozenset[str]:  # type: ignore[override]
+        """The vectors' provider, plus ``pairs`` or ``labels`` when ``positives`` names one."""
+        need = {self.space if isinstance(self.space, str) else "embeddings"}
+        if self.positives in ("pairs", "labels"):
+            need.add(self.positives)
+        return frozenset(need)
+
+    def _check_params_jointly(self) -> None:
+        if self.rank_max is not None and self.rank_max - self.rank_min < self.negatives:
+            raise self.param_error("rank_max", f"={self.rank_max} leaves {self.rank_max - self.rank_min} ranks after rank_min={self.rank_min}, fewer than negatives={self.negatives}")
+        if self.max_score is not None and self.min_score is not None and self.min_score > self.max_score:
+            raise self.param_error("min_score", f"={self.min_score} exceeds max_score={self.max_score}, which excludes every candidate")
+        if self.corpus == "positives" and self.positives == "labels":
+            raise self.param_error("corpus", "=positives needs positives=pairs (or auto on data with pairs)")
+        neighbor_config(self.neighbors, self.metric, self.config_path)
+
+    def settings(self) -> MiningSettings:
+        """The mining settings these parameters stand for."""
+        return MiningSettings(
+            negatives=int(self.negatives), depth=int(self.depth), max_depth=int(self.max_depth), rank_min=int(self.rank_min),
+            rank_max=None if self.rank_max is None else int(self.rank_max), absolute_margin=self.absolute_margin,
+            relative_margin=self.relative_margin, false_negative_ratio=self.false_negative_ratio, max_score=self.max_score,
+            min_score=self.min_score, sampling=self.sampling, on_short=self.on_short, exclude_same_label=bool(self.exclude_same_label),
+        )
+
+    # ------------------------------------------------------------------ selection
+    def _select(self, pool: Pool, ctx: SelectContext) -> Tuples:
+        n = len(pool)
+        mode = self.positives
+        if mode == "auto":
+            mode = "pairs" if pool.has("pairs") else "labels" if pool.has("labels") else None
+            if mode is None:
+                raise self.param_error("positives", "=auto: this pool offers neither 'pairs' nor 'labels', so no anchor has a positive")
+        labels = pool.labels if pool.has("labels") else None
+        vectors = check_vectors(pool.get(self.space), f"{self.space!r} vectors", f"{self.config_path}.space")
+        if vectors.shape[0] != n:
+            raise self.param_error("space", f": {self.space!r} has {vectors.shape[0]} rows for {n} pool items")
+        rng = ctx.rng(_ANCHORS)
+        meta: dict[str, Any] = {"positives": mode, "space": self.space, "metric": self.metric}
+        if mode == "pairs":
+            anchors, ptr, pos_items, corpus_items = self._pairs(pool, rng, meta)
+        else:
+            anchors, ptr, pos_items, corpus_items = self._labelled(labels, rng, ctx, meta)
+        k = int(self.negatives)
+        if anchors.size == 0:
+            raise self.param_error("positives", f"={mode}: no anchor has a positive in this pool of {n} items")
+        # positives' scores: margins refer to each anchor's lowest
+        owners = np.repeat(np.arange(anchors.size), np.diff(ptr))
+        pos_scores = scores_of(self.metric, vectors[anchors[owners]], vectors[pos_items])
+        reference = np.minimum.reduceat(pos_scores, ptr[:-1]) if pos_scores.size else np.zeros(0, np.float32)
+        keys = np.unique(owners.astype(np.int64) * n + pos_items)
+        config = neighbor_config(self.neighbors, self.metric, self.config_path)
+        same = labels is not None and self.exclude_same_label
+        result = mine(
+            vectors[anchors], vectors[corpus_items], anchor_items=anchors, corpus_items=corpus_items, reference=reference,
+            positive_keys=keys, n_items=n, settings=self.settings(), seed=int(ctx.rng(_DRAWS).integers(2**62)), config=config,
+            anchor_labels=labels[anchors] if same else None, corpus_labels=labels[corpus_items] if same else None,
+            setting=self.config_path,
+        )
+        short = result.short
+        if short.any() and self.on_short == "error":
+            first = int(np.flatnonzero(short)[0])
+            raise self.param_error(
+                "on_short",
+                f"=error: {int(short.sum())} of {anchors.size} anchors kept fewer than negatives={k} candidates after the filters "
+                f"(fewest {int(result.found.min())}; anchor {int(pool.ids[anchors[first]])} found {int(result.found[first])} at depth "
+                f"{int(result.depth[first])}); relax the filters, raise max_depth, or set on_short to skip or pad",
+            )
+        keep = ~short if self.on_short == "skip" else np.ones(anchors.size, dtype=bool)
+        if not keep.any():
+            worst = max((f for f in FILTERS if f not in ("self",)), key=lambda f: result.removed.get(f, 0))
+            raise self.param_error(
+                "on_short",
+                f"={self.on_short}: no anchor kept {k} negatives after the filters (the filter removing most: {worst}, "
+                f"{result.removed.get(worst, 0)} of {result.retrieved} candidates); relax the filters or raise max_depth",
+            )
+        counts = np.diff(ptr)
+        tuple_rows = np.repeat(np.arange(anchors.size), counts)
+        kept_rows = keep[tuple_rows]
+        t_anchor = anchors[tuple_rows][kept_rows]
+        t_pos = pos_items[kept_rows]
+        t_neg = result.negatives[tuple_rows][kept_rows]
+        t_pos_scores = pos_scores[kept_rows].astype(np.float32)
+        t_neg_scores = result.scores[tuple_rows][kept_rows].astype(np.float32)
+        meta.update(self._table(result, anchors, keep, counts, t_pos_scores, t_neg_scores, len(corpus_items)))
+        meta.update(self._refresh(pool.ids[t_anchor], pool.ids[t_neg], ctx))
+        return Tuples(t_anchor.astype(np.int64), t_pos.astype(np.int64), t_neg.astype(np.int64), t_pos_scores, t_neg_scores, meta=meta)
+
+    def _pairs(self, pool: Pool, rng: np.random.Generator, meta: dict[str, Any]):
+        """Anchors (sorted), CSR of their positives, and the corpus, from the pool's pairs."""
+        n = len(pool)
+        pairs = np.asarray(pool.get("pairs"), dtype=np.int64).reshape(-1, 2)
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        pairs = np.unique(pairs, axis=0)
+        every = np.unique(pairs[:, 0])
+        drawn = np.sort(rng.permutation(every.size)[: subset_size(every.size, self.fraction)]) if every.size else every
+        anchors = every[drawn]
+        chosen = pairs[np.isin(pairs[:, 0], anchors)]
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(np.searchsorted(anchors, chosen[:, 0]), minlength=anchors.size))])
+        corpus_items = np.arange(n, dtype=np.int64) if self.corpus == "all" else np.unique(pairs[:, 1])
+        meta.update({"pairs": int(pairs.shape[0]), "anchors_with_pairs": int(every.size)})
+        return anchors, ptr.astype(np.int64), chosen[:, 1].copy(), corpus_items
+
+    def _labelled(self, labels: np.ndarray | None, rng: np.random.Generator, ctx: SelectContext, meta: dict[str, Any]):
+        """Anchors (sorted), one random same-label positive each, and the corpus (every item)."""
+        if labels is None:
+            raise self.param_error("positives", "=labels: this pool has no labels")
+        n = labels.shape[0]
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        drawn = np.sort(rng.permutation(n)[: subset_size(n, self.fraction)])
+        alone = counts[inverse[drawn]] < 2
+        anchors = drawn[~alone].astype(np.int64)
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - starts[inverse[order]]
+        c = inverse[anchors]
+        u = (ctx.rng(_POSITIVES).random(anchors.shape[0]) * (counts[c] - 1)).astype(np.int64)
+        positives = order[starts[c] + u + (u >= rank[anchors])].astype(np.int64)
+        meta.update({"anchors_drawn": int(drawn.size), "skipped_no_positive": int(alone.sum())})
+        return anchors, np.arange(anchors.size + 1, dtype=np.int64), positives, np.arange(n, dtype=np.int64)
+
+    def _table(self, result, anchors, keep, counts, pos_scores, neg_scores, corpus_size) -> dict[str, Any]:
+        """What was mined and what was filtered, for the manifest."""
+        k = int(self.negatives)
+        live = np.isfinite(neg_scores)
+        return {
+            "anchors": int(anchors.size),
+            "tuples": int(pos_scores.size),
+            "negatives": k,
+            "corpus": int(corpus_size),
+            "retrieved": int(result.retrieved),
+            "removed": {f: int(result.removed.get(f, 0)) for f in FILTERS},
+            "short": int(result.short.sum()),
+            "skipped_short": int((~keep).sum()),
+            "found_min": int(result.found.min()) if result.found.size else 0,
+            "padded": int(result.padded.sum()),
+            "widened": int((result.depth > min(int(self.depth), corpus_size)).sum()),
+            "depth_max": int(result.depth.max()) if result.depth.size else 0,
+            "positive_score_mean": float(pos_scores.mean()) if pos_scores.size else None,
+            "negative_score_mean": float(neg_scores[live].mean()) if live.any() else None,
+        }
+
+    def _refresh(self, anchor_ids: np.ndarray, negative_ids: np.ndarray, ctx: SelectContext) -> dict[str, Any]:
+        """The share of anchors whose negatives changed since the previous mining; keeps this one."""
+        out: dict[str, Any] = {"mined_epoch": int(ctx.epoch)}
+        prev = self._previous
+        if prev:
+            pa, first = np.unique(prev["anchors"], return_index=True)
+            ua, ufirst = np.unique(anchor_ids, return_index=True)
+            both, i_prev, i_now = np.intersect1d(pa, ua, return_indices=True)
+            if both.size:
+                old = np.sort(prev["negatives"][first[i_prev]], axis=1)
+                new = np.sort(negative_ids[ufirst[i_now]], axis=1)
+                out["changed_since_previous"] = round(float((old != new).any(axis=1).mean()), 6)
+                out["previous_epoch"] = int(prev["epoch"])
+        self._previous = {"anchors": anchor_ids.astype(np.int64), "negatives": negative_ids.astype(np.int64), "epoch": int(ctx.epoch)}
+        return out
+
+    # ------------------------------------------------------------------ state
+    def _extra_state(self) -> dict[str, Any]:
+        return dict(self._previous)
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self._previous = {k: (np.asarray(v, dtype=np.int64) if k != "epoch" else int(v)) for k, v in dict(state).items()}
