@@ -7,6 +7,20 @@ size ``s`` is read from that sampler: the data module hands it to the task (`Con
 whenever it builds the training loader, and the sampler answers for the current epoch, so the size may
 change between epochs. A tuple's weight and mask are its anchor row's (padding tuples are masked on
 every row); the per-tuple losses go to `selectkit.tasks.combine` as one `LossTerm`.
+
+Two seams take plugin objects (Hydra ``_target_`` nodes), so a loss or a miner needs no edit here:
+
+* ``task.loss`` may be a loss object: ``loss(z, ids, labels, live) -> (losses, valid)`` with ``z`` the
+  L2-normalised ``[T, s, d]`` tuple embeddings, ``ids`` and ``labels`` ``[T, s]`` int64 (the rows'
+  dataset ids and labels), ``live`` ``[T]`` bool; it returns per-tuple losses ``[T]`` and a ``[T]``
+  bool of the tuples they apply to (others are masked out like padding).
+* ``task.miner`` may be an in-batch miner: ``miner(z, labels, mask=..., ids=...) -> (a, p, n)``, three
+  int64 ``[m]`` row indices into the batch, computed without gradients. With a miner the batch's rows
+  are embedded once and the loss (built-in or object) is taken over the mined ``(a, p, n)`` triples
+  instead of the sampler's tuples; each triple's weight is its anchor row's.
+
+A validation set whose batches carry a bool ``query`` key is split into queries (True) and the corpus
+they retrieve from (False), instead of every row retrieving from the others (``task.corpus=val``).
 """
 
 from __future__ import annotations
@@ -50,6 +64,12 @@ def infonce_losses(z: torch.Tensor, ids: torch.Tensor, live: torch.Tensor, tempe
     other &= (ids[:, 1].view(1, t) != ids[:, 0].view(t, 1)) & (ids[:, 1].view(1, t) != ids[:, 1].view(t, 1))
     logits = torch.cat([pos[:, None], own, cross.masked_fill(~other, -math.inf)], dim=1)
     return torch.logsumexp(logits, dim=1) - pos
+
+
+def _empty_term(z: torch.Tensor) -> LossTerm:
+    """A loss term of one masked row, still on the graph of ``z`` (a batch where nothing was mined)."""
+    zero = (z.sum() * 0.0).view(1)
+    return LossTerm(zero, torch.ones_like(zero), torch.zeros(1, dtype=torch.bool, device=z.device))
 
 
 def triplet_losses(z: torch.Tensor, margin: float) -> torch.Tensor:
@@ -130,7 +150,8 @@ class Contrastive(Task):
     Args:
         loss: ``infonce`` (anchor vs its positive against its negatives and the batch's other positives,
             at ``temperature``) or ``triplet`` (``max(0, d(a, p) - d(a, n) + margin)``, mean over the
-            tuple's negatives; needs at least one negative per tuple).
+            tuple's negatives; needs at least one negative per tuple), or a loss object (see the
+            module docstring).
         temperature: InfoNCE temperature, > 0.
         margin: triplet margin, >= 0 (distances between L2-normalised embeddings lie in [0, 2]).
         recall_k: the ``k`` of the logged ``val_recall@k``; the smallest is the monitored metric.
@@ -139,6 +160,7 @@ class Contrastive(Task):
         weight_norm: normalisation of the weighted tuple losses (`selectkit.tasks.combine`).
         max_queries: validation rows used as queries (the first ones), or null for all.
         memory_cap_gb: memory cap of the retrieval search (the neighbour layer refuses larger jobs).
+        miner: an in-batch miner (see the module docstring), or None to train on the sampler's tuples.
 
     The classifier head of the network (`selectkit.models.ModelAdapter.head`) is frozen: only the
     embedding is trained. A network with other layers past its embedding needs
@@ -162,10 +184,14 @@ class Contrastive(Task):
         weight_norm: str = "mean",
         max_queries: int | None = 10000,
         memory_cap_gb: float = 8.0,
+        miner: Any = None,
     ) -> None:
         super().__init__(weight_norm=weight_norm)
-        if loss not in LOSSES:
-            raise ConfigError(f"task.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if isinstance(loss, str) or not callable(loss):
+            if loss not in LOSSES:
+                raise ConfigError(f"task.loss must be one of {', '.join(LOSSES)} or a loss object (_target_), got {loss!r}")
+        if miner is not None and not callable(miner):
+            raise ConfigError(f"task.miner must be an in-batch miner (a _target_) or null, got {miner!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ConfigError(f"task.temperature must be a number > 0, got {temperature!r}")
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
@@ -186,6 +212,7 @@ class Contrastive(Task):
         self.corpus = corpus
         self.max_queries = None if max_queries is None else int(max_queries)
         self.memory_cap_gb = float(memory_cap_gb)
+        self.miner = miner
         self.monitor = f"val_recall@{self.recall_k[0]}"
         self._tuples: Any = None
 
@@ -220,23 +247,45 @@ class Contrastive(Task):
         rows = int(batch["x"].shape[0])
         if rows % s:
             raise SelectionError(f"a training batch of {rows} rows does not hold whole tuples of {s} items")
-        if self.loss == "triplet" and s < 3:
+        if self.miner is None and isinstance(self.loss, str) and self.loss == "triplet" and s < 3:
             raise ConfigError("task.loss=triplet needs negatives in every tuple; set selector.negatives >= 1 or use task.loss=infonce")
+        if self.miner is not None:
+            return self._mined_terms(module, batch)
         t = rows // s
         z = self.embed(module, batch["x"]).view(t, s, -1)
         live = batch["mask"].view(t, s)[:, 0]
         weight = batch["weight"].view(t, s)[:, 0]
+        ids = batch["index"].view(t, s)
+        labels = batch["y"].view(t, s) if "y" in batch else None
+        return [self._tuple_term(z, ids, labels, live, weight)]
+
+    def _tuple_term(self, z: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor | None, live: torch.Tensor, weight: torch.Tensor) -> LossTerm:
+        """The loss term of ``[T, s, d]`` tuple embeddings."""
+        if not isinstance(self.loss, str):
+            loss, valid = self.loss(z, ids, labels, live)
+            return LossTerm(loss, weight, live & valid.to(torch.bool))
         if self.loss == "infonce":
-            loss = infonce_losses(z, batch["index"].view(t, s), live, self.temperature)
-        else:
-            loss = triplet_losses(z, self.margin)
-        return [LossTerm(loss, weight, live)]
+            return LossTerm(infonce_losses(z, ids, live, self.temperature), weight, live)
+        return LossTerm(triplet_losses(z, self.margin), weight, live)
+
+    def _mined_terms(self, module: Any, batch: Mapping[str, torch.Tensor]) -> list[LossTerm]:
+        """The loss over the ``(a, p, n)`` triples the miner finds among the batch's rows."""
+        if "y" not in batch:
+            raise ConfigError("task.miner mines by label: the training batches have no labels (data)")
+        z = self.embed(module, batch["x"])
+        a, p, n = self.miner(z.detach(), batch["y"], mask=batch["mask"], ids=batch["index"])
+        if a.numel() == 0:
+            return [_empty_term(z)]
+        rows = torch.stack([a, p, n], dim=1).to(z.device)
+        live = torch.ones(rows.shape[0], dtype=torch.bool, device=z.device)
+        return [self._tuple_term(z[rows], batch["index"][rows], batch["y"][rows], live, batch["weight"][a])]
 
     # ------------------------------------------------------------------ validation
     def validation_start(self, module: Any) -> None:
         self._z: list[torch.Tensor] = []
         self._y: list[torch.Tensor] = []
         self._i: list[torch.Tensor] = []
+        self._q: list[torch.Tensor] = []
 
     def validation_step(self, module: Any, batch: Mapping[str, torch.Tensor]) -> None:
         if "y" not in batch:
@@ -245,15 +294,22 @@ class Contrastive(Task):
         self._z.append(self.embed(module, batch["x"])[keep])
         self._y.append(batch["y"][keep])
         self._i.append(batch["index"][keep].to(batch["y"].device))
+        if "query" in batch:
+            self._q.append(batch["query"][keep].to(device=batch["y"].device, dtype=torch.bool))
 
     def validation_end(self, module: Any) -> dict[str, Any]:
         if not self._z:
             return {}
-        z, y, i = _gather_rows(module, torch.cat(self._z), torch.cat(self._y), torch.cat(self._i))
+        parts = [torch.cat(self._z), torch.cat(self._y), torch.cat(self._i)] + ([torch.cat(self._q)] if self._q else [])
+        z, y, i, *q = _gather_rows(module, *parts)
         order = torch.argsort(i)
         z, y = z[order].cpu().numpy(), y[order].cpu().numpy()
         nq = z.shape[0] if self.max_queries is None else min(self.max_queries, z.shape[0])
-        if self.corpus == "val":
+        if q and self.corpus == "val":
+            is_query = q[0][order].cpu().numpy()
+            queries = np.flatnonzero(is_query)[: self.max_queries]
+            metrics = retrieval_metrics(z[queries], y[queries], z[~is_query], y[~is_query], self.recall_k, memory_cap_gb=self.memory_cap_gb)
+        elif self.corpus == "val":
             metrics = retrieval_metrics(z[:nq], y[:nq], z, y, self.recall_k, self_ids=np.arange(nq), memory_cap_gb=self.memory_cap_gb)
         else:
             cz, cy = self._train_corpus(module, z.shape[1])
