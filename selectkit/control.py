@@ -22,6 +22,7 @@ import numpy as np
 from selectkit.errors import ConfigError
 from selectkit.io import atomic_savez, atomic_write_text
 from selectkit.pipeline import Pipeline, PipelineOutput
+from selectkit.providers import pairs_provider
 from selectkit.selector import Pool
 
 
@@ -38,6 +39,8 @@ class SelectionController:
         base_ids: the ids the first stage selects from (default: every row); a round loop passes the
             labelled ids.
         rows: rows of the training set (default: ``len(labels)``).
+        pairs: given (anchor ids, positive ids) of the training set (its ``pairs()``), offered to the
+            stages as the ``pairs`` provider; None when the data has none.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class SelectionController:
         rank: int = 0,
         base_ids: np.ndarray | None = None,
         rows: int | None = None,
+        pairs: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.seed = pipeline.seed
@@ -57,6 +61,7 @@ class SelectionController:
         self.base_size = int(rows if rows is not None else (0 if labels is None else self.base_labels.shape[0]))
         self.base_ids = None if base_ids is None else np.asarray(base_ids, dtype=np.int64)
         self._features = features
+        self._pairs = None if pairs is None else pairs_provider(*pairs)
         self.model_outputs: dict[str, Callable[..., np.ndarray]] = {}
         #: called with the epoch before each selection (model-output providers seed from it)
         self.on_epoch: list[Callable[[int], None]] = []
@@ -95,6 +100,8 @@ class SelectionController:
         if isinstance(ids, int) or bool((ids < self.base_size).all()):
             providers["features"] = self._features
             providers.update(self.model_outputs)
+        if self._pairs is not None:
+            providers["pairs"] = self._pairs
         return Pool(ids, weights=weights, providers=providers)
 
     # ------------------------------------------------------------------ selections

@@ -214,8 +214,9 @@ class SelectionDataModule(pl.LightningDataModule):
         if self.controller is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
             labels = self.label_override if self.label_override is not None else self.train_ds.labels()
+            pairs = self.train_ds.pairs() if callable(getattr(self.train_ds, "pairs", None)) else None
             self.controller = SelectionController(
-                self.pipeline, labels, self.train_ds.features, out_dir=self.out_dir, rank=rank, base_ids=self.base_ids, rows=len(self.train_ds)
+                self.pipeline, labels, self.train_ds.features, out_dir=self.out_dir, rank=rank, base_ids=self.base_ids, rows=len(self.train_ds), pairs=pairs
             )
             self.controller.round = self.round
             if self._pending_state is not None:
@@ -240,7 +241,7 @@ class SelectionDataModule(pl.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is None:
             return
-        wanted = self.pipeline.requirements() - {"labels", "features"}
+        wanted = self.pipeline.requirements() - {"labels", "features", "pairs"}
         if not wanted:
             return
         self.scorer = PoolScorer(module.adapter, self.train_ds, batch_size=self.score_batch_size, device=module.device, memory_cap_gb=self.memory_cap_gb, seed=self.pipeline.seed)

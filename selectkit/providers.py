@@ -10,6 +10,9 @@ name                what it is                                   parameters
 ``mc_probs``        MC-dropout probabilities ``[n, T, C]``       ``passes`` (T, default 20)
 ``losses``          per-sample training loss ``[n]``
 ``grad_embeddings`` last-layer gradient embeddings ``[n, C*d]``
+``pairs``           given (anchor, positive) pairs ``[m, 2]`` of
+                    pool positions, when the training split
+                    offers ``pairs()`` (`pairs_provider`)
 =================== ============================================ ===========================
 
 Model outputs are computed by `PoolScorer`: each rank scores a strided shard of the ids in batches, the
@@ -127,6 +130,37 @@ def _gather_strided(local: torch.Tensor, n: int, world: int, device: torch.devic
         count = len(range(r, n, world))
         out[r::world] = block[:count].cpu().numpy()
     return out
+
+
+def pairs_provider(anchors: Any, positives: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``pairs`` provider of given (anchor id, positive id) pairs (a training split's ``pairs()``).
+
+    For a pool's ids it returns the pairs whose two ends both lie in the pool, as ``[m, 2]`` int64 pool
+    positions (anchor first), in the given order. Unlike the per-item providers it has one row per
+    pair, not per item.
+    """
+    a = np.asarray(anchors, dtype=np.int64).reshape(-1)
+    p = np.asarray(positives, dtype=np.int64).reshape(-1)
+    if a.shape != p.shape:
+        raise ConfigError(f"data: pairs() gave {a.shape[0]} anchors but {p.shape[0]} positives; give one positive per anchor entry")
+
+    def pairs(ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0 or a.size == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        ordered = ids[order]
+
+        def where(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            j = np.minimum(np.searchsorted(ordered, x), ordered.size - 1)
+            return order[j], ordered[j] == x
+
+        pa, in_a = where(a)
+        pp, in_p = where(p)
+        keep = in_a & in_p
+        return np.stack([pa[keep], pp[keep]], axis=1).astype(np.int64)
+
+    return pairs
 
 
 def model_providers(scorer: PoolScorer, task: Any) -> dict[str, Callable[..., np.ndarray]]:

@@ -52,6 +52,11 @@ def requirement_map(requires: Any) -> dict[str, dict[str, Any]]:
     return {str(k): {} for k in requires}
 
 
+#: Providers that relate pool items to each other (one row per relation, not per item): ``pairs``
+#: gives ``[m, 2]`` pool positions of (anchor, positive) pairs.
+RELATIONS = frozenset({"pairs"})
+
+
 class Pool:
     """The items one stage selects from, with lazily computed per-item data.
 
@@ -105,7 +110,10 @@ class Pool:
                     return self._cache[(name,)]
                 raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self.available())}")
             value = np.asarray(self._providers[name](self.ids, **params))
-            if value.shape[0] != len(self):
+            if name in RELATIONS:
+                if value.ndim != 2 or value.shape[1] != 2 or value.dtype.kind not in "iu" or (value.size and (value.min() < 0 or value.max() >= len(self))):
+                    raise SelectionError(f"provider {name!r} must return [m, 2] integer pool positions in [0, {len(self)})")
+            elif value.shape[0] != len(self):
                 raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {len(self)} items")
             self._cache[key] = value
         return self._cache[key]
@@ -250,7 +258,8 @@ class Selector(abc.ABC):
         requires: the named providers ``_select`` reads: a set of names, or a mapping from name to the
             provider's parameters (e.g. ``{"mc_probs": {"passes": 20}}``); may be a property of the
             instance. Providers: ``labels``, ``features``, ``embeddings``, ``probs``, ``mc_probs``
-            (``passes``), ``losses``, ``grad_embeddings`` (see `selectkit.providers`).
+            (``passes``), ``losses``, ``grad_embeddings``, and ``pairs`` where the data gives
+            (anchor, positive) pairs (see `selectkit.providers`).
         returns: the result kind, `Selection` (default), `selectkit.Acquisition` or `selectkit.Tuples`.
         parameter_constraints: one `Constraint` per constructor parameter.
         default_schedule: the schedule of its stage when the config does not say (``epoch`` or ``once``).
