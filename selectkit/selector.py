@@ -63,7 +63,10 @@ class Pool:
     ``ids`` are the items' global ids (dataset rows; synthetic rows follow the dataset's own); an int
     ``n`` stands for the ids ``0..n-1`` without building that array until someone asks for it.
     ``providers`` map a provider name to a function ``(ids, **params) -> array`` computed on first access
-    (per distinct parameters); ``arrays`` are values given up front (no parameters).
+    (per distinct parameters); ``arrays`` are values given up front (no parameters). ``labelled`` is
+    the already labelled set as a pool of its own (same providers), offered in a round loop so that
+    acquisition selectors which need it (k-center distances, TypiClust clusters) can read it; empty
+    elsewhere.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Pool:
         *,
         weights: np.ndarray | None = None,
         providers: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        labelled: "Pool | None" = None,
         **arrays: np.ndarray,
     ) -> None:
         if isinstance(ids, (int, np.integer)):
@@ -86,6 +90,14 @@ class Pool:
         for key, value in arrays.items():
             if value is not None:
                 self._cache[(key,)] = np.asarray(value)
+        self._labelled = labelled
+
+    @property
+    def labelled(self) -> "Pool":
+        """The already labelled items (a round loop's labelled set) as a `Pool`; empty when none."""
+        if self._labelled is None:
+            self._labelled = Pool(0)
+        return self._labelled
 
     @property
     def ids(self) -> np.ndarray:
@@ -117,6 +129,26 @@ class Pool:
                 raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {len(self)} items")
             self._cache[key] = value
         return self._cache[key]
+
+    def get_at(self, name: str, positions: np.ndarray, **params: Any) -> np.ndarray:
+        """``name`` for the items at pool ``positions`` only, in that order, not cached.
+
+        Sliced from the whole array when that is already computed or given; otherwise the provider is
+        called with those items' ids alone, so a model output for a few items costs a few forward passes
+        instead of a pass over the pool.
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        key = (name, *sorted(params.items()))
+        if key in self._cache:
+            return self._cache[key][positions]
+        if name not in self._providers:
+            if (name,) in self._cache and not params:
+                return self._cache[(name,)][positions]
+            raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self.available())}")
+        value = np.asarray(self._providers[name](self.ids[positions], **params))
+        if value.shape[0] != positions.shape[0]:
+            raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {positions.shape[0]} items")
+        return value
 
     def available(self) -> set[str]:
         """Names of every provider or array this pool offers."""

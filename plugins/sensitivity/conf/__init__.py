@@ -1,0 +1,1 @@
+"""Hydra config of the sensitivity sampling selector (``selector/sensitivity.yaml``)."""
