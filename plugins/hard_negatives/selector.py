@@ -143,12 +143,16 @@ class HardNegatives(Selector):
 
     def _check_params_jointly(self) -> None:
         if self.rank_max is not None and self.rank_max - self.rank_min < self.negatives:
-            raise self.param_error("rank_max", f"={self.rank_max} leaves {self.rank_max - self.rank_min} ranks after rank_min={self.rank_min}, fewer than negatives={self.negatives}")
+            raise self._error("rank_max", f"={self.rank_max} leaves {self.rank_max - self.rank_min} ranks after rank_min={self.rank_min}, fewer than negatives={self.negatives}")
         if self.max_score is not None and self.min_score is not None and self.min_score > self.max_score:
-            raise self.param_error("min_score", f"={self.min_score} exceeds max_score={self.max_score}, which excludes every candidate")
+            raise self._error("min_score", f"={self.min_score} exceeds max_score={self.max_score}, which excludes every candidate")
         if self.corpus == "positives" and self.positives == "labels":
-            raise self.param_error("corpus", "=positives needs positives=pairs (or auto on data with pairs)")
+            raise self._error("corpus", "=positives needs positives=pairs (or auto on data with pairs)")
         neighbor_config(self.neighbors, self.metric, self.config_path)
+
+    def _error(self, key: str, message: str) -> ConfigError:
+        """A `ConfigError` reading ``<path>.<key><message>`` (the message starts with ``=value`` or ``:``)."""
+        return ConfigError(f"{self.config_path}.{key}{message}")
 
     def settings(self) -> MiningSettings:
         """The mining settings these parameters stand for."""
@@ -166,11 +170,11 @@ class HardNegatives(Selector):
         if mode == "auto":
             mode = "pairs" if pool.has("pairs") else "labels" if pool.has("labels") else None
             if mode is None:
-                raise self.param_error("positives", "=auto: this pool offers neither 'pairs' nor 'labels', so no anchor has a positive")
+                raise self._error("positives", "=auto: this pool offers neither 'pairs' nor 'labels', so no anchor has a positive")
         labels = pool.labels if pool.has("labels") else None
         vectors = check_vectors(pool.get(self.space), f"{self.space!r} vectors", f"{self.config_path}.space")
         if vectors.shape[0] != n:
-            raise self.param_error("space", f": {self.space!r} has {vectors.shape[0]} rows for {n} pool items")
+            raise self._error("space", f": {self.space!r} has {vectors.shape[0]} rows for {n} pool items")
         rng = ctx.rng(_ANCHORS)
         meta: dict[str, Any] = {"positives": mode, "space": self.space, "metric": self.metric}
         if mode == "pairs":
@@ -179,7 +183,7 @@ class HardNegatives(Selector):
             anchors, ptr, pos_items, corpus_items = self._labelled(labels, rng, ctx, meta)
         k = int(self.negatives)
         if anchors.size == 0:
-            raise self.param_error("positives", f"={mode}: no anchor has a positive in this pool of {n} items")
+            raise self._error("positives", f"={mode}: no anchor has a positive in this pool of {n} items")
         # positives' scores: margins refer to each anchor's lowest
         owners = np.repeat(np.arange(anchors.size), np.diff(ptr))
         pos_scores = scores_of(self.metric, vectors[anchors[owners]], vectors[pos_items])
@@ -196,7 +200,7 @@ class HardNegatives(Selector):
         short = result.short
         if short.any() and self.on_short == "error":
             first = int(np.flatnonzero(short)[0])
-            raise self.param_error(
+            raise self._error(
                 "on_short",
                 f"=error: {int(short.sum())} of {anchors.size} anchors kept fewer than negatives={k} candidates after the filters "
                 f"(fewest {int(result.found.min())}; anchor {int(pool.ids[anchors[first]])} found {int(result.found[first])} at depth "
@@ -205,7 +209,7 @@ class HardNegatives(Selector):
         keep = ~short if self.on_short == "skip" else np.ones(anchors.size, dtype=bool)
         if not keep.any():
             worst = max((f for f in FILTERS if f not in ("self",)), key=lambda f: result.removed.get(f, 0))
-            raise self.param_error(
+            raise self._error(
                 "on_short",
                 f"={self.on_short}: no anchor kept {k} negatives after the filters (the filter removing most: {worst}, "
                 f"{result.removed.get(worst, 0)} of {result.retrieved} candidates); relax the filters or raise max_depth",
@@ -240,7 +244,7 @@ class HardNegatives(Selector):
     def _labelled(self, labels: np.ndarray | None, rng: np.random.Generator, ctx: SelectContext, meta: dict[str, Any]):
         """Anchors (sorted), one random same-label positive each, and the corpus (every item)."""
         if labels is None:
-            raise self.param_error("positives", "=labels: this pool has no labels")
+            raise self._error("positives", "=labels: this pool has no labels")
         n = labels.shape[0]
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
