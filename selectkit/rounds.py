@@ -1,7 +1,7 @@
 """Rounds: a loop above epochs, the core of active learning.
 
-``selectkit-train rounds=default`` (or ``experiment=active_digits``) runs ``rounds.num_rounds`` rounds.
-Round ``r``:
+``selectkit-train rounds=default`` (or ``experiment=active_digits``) runs ``rounds.num_rounds`` rounds
+after labelling an initial set. Round ``r``:
 
 1. builds the model afresh, seeded from ``(seed, r)``, or (``rounds.warm_start: true``) from round
    ``r-1``'s weights; a fresh Lightning ``Trainer``; and a `SelectionDataModule` whose base ids are the
@@ -10,32 +10,46 @@ Round ``r``:
    on the grown labelled set;
 2. fits for ``rounds.epochs_per_round`` epochs (default ``trainer.max_epochs``);
 3. scores the unlabelled pool through the acquisition stage ``rounds.acquire`` (a stage spec like
-   ``pipeline.stages.*``: ``name`` plus settings, typed by the selector's schema) with the trained
-   model's providers and ``SelectContext.round = r``;
+   ``pipeline.stages.*``: ``name`` plus settings, typed by the selector's schema, at compose time by
+   ``selectkit-train``) with the trained model's providers and ``SelectContext.round = r``; under DDP
+   each rank scores a shard of the pool and every rank acquires the same items;
 4. asks ``rounds.oracle`` for the labels of the acquired ids and adds them to the labelled set.
 
-Every round acquires, the last one included, so ``labels_used`` is
-``initial + num_rounds * budget``; a resume with a larger ``num_rounds`` trains on the last round's
-acquisitions first. The budget lives in one place, ``rounds.budget``, and is given to the acquisition
-selector's ``budget`` parameter; setting ``rounds.acquire.budget`` too is an error. The initial labelled
-set is ``rounds.initial.size`` random items (split evenly over the true classes with
-``class_balanced``) or ``rounds.initial.per_class`` items of each class, drawn from ``(seed, round 0)``.
+Budgets: ``rounds.budget`` is the items acquired per round, an integer or a list with one entry per
+round (a growing schedule such as ``[10, 30, 50, 100]``); it is given to the acquisition selector's
+``budget`` parameter (setting ``rounds.acquire.budget`` too is an error). ``rounds.total_budget``
+caps the labels used, the initial set included: the round that would pass it acquires only what is
+left, and the round that finds it spent trains, is recorded and ends the loop. Without a total, every
+round acquires, the last one included, so ``labels_used`` is ``initial + sum of the budgets``.
 
-Outputs, in the run directory: ``rounds/round_RRR.json`` (labelled count, queried ids, their scores
-and labels, validation metrics, ``train_s``, ``select_s``), ``rounds/round_RRR.npz`` (``ids``,
-``scores``, ``labels``), ``rounds.jsonl`` (one summary line per round), ``metrics.jsonl`` (one line
-per epoch, with its ``round``, ``round_epoch`` and ``labelled`` count; ``epoch``, ``examples_seen``,
-``train_s`` and ``select_s`` run on across rounds, so reports read it like any run's) and, at the end, ``summary.json`` with ``rounds`` and ``labels_used``.
-The loop's state (labelled ids, revealed labels, next round, history, the model's weights) is written
-atomically to ``checkpoints/rounds.pt`` after each round; ``resume=<that file>`` continues at the next
-round and reproduces the uninterrupted run's queries (each round reseeds from ``(seed, r)``; a resume
-in a new run directory writes the remaining rounds' files there, while ``rounds.jsonl``,
-``metrics.jsonl`` and ``summary.json`` hold every round). Rounds run on one device.
+The initial labelled set is ``rounds.initial.size`` random items (split evenly over the true classes
+with ``class_balanced``), ``rounds.initial.per_class`` items of each class, drawn from
+``(seed, round 0)``, or the ``rounds.initial.size`` items an acquisition selector
+``rounds.initial.select`` (e.g. ``{name: typiclust}``) picks from the whole pool before any training,
+seeing the ``features`` provider only. Its labels come from the oracle like every round's.
+
+Outputs, in the run directory (rank 0 writes them): ``rounds/round_RRR.json`` (labelled count,
+queried ids, their scores and labels, validation metrics, ``train_s``, ``select_s``, ``acquire_s``),
+``rounds/round_RRR.npz`` (``ids``, ``scores``, ``labels``), ``rounds.jsonl`` (one summary line per
+round), ``metrics.jsonl`` (one line per epoch, with its ``round``, ``round_epoch`` and ``labelled``
+count; ``epoch``, ``examples_seen``, ``train_s`` and ``select_s`` run on across rounds, so reports read
+it like any run's) and, at the end, ``summary.json`` with ``rounds``, ``labels_used`` and ``strategy``.
+
+The loop's state (labelled ids, revealed labels, next round, history, the model's weights, and a query
+still waiting for its labels) is written atomically to ``checkpoints/rounds.pt`` after each round and
+before each question to the oracle; ``resume=<that file>`` continues where the run stopped and
+reproduces the uninterrupted run's queries (each round reseeds from ``(seed, r)``; a resume in a new run
+directory writes the remaining rounds' files there, while ``rounds.jsonl``, ``metrics.jsonl`` and
+``summary.json`` hold every round). An oracle that fails (a bad labels file, a wrong answer) or waits
+(`selectkit.oracles.FileOracle` raises `selectkit.oracles.LabelsPending`) leaves that state intact, so
+the same ``resume=`` goes on once the answer is fixed or there.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,8 +80,17 @@ def round_settings(cfg: DictConfig) -> dict[str, Any]:
     if not _is_int(n) or n < 1:
         raise ConfigError(f"rounds.num_rounds must be an integer >= 1, got {n!r}")
     b = r.get("budget")
-    if not _is_int(b) or b < 1:
-        raise ConfigError(f"rounds.budget must be an integer >= 1, got {b!r}")
+    if isinstance(b, list):
+        bad = next((x for x in b if not _is_int(x) or x < 1), None)
+        if not b or bad is not None:
+            raise ConfigError(f"rounds.budget must be an integer >= 1 or a list of them (one per round), got {b!r}")
+        if len(b) < n:
+            raise ConfigError(f"rounds.budget lists {len(b)} budgets for rounds.num_rounds={n}; give one per round")
+    elif not _is_int(b) or b < 1:
+        raise ConfigError(f"rounds.budget must be an integer >= 1 or a list of them (one per round), got {b!r}")
+    total = r.get("total_budget")
+    if total is not None and (not _is_int(total) or total < 1):
+        raise ConfigError(f"rounds.total_budget must be null or an integer >= 1, got {total!r}")
     e = r.get("epochs_per_round")
     if not _is_int(e) or e < 1:
         raise ConfigError(f"rounds.epochs_per_round must be an integer >= 1, got {e!r}")
@@ -83,6 +106,18 @@ def round_settings(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"rounds.initial.per_class must be an integer >= 1, got {per_class!r}")
     if not isinstance(init.get("class_balanced", False), bool):
         raise ConfigError(f"rounds.initial.class_balanced must be true or false, got {init.get('class_balanced')!r}")
+    select = init.get("select")
+    if select is not None:
+        if not isinstance(select, dict) or not select.get("name"):
+            raise ConfigError("rounds.initial.select.name must name an acquisition selector (e.g. typiclust), or set rounds.initial.select=null")
+        if size is None:
+            raise ConfigError("rounds.initial.select needs rounds.initial.size (how many items it picks); unset rounds.initial.per_class")
+        if init.get("class_balanced", False):
+            raise ConfigError("rounds.initial.class_balanced: a selector picks the initial set without labels; set rounds.initial.class_balanced=false")
+        if "budget" in select:
+            raise ConfigError("rounds.initial.select.budget: the initial set's size is set in rounds.initial.size only; remove rounds.initial.select.budget")
+    if total is not None and size is not None and size > total:
+        raise ConfigError(f"rounds.total_budget={total} is smaller than rounds.initial.size={size}")
     acquire = r.get("acquire")
     if not isinstance(acquire, dict) or not acquire.get("name"):
         raise ConfigError("rounds.acquire.name must name an acquisition selector (e.g. least_confidence)")
@@ -93,26 +128,62 @@ def round_settings(cfg: DictConfig) -> dict[str, Any]:
     return r
 
 
-def build_acquisition(cfg: DictConfig, settings: Mapping[str, Any]):
-    """The one-stage `Pipeline` of ``rounds.acquire``, its selector's budget set from ``rounds.budget``."""
+def round_budget(settings: Mapping[str, Any], r: int, labelled: int) -> int:
+    """Items round ``r`` acquires with ``labelled`` items labelled: ``rounds.budget`` (its ``r``-th entry
+    when a list), trimmed so the labels used stay within ``rounds.total_budget``; 0 once it is spent."""
+    b = settings["budget"]
+    budget = int(b[r]) if isinstance(b, list) else int(b)
+    total = settings.get("total_budget")
+    if total is not None:
+        budget = max(0, min(budget, int(total) - int(labelled)))
+    return budget
+
+
+def build_acquisition(cfg: DictConfig, settings: Mapping[str, Any], budget: int | None = None, *, key: str = "acquire"):
+    """The one-stage `Pipeline` of ``rounds.acquire`` (or ``rounds.initial.select`` with
+    ``key="initial.select"``), its selector's budget set to ``budget`` (default: round 0's)."""
     from selectkit import registry
     from selectkit.pipeline import Pipeline, Stage
     from selectkit.schema import validate_stage
     from selectkit.selection import Acquisition
-    from selectkit.train import RESERVED_STAGE_KEYS
+    from selectkit.schema import STAGE_KEYS
 
-    spec = dict(settings["acquire"])
-    typed = validate_stage(spec, "rounds.acquire")
-    params = {k: v for k, v in typed.items() if k not in RESERVED_STAGE_KEYS}
+    path = f"rounds.{key}"
+    spec = dict(settings["initial"]["select"] if key == "initial.select" else settings["acquire"])
+    typed = validate_stage(spec, path)
+    params = {k: v for k, v in typed.items() if k not in STAGE_KEYS}
     cls = registry.get(spec["name"])
     if "budget" in cls._param_names():
-        params["budget"] = settings["budget"]
-    selector = registry.create(spec["name"], config_path="rounds.acquire", **params)
+        params["budget"] = max(1, int(budget if budget is not None else round_budget(settings, 0, 0)))
+    selector = registry.create(spec["name"], config_path=path, **params)
     if selector.returns is not Acquisition:
-        raise ConfigError(f"rounds.acquire.name: {spec['name']} returns {selector.returns.__name__}, not an Acquisition; choose an acquisition selector")
-    pipeline = Pipeline([Stage(selector, schedule="epoch", name="acquire")], seed=cfg.seed, config_path="rounds.acquire")
+        raise ConfigError(f"{path}.name: {spec['name']} returns {selector.returns.__name__}, not an Acquisition; choose an acquisition selector")
+    from selectkit.train import _neighbors_settings
+
+    shared = _neighbors_settings(cfg)
+    if shared is not None and "neighbors" in selector.get_params() and selector.neighbors is None:
+        selector.neighbors = dict(shared)
+    pipeline = Pipeline([Stage(selector, schedule="epoch", name=key.split(".")[-1])], seed=cfg.seed, config_path=path)
     pipeline.check()
     return pipeline
+
+
+def initial_by_selector(cfg: DictConfig, settings: Mapping[str, Any], source: Any) -> np.ndarray:
+    """The initial labelled ids (sorted) picked by ``rounds.initial.select`` from the whole pool before
+    any training, with the ``features`` provider only (no labels, no model), at round 0."""
+    from selectkit.control import SelectionController
+
+    size = int(settings["initial"]["size"])
+    n = len(source.train)
+    if size > n:
+        raise ConfigError(f"rounds.initial.size={size} is larger than the pool of {n} training items")
+    pipeline = build_acquisition(cfg, settings, size, key="initial.select")
+    controller = SelectionController(pipeline, np.full(n, -1, dtype=np.int64), source.train.features, rows=n)
+    ids = controller.output(0).ids.astype(np.int64)
+    name = settings["initial"]["select"]["name"]
+    if ids.shape[0] != size or np.unique(ids).shape[0] != size:
+        raise SelectkitError(f"rounds.initial.select: {name} returned {ids.shape[0]} ids ({np.unique(ids).shape[0]} distinct), rounds.initial.size is {size}")
+    return np.sort(ids)
 
 
 def initial_ids(settings: Mapping[str, Any], labels: np.ndarray, seed: int) -> np.ndarray:
@@ -198,13 +269,68 @@ def _round_seed(seed: int, r: int) -> int:
     return int(np.random.default_rng([seed, r, _MODEL]).integers(2**31))
 
 
+def _rank() -> int:
+    """This process's rank: the process group's, else the launcher's environment (0 when alone)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0)
+
+
+def resume_command(out_dir: Path, state_path: Path) -> str:
+    """The ``selectkit-train`` command line that resumes this run in ``out_dir`` from ``state_path``."""
+    overrides: list[str] | None = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - outside a Hydra app: a generic command
+        overrides = None
+    if overrides is None:
+        return f"selectkit-train <this run's overrides> resume={shlex.quote(str(state_path))}"
+    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
+    parts = ["selectkit-train", *keep, f"resume={state_path}", f"hydra.run.dir={out_dir}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _plan(settings: Mapping[str, Any], start: int, num_rounds: int, labelled: int) -> list[int]:
+    """Budgets of rounds ``start..num_rounds-1`` from ``labelled`` labelled items; the loop ends after
+    the first round with budget 0 (``rounds.total_budget`` spent)."""
+    out = []
+    for r in range(start, num_rounds):
+        b = round_budget(settings, r, labelled)
+        out.append(b)
+        labelled += b
+        if b == 0:
+            break
+    return out
+
+
+def _ask(oracle: Any, ids: np.ndarray, r: int | None, num_classes: int | None, out_dir: Path, state_path: Path) -> np.ndarray:
+    """The oracle's checked labels of ``ids`` for round ``r`` (None: the initial set); a `LabelsPending`
+    gets the command that resumes the run."""
+    from selectkit.oracles import LabelsPending, check_answer
+
+    oracle.round = r
+    try:
+        return check_answer(ids, oracle.label(ids), num_classes)
+    except LabelsPending as wait:
+        wait.resume_command = resume_command(out_dir, state_path)
+        raise
+
+
 def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str, Any]:
-    """Run the round loop of ``cfg.rounds`` into ``out_dir``; returns the summary (see module doc)."""
+    """Run the round loop of ``cfg.rounds`` into ``out_dir``; returns the summary (see module doc).
+
+    Raises `selectkit.oracles.LabelsPending` when the oracle waits for people (the state on disk
+    then holds the pending query; ``resume=`` continues)."""
     import lightning.pytorch as pl
 
     from selectkit.control import SelectionController
     from selectkit.lightning import RunRecorder, SelectionDataModule
-    from selectkit.oracles import Oracle, check_answer
+    from selectkit.oracles import Oracle
     from selectkit.providers import PoolScorer, model_providers
     from selectkit.selection import Selection
     from selectkit.train import _finish_wandb, _make_logger, build_module, build_pipeline, build_source, build_trainer, instantiate_node, loader_settings
@@ -213,18 +339,19 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
     settings = round_settings(cfg)
     if pipeline.returns is not Selection:
         raise ConfigError(f"{pipeline.config_path}: the training pipeline must end in a Selection; the acquisition stage goes in rounds.acquire")
-    if cfg.trainer.devices * (cfg.trainer.get("num_nodes") or 1) != 1:
-        raise ConfigError(f"trainer.devices: rounds run on one device, got trainer.devices={cfg.trainer.devices}")
     build_acquisition(cfg, settings)
     oracle = instantiate_node(cfg.rounds.oracle, "rounds.oracle")
     if not isinstance(oracle, Oracle):
         raise ConfigError(f"rounds.oracle._target_ must build a selectkit.oracles.Oracle, got {type(oracle).__name__}")
     source = build_source(cfg)
     meta = source.meta
+    oracle.run_dir = out_dir
     oracle.setup(source)
     n = len(source.train)
-    num_rounds, budget = settings["num_rounds"], settings["budget"]
+    num_rounds = settings["num_rounds"]
     fingerprint = _fingerprint(cfg, settings)
+    state_path = out_dir / "checkpoints" / STATE_FILE
+    writer = _rank() == 0
 
     if cfg.get("resume"):
         state = load_state(cfg.resume, fingerprint)
@@ -232,83 +359,126 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         revealed = np.asarray(state["revealed"], dtype=np.int64)
         start, history, weights = int(state["next_round"]), list(state["history"]), state.get("weights")
         epoch_rows = list(state.get("epoch_rows", []))
+        pending = state.get("pending")
     else:
-        true = source.train.labels()
-        if true is None:
-            raise ConfigError("rounds.initial: the training set has no labels to draw an initial labelled set from")
-        labelled = initial_ids(settings, np.asarray(true, dtype=np.int64), int(cfg.seed))
-        revealed = check_answer(labelled, oracle.label(labelled), meta.get("num_classes"))
+        init = settings["initial"]
+        if init.get("select") is not None:
+            first = initial_by_selector(cfg, settings, source)
+        else:
+            true = source.train.labels()
+            if true is None:
+                raise ConfigError("rounds.initial: the training set has no labels to draw an initial labelled set from; pick it with rounds.initial.select")
+            first = initial_ids(settings, np.asarray(true, dtype=np.int64), int(cfg.seed))
+        labelled, revealed = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         start, history, weights, epoch_rows = 0, [], None, []
-    left = n - labelled.shape[0]
-    need = (num_rounds - start) * budget
-    if need > left:
-        raise ConfigError(f"rounds.budget={budget} over {num_rounds - start} more rounds needs {need} unlabelled items, the pool has {left} (lower rounds.budget or rounds.num_rounds)")
+        pending = {"round": -1, "ids": torch.from_numpy(first)}
+        if settings.get("total_budget") is not None and first.shape[0] > settings["total_budget"]:
+            raise ConfigError(f"rounds.total_budget={settings['total_budget']} is smaller than the initial set of {first.shape[0]} items")
+    waiting = 0 if pending is None else int(pending["ids"].shape[0])
+    acquired = pending is not None and int(pending["round"]) == start
+    plan = _plan(settings, start + int(acquired), num_rounds, labelled.shape[0] + waiting)
+    left = n - labelled.shape[0] - waiting
+    if sum(plan) > left:
+        raise ConfigError(f"rounds.budget={settings['budget']} over {len(plan)} more rounds needs {sum(plan)} unlabelled items, the pool has {left} (lower rounds.budget, rounds.total_budget or rounds.num_rounds)")
+
+    def state_now(next_round: int, pend: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {
+            "kind": "rounds", "version": STATE_VERSION, "fingerprint": fingerprint, "next_round": next_round,
+            "labelled": torch.from_numpy(labelled), "revealed": torch.from_numpy(revealed),
+            "history": history, "epoch_rows": epoch_rows, "weights": weights, "pending": pend,
+        }
+
+    if pending is not None and int(pending["round"]) == -1:
+        if writer:
+            save_state(state_path, state_now(0, pending))
+        ids = pending["ids"].numpy().astype(np.int64)
+        got = _ask(oracle, ids, None, meta.get("num_classes"), out_dir, state_path)
+        order = np.argsort(ids, kind="stable")
+        labelled, revealed, pending = ids[order], got[order], None
+        if writer:
+            save_state(state_path, state_now(0, None))
 
     run_name = str(cfg.run_name) if cfg.get("run_name") else f"{pipeline.label}+{settings['acquire']['name']}"
     logger = _make_logger(cfg, out_dir, run_name)
     folder = out_dir / "rounds"
-    state_path = out_dir / "checkpoints" / STATE_FILE
     monitor = "val_acc"
+    world = 1
     for r in range(start, num_rounds):
-        labels = np.full(n, -1, dtype=np.int64)
-        labels[labelled] = revealed
-        pl.seed_everything(_round_seed(int(cfg.seed), r), workers=True, verbose=False)
-        module = build_module(cfg, meta)
-        monitor = module.task.monitor
-        if settings.get("warm_start") and weights is not None:
-            module.model.load_state_dict(weights)
-        train_pipeline = build_pipeline(cfg)
-        dm = SelectionDataModule(source, train_pipeline, out_dir=out_dir, base_ids=labelled, labels=labels, round=r, **loader_settings(cfg))
-        recorder = RunRecorder(None, [], dm, monitor=monitor)
-        trainer = build_trainer(cfg, out_dir, [recorder], logger, max_epochs=settings["epochs_per_round"], enable_checkpointing=False)
-        trainer.fit(module, datamodule=dm)
-        if trainer.interrupted or trainer.state.status.value != "finished":
-            raise SelectkitError(f"round {r}: training did not finish; no summary.json was written")
+        if pending is None:
+            labels = np.full(n, -1, dtype=np.int64)
+            labels[labelled] = revealed
+            pl.seed_everything(_round_seed(int(cfg.seed), r), workers=True, verbose=False)
+            module = build_module(cfg, meta)
+            monitor = module.task.monitor
+            if settings.get("warm_start") and weights is not None:
+                module.model.load_state_dict(weights)
+            train_pipeline = build_pipeline(cfg)
+            dm = SelectionDataModule(source, train_pipeline, out_dir=out_dir, base_ids=labelled, labels=labels, round=r, **loader_settings(cfg))
+            recorder = RunRecorder(None, [], dm, monitor=monitor)
+            trainer = build_trainer(cfg, out_dir, [recorder], logger, max_epochs=settings["epochs_per_round"], enable_checkpointing=False)
+            trainer.fit(module, datamodule=dm)
+            if trainer.interrupted or trainer.state.status.value != "finished":
+                raise SelectkitError(f"round {r}: training did not finish; no summary.json was written")
+            world = trainer.world_size
+            writer = trainer.is_global_zero
 
-        unlabelled = np.setdiff1d(np.arange(n, dtype=np.int64), labelled)
-        acquisition = build_acquisition(cfg, settings)
-        controller = SelectionController(acquisition, labels, dm.train_ds.features, base_ids=unlabelled, rows=n)
-        controller.round = r
-        scorer = PoolScorer(module.adapter, dm.train_ds, batch_size=int((cfg.get("providers") or {}).get("batch_size", 1024)), device=module.device, memory_cap_gb=float((cfg.get("providers") or {}).get("memory_cap_gb", 4.0)), seed=int(cfg.seed))
-        scorer.round = r
-        controller.model_outputs = model_providers(scorer, module.task)
-        out = controller.output(0)
-        queried = out.ids.astype(np.int64)
-        if queried.shape[0] > budget or np.intersect1d(queried, labelled).size:
-            raise SelectkitError(f"rounds.acquire: {settings['acquire']['name']} returned {queried.shape[0]} ids (budget {budget}) or already labelled ones")
-        scores = out.scores.get("scores", np.full(queried.shape[0], np.nan, dtype=np.float32)).astype(np.float32)
-        got = check_answer(queried, oracle.label(queried), meta.get("num_classes"))
-
-        val = {k: v for k, v in module.last_val.items() if isinstance(v, (int, float))}
-        row = {
-            "round": r,
-            "labelled": int(labelled.shape[0]),
-            "queried": int(queried.shape[0]),
-            **{k: float(v) for k, v in val.items()},
-            "train_s": round(recorder.train_s, 4),
-            "select_s": round(dm.controller.select_s + controller.select_s, 4),
-            "acquire_s": round(controller.select_s, 4),
-            "epochs": len(recorder.rows),
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / f"round_{r:03d}.json", {**row, "queried_ids": queried.tolist(), "scores": scores.tolist(), "labels": got.tolist(), "val": module.last_val, "meta": out.meta})
-        atomic_savez(folder / f"round_{r:03d}.npz", ids=queried, scores=scores, labels=got)
-        epoch_rows += _continued(epoch_rows, history, recorder.rows, r, int(labelled.shape[0]))
+            budget = round_budget(settings, r, labelled.shape[0])
+            unlabelled = np.setdiff1d(np.arange(n, dtype=np.int64), labelled)
+            if budget > unlabelled.shape[0]:
+                raise ConfigError(f"rounds.budget: round {r} asks for {budget} items, only {unlabelled.shape[0]} are unlabelled")
+            acquire_s, out_meta = 0.0, {}
+            queried, scores = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            if budget > 0:
+                acquisition = build_acquisition(cfg, settings, budget)
+                controller = SelectionController(acquisition, labels, dm.train_ds.features, base_ids=unlabelled, rows=n, labelled_ids=labelled)
+                controller.round = r
+                scorer = PoolScorer(module.adapter, dm.train_ds, batch_size=int((cfg.get("providers") or {}).get("batch_size", 1024)), device=module.device, memory_cap_gb=float((cfg.get("providers") or {}).get("memory_cap_gb", 4.0)), seed=int(cfg.seed))
+                scorer.round = r
+                controller.model_outputs = model_providers(scorer, module.task)
+                out = controller.output(0)
+                queried = out.ids.astype(np.int64)
+                if queried.shape[0] != budget or np.unique(queried).shape[0] != budget or np.intersect1d(queried, labelled).size:
+                    raise SelectkitError(f"rounds.acquire: {settings['acquire']['name']} returned {queried.shape[0]} ids (budget {budget}), some repeated or already labelled")
+                scores = out.scores.get("scores", np.full(queried.shape[0], np.nan, dtype=np.float32)).astype(np.float32)
+                acquire_s, out_meta = controller.select_s, out.meta
+            val = {k: v for k, v in module.last_val.items() if isinstance(v, (int, float))}
+            row = {
+                "round": r,
+                "labelled": int(labelled.shape[0]),
+                "queried": int(queried.shape[0]),
+                **{k: float(v) for k, v in val.items()},
+                "train_s": round(recorder.train_s, 4),
+                "select_s": round(dm.controller.select_s + acquire_s, 4),
+                "acquire_s": round(acquire_s, 4),
+                "epochs": len(recorder.rows),
+            }
+            weights = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
+            pending = {"round": r, "ids": torch.from_numpy(queried), "scores": torch.from_numpy(scores), "row": row,
+                       "val": dict(module.last_val), "meta": out_meta, "epoch_rows": list(recorder.rows), "monitor": monitor}
+            if writer:
+                save_state(state_path, state_now(r, pending))
+        queried = pending["ids"].numpy().astype(np.int64)
+        scores = pending["scores"].numpy().astype(np.float32)
+        row, monitor = dict(pending["row"]), pending.get("monitor", monitor)
+        got = _ask(oracle, queried, r, meta.get("num_classes"), out_dir, state_path) if queried.size else np.zeros(0, dtype=np.int64)
+        epoch_rows += _continued(epoch_rows, history, pending["epoch_rows"], r, int(labelled.shape[0]))
         history.append(row)
-        atomic_write_text(out_dir / "rounds.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in epoch_rows))
+        if writer:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder / f"round_{r:03d}.json", {**row, "queried_ids": queried.tolist(), "scores": scores.tolist(), "labels": got.tolist(), "val": pending["val"], "meta": pending["meta"]})
+            atomic_savez(folder / f"round_{r:03d}.npz", ids=queried, scores=scores, labels=got)
+            atomic_write_text(out_dir / "rounds.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in epoch_rows))
         if logger is not None:
             logger.log_metrics({f"round/{k}": float(v) for k, v in row.items() if k != "round"} | {"round": r})
-
         order = np.argsort(np.concatenate([labelled, queried]), kind="stable")
         labelled = np.concatenate([labelled, queried])[order]
         revealed = np.concatenate([revealed, got])[order]
-        weights = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
-        save_state(state_path, {
-            "kind": "rounds", "version": STATE_VERSION, "fingerprint": fingerprint, "next_round": r + 1,
-            "labelled": torch.from_numpy(labelled), "revealed": torch.from_numpy(revealed),
-            "history": history, "epoch_rows": epoch_rows, "weights": weights,
-        })
+        pending = None
+        if writer:
+            save_state(state_path, state_now(r + 1, None))
+        if queried.size == 0:
+            break
 
     values = [h[monitor] for h in history if isinstance(h.get(monitor), (int, float))]
     targets = sorted(float(t) for t in (cfg.get("targets") or []))
@@ -320,13 +490,16 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         "status": "completed",
         "run_name": run_name,
         "selector": f"{pipeline.label}+{settings['acquire']['name']}",
+        "strategy": _strategy(settings),
         "seed": int(cfg.seed),
         "dataset": meta.get("name"),
         "train_size": n,
+        "world_size": world,
         "rounds": history,
         "labels_used": int(labelled.shape[0]),
         "initial": int(history[0]["labelled"]) if history else int(labelled.shape[0]),
-        "budget": budget,
+        "budget": settings["budget"],
+        "total_budget": settings.get("total_budget"),
         "targets": targets,
         "train_s": round(sum(h["train_s"] for h in history), 4),
         "select_s": round(sum(h["select_s"] for h in history), 4),
@@ -336,7 +509,18 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         "time_to_target": time_to_target,
         "epochs": len(epoch_rows),
     }
-    atomic_write_json(out_dir / "summary.json", summary)
-    if logger is not None and cfg.logger.name == "wandb":
-        _finish_wandb(logger, out_dir, summary, cfg.logger.get("log_manifest", True))
+    if writer:
+        atomic_write_json(out_dir / "summary.json", summary)
+        if logger is not None and cfg.logger.name == "wandb":
+            _finish_wandb(logger, out_dir, summary, cfg.logger.get("log_manifest", True))
     return summary
+
+
+def _strategy(settings: Mapping[str, Any]) -> str:
+    """A short label of the acquisition strategy: the acquisition's name and settings, and the initial
+    selector's name when there is one (what ``selectkit-report`` groups seeds by)."""
+    acquire = settings["acquire"]
+    extra = ",".join(f"{k}={v}" for k, v in sorted(acquire.items()) if k != "name")
+    label = acquire["name"] + (f"({extra})" if extra else "")
+    select = settings["initial"].get("select")
+    return f"{select['name']} then {label}" if select else label
