@@ -19,6 +19,13 @@ _DRAWS = 0x4452
 _OPTIONAL_REAL = AnyOf((IsNone(), Interval()))
 
 
+def _rows(x: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``x[items]``, as a view when the items are one contiguous range (a large corpus is not copied)."""
+    if items.size and items[-1] - items[0] + 1 == items.size and np.all(np.diff(items) == 1):
+        return x[int(items[0]) : int(items[-1]) + 1]
+    return x[items]
+
+
 class HardNegatives(Selector):
     """Offline, corpus-level hard-negative mining; dynamic when its stage runs every n epochs.
 
@@ -29,8 +36,9 @@ class HardNegatives(Selector):
     excludes all of an anchor's positives; ``labels`` draws one random same-label item per anchor
     (anchors alone in their class are skipped and counted); ``auto`` takes pairs when the data has
     them, labels otherwise. With labels, ``exclude_same_label`` also excludes every item of the
-    anchor's label. The corpus (``corpus``): every pool item, or only the items that are some pair's
-    positive (``auto``: those with pairs, every item with labels).
+    anchor's label. The corpus (``corpus``): ``all`` pool items, the items that are some pair's
+    ``positives``, or ``auto``: with pairs every item that is no pair's anchor (the documents, not
+    the queries), with labels every item.
 
     Filters, in order (`selectkit_plugins.hard_negatives.mining`): the margins to the positive's
     score (``absolute_margin``, ``relative_margin``), the false-negative guard
@@ -192,7 +200,7 @@ class HardNegatives(Selector):
         config = neighbor_config(self.neighbors, self.metric, self.config_path)
         same = labels is not None and self.exclude_same_label
         result = mine(
-            vectors[anchors], vectors[corpus_items], anchor_items=anchors, corpus_items=corpus_items, reference=reference,
+            vectors[anchors], _rows(vectors, corpus_items), anchor_items=anchors, corpus_items=corpus_items, reference=reference,
             positive_keys=keys, n_items=n, settings=self.settings(), seed=int(ctx.rng(_DRAWS).integers(2**62)), config=config,
             anchor_labels=labels[anchors] if same else None, corpus_labels=labels[corpus_items] if same else None,
             setting=self.config_path,
@@ -237,7 +245,12 @@ class HardNegatives(Selector):
         anchors = every[drawn]
         chosen = pairs[np.isin(pairs[:, 0], anchors)]
         ptr = np.concatenate([[0], np.cumsum(np.bincount(np.searchsorted(anchors, chosen[:, 0]), minlength=anchors.size))])
-        corpus_items = np.arange(n, dtype=np.int64) if self.corpus == "all" else np.unique(pairs[:, 1])
+        if self.corpus == "all":
+            corpus_items = np.arange(n, dtype=np.int64)
+        elif self.corpus == "positives":
+            corpus_items = np.unique(pairs[:, 1])
+        else:
+            corpus_items = np.setdiff1d(np.arange(n, dtype=np.int64), every, assume_unique=True)
         meta.update({"pairs": int(pairs.shape[0]), "anchors_with_pairs": int(every.size)})
         return anchors, ptr.astype(np.int64), chosen[:, 1].copy(), corpus_items
 
