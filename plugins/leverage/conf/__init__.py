@@ -1,0 +1,1 @@
+"""Hydra configs of the leverage selector (``selector/leverage.yaml``)."""

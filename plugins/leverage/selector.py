@@ -1,0 +1,256 @@
+"""The ``leverage`` selector: leverage-score importance sampling of a pool's features or embeddings."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from selectkit.errors import ConfigError
+from selectkit.selection import Selection
+from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
+from selectkit_plugins.leverage import pivotal as designs
+from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, exact_scores, sketched_scores
+
+_DRAW = 0x4C56
+_TREE = 0x4C54
+_SKETCH = 0x4C53
+
+#: ``method: auto`` sketches from this many feature columns on (below it exact scores are cheaper).
+SKETCH_FROM_D = 256
+
+
+def _budget_ok(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return value >= 1
+    return isinstance(value, (float, np.floating)) and math.isfinite(value) and 0 < value <= 1
+
+
+class _BudgetRule(Interval):
+    """A fraction in (0, 1] (a float) or a count >= 1 (an integer)."""
+
+    def ok(self, value: Any) -> bool:
+        return _budget_ok(value)
+
+    def describe(self) -> str:
+        return "a fraction in (0, 1] (a float) or a count >= 1 (an integer)"
+
+
+class LeverageSampling(Selector):
+    """Importance sampling by (ridge, root) leverage scores, independent or pivotal, with weights.
+
+    The scores come from the pool's ``features`` (read block by block, so a memory-mapped pool is never
+    held whole) or ``embeddings``; rows are scaled by the square root of the pool's weights when an
+    earlier stage weighted them. Each item's sampling weight is its score, mixed with uniform by
+    ``uniform_mix``. The selection's weights are importance weights with mean 1 under the design
+    (``1 / (n p_i)`` for draws with replacement, ``m / (n pi_i)`` for inclusion probabilities ``pi``).
+
+    Args:
+        budget: a fraction of the pool (float in (0, 1]) or a count (integer); for ``bernoulli`` it is
+            the expected size, for ``replacement`` the number of draws.
+        scheme: ``pivotal`` (fixed size, spatially spread, as in "Improved Active Learning via Dependent
+            Leverage Score Sampling"), ``bernoulli`` (independent inclusions) or ``replacement``
+            (independent draws, repeats possible).
+        score: ``leverage``, ``ridge`` (ridge leverage scores, see ``ridge``) or ``root`` (scores
+            ``tau_i^(p/2)``: root leverage for ``p = 1``, the l_p variant of "Sharper Bounds for l_p
+            Sensitivity Sampling").
+        method: ``exact`` (blocked Cholesky-QR with a conditioning check and float64 fallback),
+            ``sketch`` (CountSketch plus a Gaussian projection, error estimate in the metadata) or
+            ``auto`` (sketch from 256 columns on).
+        source: ``features`` (raw inputs) or ``embeddings`` (the model's).
+        ridge: for ``score: ridge``, ``lambda`` as a multiple of the mean eigenvalue of ``A^T A``
+            (its trace over d), > 0.
+        p: exponent of ``score: root``, in [1, 2].
+        sketch_size: rows of the CountSketch (``method: sketch``); null: ``min(n, 4 d^2)``. At least the
+            number of columns, at most the pool's size.
+        projection: columns of the Gaussian projection of the sketched scores; null: none.
+        uniform_mix: share of the sampling weight spread uniformly, in [0, 1).
+        tree_dims: principal directions the pivotal tree is built in.
+        block_rows: rows read per block; null: 64 MiB of float32 per block.
+    """
+
+    name = "leverage"
+    default_schedule = "once"
+    parameter_constraints = {
+        "budget": _BudgetRule(),
+        "scheme": OneOf(("pivotal", "bernoulli", "replacement")),
+        "score": OneOf(("leverage", "ridge", "root")),
+        "method": OneOf(("exact", "sketch", "auto")),
+        "source": OneOf(("features", "embeddings")),
+        "ridge": Interval(0.0, None, low_closed=False),
+        "p": Interval(1.0, 2.0),
+        "sketch_size": AnyOf((IsNone(), Interval(1, None, integer=True))),
+        "projection": AnyOf((IsNone(), Interval(1, None, integer=True))),
+        "uniform_mix": Interval(0.0, 1.0, high_closed=False),
+        "tree_dims": Interval(1, None, integer=True),
+        "block_rows": AnyOf((IsNone(), Interval(1, None, integer=True))),
+    }
+
+    def __init__(
+        self,
+        *,
+        budget: Any = 0.1,
+        scheme: str = "pivotal",
+        score: str = "leverage",
+        method: str = "auto",
+        source: str = "features",
+        ridge: float = 1e-3,
+        p: float = 1.0,
+        sketch_size: int | None = None,
+        projection: int | None = None,
+        uniform_mix: float = 0.0,
+        tree_dims: int = 8,
+        block_rows: int | None = None,
+    ) -> None:
+        self.budget = budget
+        self.scheme = scheme
+        self.score = score
+        self.method = method
+        self.source = source
+        self.ridge = ridge
+        self.p = p
+        self.sketch_size = sketch_size
+        self.projection = projection
+        self.uniform_mix = uniform_mix
+        self.tree_dims = tree_dims
+        self.block_rows = block_rows
+
+    @property
+    def requires(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({self.source})
+
+    # ------------------------------------------------------------------ pieces
+    def size(self, n: int) -> int:
+        """The budget as a count for a pool of ``n`` items; `ConfigError` when larger than the pool."""
+        if isinstance(self.budget, (int, np.integer)) and not isinstance(self.budget, bool):
+            m = int(self.budget)
+            if m > n:
+                raise self.param_error("budget", f"is {m}, larger than the pool of {n} items; lower it or give a fraction")
+            return m
+        return int(min(n, max(1, math.ceil(float(self.budget) * n - 1e-9))))
+
+    def _blocks(self, pool: Pool) -> Blocks:
+        n = len(pool)
+        scale = None
+        if pool.weights is not None:
+            w = np.asarray(pool.weights, dtype=np.float64)
+            if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+                raise ConfigError(f"{self.config_path}: the pool's weights (from the stage before) must be {n} finite positive numbers")
+            scale = np.sqrt(w)
+        if self.source == "embeddings":
+            emb = np.asarray(pool.get("embeddings"))
+            return Blocks.of(emb, scale, self.block_rows)
+        get_at = getattr(pool, "get_at", None)
+        if get_at is None:  # a pool without per-position access: read the whole array once
+            a = np.asarray(pool.get(self.source))
+            return Blocks.of(a, scale, self.block_rows)
+        first = np.asarray(get_at(self.source, np.zeros(1, dtype=np.int64)))
+        d = int(np.prod(first.shape[1:], dtype=np.int64))
+        return Blocks(lambda s, e: get_at(self.source, np.arange(s, e, dtype=np.int64)), n, d, scale, self.block_rows)
+
+    def _scores(self, blocks: Blocks, ctx: SelectContext):
+        d, n = blocks.d, blocks.n
+        sketch = self.method == "sketch" or (self.method == "auto" and d >= SKETCH_FROM_D)
+        ridge = 0.0
+        if self.score == "ridge":
+            # lambda relative to the mean eigenvalue: a first pass reads the trace (cheap next to the rest)
+            trace = 0.0
+            for _, b in blocks:
+                trace += float((b.double() ** 2).sum())
+            if not math.isfinite(trace):
+                raise self.param_error("source", f"is {self.source!r}, whose values include NaN or infinity; clean them or use another source")
+            ridge = self.ridge * trace / max(d, 1)
+        try:
+            if sketch:
+                k = self.sketch_size if self.sketch_size is not None else min(n, 4 * d * d)
+                if k < d:
+                    raise self.param_error("sketch_size", f"is {k}, fewer rows than the {d} columns it must embed; give at least {d}")
+                if k > n:
+                    raise self.param_error("sketch_size", f"is {k}, more rows than the pool's {n} items; give at most {n}")
+                if self.projection is not None and self.projection > d:
+                    raise self.param_error("projection", f"is {self.projection}, more than the {d} columns; give at most {d} or null")
+                return sketched_scores(blocks, sketch_size=int(k), projection=self.projection, rng=ctx.rng(_SKETCH, per_epoch=False), ridge=ridge)
+            return exact_scores(blocks, ridge=ridge)
+        except NonFiniteError:
+            raise self.param_error("source", f"is {self.source!r}, whose values include NaN or infinity; clean them or use another source") from None
+
+    def _coords(self, blocks: Blocks, scores) -> np.ndarray:
+        """Coordinates of every item on the top ``tree_dims`` principal directions (one block pass)."""
+        n = blocks.n
+        mean = scores.colsum / max(n, 1)
+        cov = scores.gram / max(n, 1) - np.outer(mean, mean)
+        lam, vec = np.linalg.eigh(0.5 * (cov + cov.T))
+        t = min(int(self.tree_dims), blocks.d)
+        top = vec[:, ::-1][:, :t].astype(np.float32)
+        out = np.empty((n, t), dtype=np.float32)
+        mu = mean.astype(np.float32)
+        import torch
+
+        topt, mut = torch.from_numpy(np.ascontiguousarray(top)), torch.from_numpy(mu)
+        for start, b in blocks:
+            out[start : start + b.shape[0]] = ((b - mut) @ topt).numpy()
+        return out
+
+    # ------------------------------------------------------------------ selection
+    def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
+        n = len(pool)
+        m = self.size(n)
+        t0 = time.perf_counter()
+        blocks = self._blocks(pool)
+        scores = self._scores(blocks, ctx)
+        score_s = time.perf_counter() - t0
+        tau = np.clip(scores.values, 0.0, None)
+        meta: dict[str, Any] = {k: v for k, v in scores.meta.items() if k != "seconds"}
+        if scores.rank == 0 or not tau.sum() > 0:
+            # constant-zero features carry no leverage information: sample uniformly
+            q = np.ones(n)
+            meta["fallback"] = "uniform (rank 0)"
+        else:
+            q = tau ** (self.p / 2.0) if self.score == "root" else tau
+        q = q / q.sum()
+        if self.uniform_mix:
+            q = (1.0 - self.uniform_mix) * q + self.uniform_mix / n
+        positive = int((q > 0).sum())
+        if self.scheme != "replacement" and m > positive:
+            raise self.param_error("budget", f"asks for {m} items but only {positive} have a positive score; lower it or set uniform_mix > 0")
+        t1 = time.perf_counter()
+        rng = ctx.rng(_DRAW)
+        tree_s = 0.0
+        if self.scheme == "replacement":
+            idx = designs.with_replacement(q, m, rng)
+            weights = 1.0 / (n * q[idx])
+        else:
+            pi = designs.inclusion_probabilities(q, float(m))
+            if self.scheme == "bernoulli":
+                idx = designs.bernoulli(pi, rng)
+                redraws = 0
+                while idx.size == 0:  # an empty draw cannot be trained on: draw again (rare unless m is tiny)
+                    redraws += 1
+                    idx = designs.bernoulli(pi, ctx.rng(_DRAW, redraws))
+                if redraws:
+                    meta["empty_redraws"] = redraws
+            else:
+                tt = time.perf_counter()
+                coords = self._coords(blocks, scores)
+                tree_s = time.perf_counter() - tt
+                idx = designs.pivotal(pi, coords, ctx.rng(_TREE))
+            weights = m / (n * pi[idx])
+            meta["capped"] = int((pi >= 1 - designs.TOL).sum())
+        sample_s = time.perf_counter() - t1
+        meta.update(
+            {
+                "size": int(idx.size),
+                "expected_size": int(m),
+                "score_sum": float(tau.sum()),
+                "weight_mean": float(weights.mean()) if idx.size else 0.0,
+                "weight_max": float(weights.max()) if idx.size else 0.0,
+                "score_s": round(score_s, 6),
+                "sample_s": round(sample_s, 6),
+                "coords_s": round(tree_s, 6),
+            }
+        )
+        return Selection(idx.astype(np.int64), weights.astype(np.float32), meta=meta)
