@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any
@@ -195,13 +196,27 @@ class LeverageSampling(Selector):
             out[start : start + b.shape[0]] = ((b - mut) @ topt).numpy()
         return out
 
+    def _cache_key(self, pool: Pool) -> tuple | None:
+        """Identifies a pool whose scores can be reused (raw features of the same items and weights)."""
+        if self.source != "features":
+            return None  # embeddings change as the model trains
+        h = hashlib.blake2b(pool.ids.tobytes(), digest_size=16)
+        if pool.weights is not None:
+            h.update(np.asarray(pool.weights).tobytes())
+        return (len(pool), h.hexdigest())
+
     # ------------------------------------------------------------------ selection
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         n = len(pool)
         m = self.size(n)
         t0 = time.perf_counter()
         blocks = self._blocks(pool)
-        scores = self._scores(blocks, ctx)
+        key = self._cache_key(pool)
+        cached = getattr(self, "_cached", None)
+        if key is not None and cached is not None and cached[0] == key:
+            scores, coords = cached[1], cached[2]
+        else:
+            scores, coords = self._scores(blocks, ctx), None
         score_s = time.perf_counter() - t0
         tau = np.clip(scores.values, 0.0, None)
         meta: dict[str, Any] = {k: v for k, v in scores.meta.items() if k != "seconds"}
@@ -235,12 +250,16 @@ class LeverageSampling(Selector):
                     meta["empty_redraws"] = redraws
             else:
                 tt = time.perf_counter()
-                coords = self._coords(blocks, scores)
+                if coords is None:
+                    coords = self._coords(blocks, scores)
                 tree_s = time.perf_counter() - tt
                 idx = designs.pivotal(pi, coords, ctx.rng(_TREE))
             weights = m / (n * pi[idx])
             meta["capped"] = int((pi >= 1 - designs.TOL).sum())
         sample_s = time.perf_counter() - t1
+        if key is not None:
+            self._cached = (key, scores, coords)
+            meta["scores_cached"] = cached is not None and cached[0] == key
         meta.update(
             {
                 "size": int(idx.size),
