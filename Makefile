@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,launchers,bench$(FAISS_EXTRA)]"
+	$(PY) -m pip install -q -e ".[test,launchers,bench,text$(FAISS_EXTRA)]"
 	touch $@
 
 # Fashion-MNIST from Debian's package when it is missing and we may install packages.

@@ -5,7 +5,8 @@ A `DataSource` (the ``data`` config group) loads in ``setup()`` and exposes ``tr
 
 - `FashionMNIST` and `Digits`: the built-in datasets, in memory (`build_datasets` with fixed settings);
 - `Arrays`: ``.npy``/``.npz`` files, memory-mapped by default, so a pool larger than memory works;
-- `TorchDataset`: any map-style torch Dataset, read item by item.
+- `TorchDataset`: any map-style torch Dataset, read item by item;
+- `WordNet`: definitions and their words from WordNet's files, tokenised for text retrieval.
 
 A `BatchDataset` returns a whole batch from one `BatchDataset.gather` call; `Batches` puts one in
 front of a DataLoader (``collate_fn=batch_collate``) and adds the sampler's ``index``, ``weight``
@@ -40,6 +41,7 @@ from selectkit.data.fashion import (
 )
 from selectkit.data.memory import ArrayDataset, WithSynthetic
 from selectkit.data.torch_dataset import TorchDataset, TorchItems
+from selectkit.data.wordnet import TextPairs, WordNet
 
 __all__ = [
     "DATASETS",
@@ -57,8 +59,10 @@ __all__ = [
     "FashionMNIST",
     "MappedArrays",
     "TorchDataset",
+    "TextPairs",
     "TorchItems",
     "WithSynthetic",
+    "WordNet",
     "batch_collate",
     "build_datasets",
     "candidate_dirs",
