@@ -52,7 +52,8 @@ class HardNegatives(Selector):
     ``meta`` holds the table of what was mined and filtered: retrieved candidates, removals per
     filter, short, skipped and padded anchors, depths, score means, and (from the second mining on)
     the share of anchors whose negatives changed since the previous mining. The latest mined tuples
-    (global ids) are the selector's state, so they travel in checkpoints.
+    (global ids: anchors, positives, negatives) and their epoch are the selector's state, so they
+    travel in checkpoints.
 
     Args:
         negatives: negatives per tuple, ``>= 1``.
@@ -231,7 +232,7 @@ class HardNegatives(Selector):
         t_pos_scores = pos_scores[kept_rows].astype(np.float32)
         t_neg_scores = result.scores[tuple_rows][kept_rows].astype(np.float32)
         meta.update(self._table(result, anchors, keep, counts, t_pos_scores, t_neg_scores, len(corpus_items)))
-        meta.update(self._refresh(pool.ids[t_anchor], pool.ids[t_neg], ctx))
+        meta.update(self._refresh(pool.ids[t_anchor], pool.ids[t_pos], pool.ids[t_neg], ctx))
         return Tuples(t_anchor.astype(np.int64), t_pos.astype(np.int64), t_neg.astype(np.int64), t_pos_scores, t_neg_scores, meta=meta)
 
     def _pairs(self, pool: Pool, rng: np.random.Generator, meta: dict[str, Any]):
@@ -295,7 +296,7 @@ class HardNegatives(Selector):
             "negative_score_mean": float(neg_scores[live].mean()) if live.any() else None,
         }
 
-    def _refresh(self, anchor_ids: np.ndarray, negative_ids: np.ndarray, ctx: SelectContext) -> dict[str, Any]:
+    def _refresh(self, anchor_ids: np.ndarray, positive_ids: np.ndarray, negative_ids: np.ndarray, ctx: SelectContext) -> dict[str, Any]:
         """The share of anchors whose negatives changed since the previous mining; keeps this one."""
         out: dict[str, Any] = {"mined_epoch": int(ctx.epoch)}
         prev = self._previous
@@ -308,7 +309,7 @@ class HardNegatives(Selector):
                 new = np.sort(negative_ids[ufirst[i_now]], axis=1)
                 out["changed_since_previous"] = round(float((old != new).any(axis=1).mean()), 6)
                 out["previous_epoch"] = int(prev["epoch"])
-        self._previous = {"anchors": anchor_ids.astype(np.int64), "negatives": negative_ids.astype(np.int64), "epoch": int(ctx.epoch)}
+        self._previous = {"anchors": anchor_ids.astype(np.int64), "positives": positive_ids.astype(np.int64), "negatives": negative_ids.astype(np.int64), "epoch": int(ctx.epoch)}
         return out
 
     # ------------------------------------------------------------------ state

@@ -356,3 +356,21 @@ def test_dynamic_remining_refreshes_on_schedule_and_resumes_identically(compose_
     for epoch in got:
         assert np.array_equal(got[epoch]["tuples"], ref[epoch]["tuples"]), f"epoch {epoch} differs after resume"
         assert np.allclose(got[epoch]["negative_scores"], ref[epoch]["negative_scores"])
+
+
+def test_the_mined_set_is_the_selector_state():
+    x, labels = _vectors(n=60)
+    ids = np.arange(500, 560)
+    sel = HardNegatives(negatives=2, space="vectors")
+    out = sel.select(Pool(ids, labels=labels, vectors=x), SelectContext(seed=0, epoch=3))
+    state = sel.state_dict()["state"]
+    assert state["epoch"] == 3
+    assert np.array_equal(state["anchors"], ids[out.anchors]) and np.array_equal(state["positives"], ids[out.positives])
+    assert np.array_equal(state["negatives"], ids[out.negatives]), "the state holds the mined tuples in global ids"
+    restored = HardNegatives(negatives=2, space="vectors")
+    restored.load_state_dict(sel.state_dict())
+    again = restored.select(Pool(ids, labels=labels, vectors=x), SelectContext(seed=0, epoch=5))
+    assert again.meta["previous_epoch"] == 3 and again.meta["changed_since_previous"] == 0.0, "same vectors, same top negatives"
+    moved = x + np.random.default_rng(1).normal(scale=0.5, size=x.shape).astype(np.float32)
+    later = restored.select(Pool(ids, labels=labels, vectors=moved), SelectContext(seed=0, epoch=7))
+    assert later.meta["previous_epoch"] == 5 and later.meta["changed_since_previous"] > 0.3, "moved vectors, refreshed negatives"
