@@ -93,6 +93,24 @@ class SelectionController:
         parts = [s.labels for _, s, _ in self.pipeline.synthetic]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def features_of(self, ids: np.ndarray) -> np.ndarray:
+        """Flattened features of global ids, synthetic samples created in input space included."""
+        ids = np.asarray(ids, dtype=np.int64)
+        base = ids < self.base_size
+        if base.all():
+            return self._features(ids)
+        made = [s for _, s, _ in self.pipeline.synthetic]
+        cached = getattr(self, "_syn_features", ([], None))
+        if len(cached[0]) != len(made) or any(a is not b for a, b in zip(cached[0], made)):
+            parts = [s.features.reshape(len(s), -1) for s in made]
+            self._syn_features = (made, np.concatenate(parts).astype(np.float32, copy=False))
+        syn = self._syn_features[1]
+        out = np.empty((ids.shape[0], syn.shape[1]), dtype=np.float32)
+        if base.any():
+            out[base] = self._features(ids[base])
+        out[~base] = syn[ids[~base] - self.base_size]
+        return out
+
     def _make_pool(self, ids: np.ndarray | int, weights: np.ndarray | None) -> Pool:
         providers: dict[str, Callable[..., np.ndarray]] = {}
         if self.base_labels is not None:
@@ -100,6 +118,8 @@ class SelectionController:
         if isinstance(ids, int) or bool((ids < self.base_size).all()):
             providers["features"] = self._features
             providers.update(self.model_outputs)
+        elif all(s.space == "input" for _, s, _ in self.pipeline.synthetic):
+            providers["features"] = self.features_of
         if self._pairs is not None:
             providers["pairs"] = self._pairs
         return Pool(ids, weights=weights, providers=providers)
