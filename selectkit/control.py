@@ -39,6 +39,8 @@ class SelectionController:
         base_ids: the ids the first stage selects from (default: every row); a round loop passes the
             labelled ids.
         rows: rows of the training set (default: ``len(labels)``).
+        labelled_ids: the already labelled ids, offered to every stage as ``pool.labelled`` (a round
+            loop's acquisition passes them; acquisition selectors such as k-center read it).
         pairs: given (anchor ids, positive ids) of the training set (its ``pairs()``), offered to the
             stages as the ``pairs`` provider; None when the data has none.
     """
@@ -53,6 +55,7 @@ class SelectionController:
         rank: int = 0,
         base_ids: np.ndarray | None = None,
         rows: int | None = None,
+        labelled_ids: np.ndarray | None = None,
         pairs: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -60,6 +63,7 @@ class SelectionController:
         self.base_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.base_size = int(rows if rows is not None else (0 if labels is None else self.base_labels.shape[0]))
         self.base_ids = None if base_ids is None else np.asarray(base_ids, dtype=np.int64)
+        self.labelled_ids = None if labelled_ids is None else np.asarray(labelled_ids, dtype=np.int64)
         self._features = features
         self._pairs = None if pairs is None else pairs_provider(*pairs)
         self.model_outputs: dict[str, Callable[..., np.ndarray]] = {}
@@ -122,7 +126,11 @@ class SelectionController:
             providers["features"] = self.features_of
         if self._pairs is not None:
             providers["pairs"] = self._pairs
-        return Pool(ids, weights=weights, providers=providers)
+        labelled = None
+        if self.labelled_ids is not None:
+            shared = {k: v for k, v in providers.items() if k in ("labels", "features")} | dict(self.model_outputs)
+            labelled = Pool(self.labelled_ids, providers=shared)
+        return Pool(ids, weights=weights, providers=providers, labelled=labelled)
 
     # ------------------------------------------------------------------ selections
     @property

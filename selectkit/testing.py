@@ -27,14 +27,16 @@ from selectkit.selection import Acquisition
 from selectkit.selector import Pool, SelectContext, Selector
 
 
-def make_pool(n: int = 240, d: int = 8, classes: int = 3, seed: int = 0, minority: float | None = None) -> Pool:
+def make_pool(n: int = 240, d: int = 8, classes: int = 3, seed: int = 0, minority: float | None = None, labelled: int = 0) -> Pool:
     """A pool that offers exactly what a real run offers, computed by the same code.
 
     Rows are Gaussian clusters (one per class) held in an in-memory `selectkit.data.ArrayDataset`; the
     providers are those of a run: ``labels``, ``features`` and the model outputs of a small MLP with
     dropout under the classification task (``embeddings``, ``probs``, ``mc_probs`` with ``passes``,
     ``losses``, ``grad_embeddings``), through `selectkit.providers.PoolScorer`. ``minority`` makes
-    class 0 that share of the pool (an imbalanced pool).
+    class 0 that share of the pool (an imbalanced pool). ``labelled > 0`` makes a round loop's
+    acquisition pool: ``n + labelled`` rows of which ``labelled`` random ones form ``pool.labelled``
+    and the pool holds the other ``n`` (their global ids, sorted), with the same providers.
     """
     import torch
 
@@ -44,6 +46,8 @@ def make_pool(n: int = 240, d: int = 8, classes: int = 3, seed: int = 0, minorit
     from selectkit.tasks import Classification
 
     rng = np.random.default_rng([seed, 0x7E57])
+    unlabelled = n
+    n = n + int(labelled)
     if minority is None:
         labels = np.arange(n) % classes
     else:
@@ -61,7 +65,16 @@ def make_pool(n: int = 240, d: int = 8, classes: int = 3, seed: int = 0, minorit
     task.setup({"num_classes": classes, "input_shape": (d,)})
     scorer = PoolScorer(ModelAdapter(model, num_classes=classes), dataset, batch_size=64, seed=seed)
     providers = {"labels": lambda ids: labels[ids], "features": lambda ids: features[ids], **model_providers(scorer, task)}
-    return Pool(n, providers=providers)
+    if not labelled:
+        return Pool(n, providers=providers)
+    known = np.sort(np.random.default_rng([seed, 0x4C42]).choice(n, size=int(labelled), replace=False)).astype(np.int64)
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), known)
+    assert rest.shape[0] == unlabelled
+
+    def hidden(ids: np.ndarray) -> np.ndarray:
+        raise ConfigError(f"labels: {ids.shape[0]} of the {ids.shape[0]} items asked for are unlabelled; only labelled items have labels")
+
+    return Pool(rest, providers={**providers, "labels": hidden}, labelled=Pool(known, providers=providers))
 
 
 def _same(a: Any, b: Any) -> bool:
