@@ -20,7 +20,7 @@ import numpy as np
 
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
-from selectkit.selector import AnyOf, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
+from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
 
 _KMEANS = 0x4B4D
 _DRAW = 0x5344
@@ -33,6 +33,19 @@ CLUSTER_TERMS = ("loss", "size")
 
 def _mapping_or_none(value: Any) -> bool:
     return value is None or isinstance(value, Mapping)
+
+
+def _split(k: int, sizes: np.ndarray) -> np.ndarray:
+    """``k`` clusters over groups of ``sizes`` items, in proportion (largest remainders), at least one
+    and at most the group's size each."""
+    if sizes.size == 1:
+        return np.array([min(k, int(sizes[0]))])
+    share = k * sizes / sizes.sum()
+    quota = np.floor(share).astype(np.int64)
+    rest = k - int(quota.sum())
+    if rest > 0:
+        quota[np.argsort(-(share - quota), kind="stable")[:rest]] += 1
+    return np.clip(quota, 1, sizes)
 
 
 def _fit_lipschitz(probe_losses: np.ndarray, rep_losses: np.ndarray, gaps: np.ndarray) -> float:
@@ -59,13 +72,18 @@ class SensitivitySampling(Selector):
             head's input), or ``encoder`` (``encoder`` applied to the raw inputs).
         encoder: a Hydra node (``_target_`` and arguments) building a callable or ``nn.Module`` that maps
             a ``[b, d]`` float32 batch of raw inputs to ``[b, d']``; needed by ``embedding: encoder``.
+        by_label: cluster each class on its own (``k`` split over the classes in proportion to their
+            size, at least one each): a classifier's loss depends on the label as well as on the
+            embedding, so an item far from its own class's centres (e.g. one the model confuses with
+            another class) gets a large bound. Needs labels.
         cluster_term: the per-cluster term: ``loss`` (the model's loss at each cluster's representative:
             ``k`` forward passes) or ``size`` (every cluster the same share, the k-means sensitivity
             bound; no model evaluation).
         lipschitz: the constant multiplying the distance term (``cluster_term: loss`` only); null fits
             it from the losses of one more random member per cluster (``k`` more forward passes): the
             least-squares slope of their loss above the representative's against their distance term.
-        power: exponent of the distance to the centre: 2 (squared, the k-means cost) or 1.
+        power: exponent of the distance to the centre: 1 (a loss Lipschitz in the embedding, e.g. a
+            linear head's cross-entropy) or 2 (squared, the k-means cost).
         uniform: share of the sampling mass spread uniformly, in (0, 1]: bounds every weight by
             ``1 / uniform`` and keeps every item drawable.
         n_iter: k-means (Lloyd) iterations at most.
@@ -85,6 +103,7 @@ class SensitivitySampling(Selector):
         "k": Interval(1, None, integer=True),
         "embedding": OneOf(EMBEDDINGS),
         "encoder": Check(_mapping_or_none, "a mapping with a _target_, or null"),
+        "by_label": Boolean(),
         "cluster_term": OneOf(CLUSTER_TERMS),
         "lipschitz": AnyOf((IsNone(), Interval(0.0, None))),
         "power": OneOf((1, 2)),
@@ -103,9 +122,10 @@ class SensitivitySampling(Selector):
         k: int = 100,
         embedding: str = "model",
         encoder: Mapping[str, Any] | None = None,
+        by_label: bool = True,
         cluster_term: str = "loss",
         lipschitz: float | None = None,
-        power: int = 2,
+        power: int = 1,
         uniform: float = 0.1,
         n_iter: int = 20,
         max_points_per_centroid: int | None = 256,
@@ -117,6 +137,7 @@ class SensitivitySampling(Selector):
         self.k = k
         self.embedding = embedding
         self.encoder = encoder
+        self.by_label = by_label
         self.cluster_term = cluster_term
         self.lipschitz = lipschitz
         self.power = power
@@ -128,10 +149,13 @@ class SensitivitySampling(Selector):
     # ------------------------------------------------------------------ declarations
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
-        """``embeddings`` (model embedding) or ``features``, plus ``losses`` for the loss term."""
+        """``embeddings`` (model embedding) or ``features``, ``losses`` for the loss term, ``labels``
+        to cluster by label."""
         need = {"embeddings" if self.embedding == "model" else "features"}
         if self.cluster_term == "loss":
             need.add("losses")
+        if self.by_label:
+            need.add("labels")
         return frozenset(need)
 
     def _check_params_jointly(self) -> None:
@@ -161,8 +185,6 @@ class SensitivitySampling(Selector):
 
     # ------------------------------------------------------------------ selection
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
-        from selectkit.neighbors import kmeans
-
         n = len(pool)
         m = self.budget(n)
         if int(self.k) > n:
@@ -174,21 +196,11 @@ class SensitivitySampling(Selector):
         embed_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        seed = int(ctx.rng(_KMEANS).integers(2**31))
-        km = kmeans(
-            points,
-            int(self.k),
-            n_iter=int(self.n_iter),
-            seed=seed,
-            config=self._neighbor_config(),
-            max_points_per_centroid=None if self.max_points_per_centroid is None else int(self.max_points_per_centroid),
-            sample_weight=prior,
-        )
+        assignment, distances, k_used, inertia, iters = self._cluster(points, pool, prior, ctx)
         cluster_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        assignment = km.assignment
-        dist = np.maximum(km.distances.astype(np.float64), 0.0)
+        dist = np.maximum(distances.astype(np.float64), 0.0)
         if self.power == 1:
             dist = np.sqrt(dist)
         order = np.lexsort((dist, assignment))
@@ -196,7 +208,7 @@ class SensitivitySampling(Selector):
         first[1:] = assignment[order][1:] != assignment[order][:-1]
         reps = order[first]  # one representative per non-empty cluster: the item nearest its centre
         clusters = assignment[reps]
-        slot = np.full(int(self.k), -1, dtype=np.int64)
+        slot = np.full(k_used, -1, dtype=np.int64)
         slot[clusters] = np.arange(clusters.size)
         member = slot[assignment]
         w_prior = np.ones(n) if prior is None else prior
@@ -236,8 +248,9 @@ class SensitivitySampling(Selector):
             "dim": int(points.shape[1]),
             "cluster_term": self.cluster_term,
             "lipschitz": lam,
-            "inertia": float(km.inertia),
-            "kmeans_iters": int(km.n_iter),
+            "k_used": int(k_used),
+            "inertia": float(inertia),
+            "kmeans_iters": int(iters),
             "model_evals": evals,
             "distinct": int(np.unique(draws).size),
             "max_weight": float(weights.max()),
@@ -250,6 +263,36 @@ class SensitivitySampling(Selector):
         return Selection(draws.astype(np.int64), weights=weights, meta=meta)
 
     # ------------------------------------------------------------------ pieces
+    def _cluster(self, points: np.ndarray, pool: Pool, prior: np.ndarray | None, ctx: SelectContext) -> tuple[np.ndarray, np.ndarray, int, float, int]:
+        """k-means through the neighbour layer, within each class when ``by_label``: the cluster of
+        every item (ids ``0..k_used-1``), its squared distance to the centre, ``k_used``, the inertia
+        and the most Lloyd iterations run."""
+        from selectkit.neighbors import kmeans
+
+        n = points.shape[0]
+        config = self._neighbor_config()
+        cap = None if self.max_points_per_centroid is None else int(self.max_points_per_centroid)
+        if self.by_label:
+            classes, inverse = np.unique(pool.labels, return_inverse=True)
+            groups = [np.flatnonzero(inverse == c) for c in range(classes.size)]
+        else:
+            groups = [np.arange(n)]
+        sizes = np.array([g.size for g in groups])
+        quota = _split(int(self.k), sizes)
+        assignment = np.empty(n, dtype=np.int64)
+        distances = np.empty(n, dtype=np.float32)
+        offset, inertia, iters = 0, 0.0, 0
+        for g, (members, k_g) in enumerate(zip(groups, quota)):
+            seed = int(ctx.rng(_KMEANS, g).integers(2**31))
+            w = None if prior is None else prior[members]
+            km = kmeans(points[members], int(k_g), n_iter=int(self.n_iter), seed=seed, config=config, max_points_per_centroid=cap, sample_weight=w)
+            assignment[members] = offset + km.assignment
+            distances[members] = km.distances
+            offset += int(k_g)
+            inertia += float(km.inertia)
+            iters = max(iters, int(km.n_iter))
+        return assignment, distances, offset, inertia, iters
+
     def _probes(self, order: np.ndarray, first: np.ndarray, ctx: SelectContext) -> np.ndarray:
         """One random member other than the representative from every cluster that has one: the
         items whose losses fit ``lipschitz`` when it is null."""

@@ -21,6 +21,7 @@ BAD = {
     "k": [0, 2.5, None, 10_000],
     "embedding": ["raw", None],
     "cluster_term": ["losses", None],
+    "by_label": ["yes", 1, None],
     "lipschitz": [-1.0, "x"],
     "power": [3, 0, "2"],
     "uniform": [0, 0.0, 1.5, -0.2],
@@ -70,7 +71,7 @@ def test_weighted_subset_loss_is_unbiased(weighted, term):
     prior = np.random.default_rng(9).uniform(0.2, 1.8, size=n) if weighted else None
     truth = float(np.mean(losses * (1.0 if prior is None else prior)))
     estimates, naive, mean_w = [], [], []
-    sel = SensitivitySampling(size=40, k=10, embedding="features", cluster_term=term, uniform=0.1)
+    sel = SensitivitySampling(size=40, k=10, embedding="features", by_label=False, cluster_term=term, uniform=0.1)
     for seed in range(300):
         pool = Pool(n, weights=prior, features=x, losses=losses)
         out = sel.select(pool, SelectContext(seed=seed))
@@ -94,7 +95,7 @@ def test_sensitivity_beats_uniform_on_a_loss_it_bounds():
     n = x.shape[0]
     ours, uniform = [], []
     for seed in range(150):
-        out = SensitivitySampling(size=40, k=10, embedding="features").select(Pool(n, features=x, losses=losses), SelectContext(seed=seed))
+        out = SensitivitySampling(size=40, k=10, embedding="features", by_label=False, power=2).select(Pool(n, features=x, losses=losses), SelectContext(seed=seed))
         ours.append(np.mean(out.weights * losses[out.indices]))
         uniform.append(np.mean(losses[np.random.default_rng([seed, 5]).integers(n, size=40)]))
     assert np.std(ours) < 0.6 * np.std(uniform), (np.std(ours), np.std(uniform))
@@ -109,11 +110,11 @@ def test_losses_are_computed_only_at_cluster_representatives():
         return losses[ids]
 
     pool = Pool(x.shape[0], providers={"features": lambda ids: x[ids], "losses": provider})
-    out = SensitivitySampling(size=50, k=12, embedding="features").select(pool, SelectContext(seed=3))
+    out = SensitivitySampling(size=50, k=12, embedding="features", by_label=False).select(pool, SelectContext(seed=3))
     assert len(asked) == 1 and asked[0].size == 2 * out.meta["clusters"] == 24, "one call: each cluster's representative and one probe"
     assert out.meta["model_evals"] == 24 and np.unique(asked[0]).size == 24
     asked.clear()
-    out = SensitivitySampling(size=50, k=12, embedding="features", lipschitz=0.5).select(pool, SelectContext(seed=3))
+    out = SensitivitySampling(size=50, k=12, embedding="features", by_label=False, lipschitz=0.5).select(pool, SelectContext(seed=3))
     assert len(asked) == 1 and asked[0].size == 12 == out.meta["model_evals"], "a given lipschitz needs the representatives only"
     assert {"embed_s", "cluster_s", "score_s", "sample_s"} <= set(out.meta)
 
@@ -124,10 +125,10 @@ def test_representatives_are_nearest_their_centre():
     x, losses = _clustered(seed=2)
     asked = []
     pool = Pool(x.shape[0], providers={"features": lambda ids: x[ids], "losses": lambda ids: asked.append(ids.copy()) or losses[ids]})
-    sel = SensitivitySampling(size=30, k=8, embedding="features", max_points_per_centroid=None)
+    sel = SensitivitySampling(size=30, k=8, embedding="features", by_label=False, max_points_per_centroid=None)
     ctx = SelectContext(seed=4)
     sel.select(pool, ctx)
-    seed = int(ctx.rng(0x4B4D).integers(2**31))
+    seed = int(ctx.rng(0x4B4D, 0).integers(2**31))
     km = kmeans(x, 8, n_iter=20, seed=seed)
     for c in range(8):
         members = np.flatnonzero(km.assignment == c)
@@ -154,9 +155,9 @@ def test_budget_rules(kw, size):
 def test_weights_positive_and_bounded_by_the_uniform_share():
     x, losses = _clustered()
     for u in (0.05, 0.5, 1.0):
-        out = SensitivitySampling(size=200, k=10, embedding="features", uniform=u).select(Pool(x.shape[0], features=x, losses=losses), SelectContext(seed=1))
+        out = SensitivitySampling(size=200, k=10, embedding="features", by_label=False, uniform=u).select(Pool(x.shape[0], features=x, losses=losses), SelectContext(seed=1))
         assert np.all(out.weights > 0) and out.weights.max() <= 1.0 / u + 1e-5
-    flat = SensitivitySampling(size=200, k=10, embedding="features", uniform=1.0).select(Pool(x.shape[0], features=x, losses=losses), SelectContext(seed=1))
+    flat = SensitivitySampling(size=200, k=10, embedding="features", by_label=False, uniform=1.0).select(Pool(x.shape[0], features=x, losses=losses), SelectContext(seed=1))
     assert np.allclose(flat.weights, 1.0), "uniform=1 is plain uniform sampling"
 
 
@@ -176,17 +177,17 @@ def test_budget_larger_than_the_pool_names_the_setting():
 def test_more_clusters_than_distinct_points_drops_the_empty_ones():
     x = np.repeat(np.random.default_rng(0).normal(size=(5, 3)), 20, axis=0).astype(np.float32)
     losses = np.linspace(0.1, 2.0, 100).astype(np.float32)
-    out = SensitivitySampling(size=30, k=8, embedding="features").select(Pool(100, features=x, losses=losses), SelectContext(seed=0))
+    out = SensitivitySampling(size=30, k=8, embedding="features", by_label=False).select(Pool(100, features=x, losses=losses), SelectContext(seed=0))
     assert out.meta["clusters"] == 5 and out.meta["k"] == 8 and out.meta["model_evals"] == 10
     assert len(out) == 30 and np.all(out.weights > 0)
 
 
 def test_constant_and_nan_features_are_refused():
     x = np.ones((50, 4), np.float32)
-    _raises(SensitivitySampling(k=3, embedding="features", cluster_term="size"), Pool(50, features=x), r"^selector\.embedding=features: the raw features are constant")
+    _raises(SensitivitySampling(k=3, embedding="features", by_label=False, cluster_term="size"), Pool(50, features=x), r"^selector\.embedding=features: the raw features are constant")
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     x[[7, 9], 2] = np.nan
-    _raises(SensitivitySampling(k=3, embedding="features", cluster_term="size"), Pool(50, features=x), r"^selector\.embedding=features: 2 of 50 rows .* NaN or inf \(first: pool item 7\)")
+    _raises(SensitivitySampling(k=3, embedding="features", by_label=False, cluster_term="size"), Pool(50, features=x), r"^selector\.embedding=features: 2 of 50 rows .* NaN or inf \(first: pool item 7\)")
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, np.nan])
@@ -194,12 +195,12 @@ def test_non_positive_weights_from_an_earlier_stage_are_refused(bad):
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     w = np.ones(50)
     w[3] = bad
-    _raises(SensitivitySampling(k=3, embedding="features", cluster_term="size"), Pool(50, weights=w, features=x), r"^selector: the weights from the stages before it must be finite and positive")
+    _raises(SensitivitySampling(k=3, embedding="features", by_label=False, cluster_term="size"), Pool(50, weights=w, features=x), r"^selector: the weights from the stages before it must be finite and positive")
 
 
 def test_negative_losses_are_refused():
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
-    _raises(SensitivitySampling(k=3, embedding="features"), Pool(50, features=x, losses=-np.ones(50, np.float32)), r"^selector: the model's loss at a cluster representative is negative")
+    _raises(SensitivitySampling(k=3, embedding="features", by_label=False), Pool(50, features=x, losses=-np.ones(50, np.float32)), r"^selector: the model's loss at a cluster representative is negative")
 
 
 def test_encoder_settings():
