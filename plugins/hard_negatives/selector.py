@@ -180,12 +180,12 @@ class HardNegatives(Selector):
             mode = "pairs" if pool.has("pairs") else "labels" if pool.has("labels") else None
             if mode is None:
                 raise self._error("positives", "=auto: this pool offers neither 'pairs' nor 'labels', so no anchor has a positive")
-        labels = pool.labels if pool.has("labels") else None
+        labels = self._labels(pool, mode)
         vectors = check_vectors(pool.get(self.space), f"{self.space!r} vectors", f"{self.config_path}.space")
         if vectors.shape[0] != n:
             raise self._error("space", f": {self.space!r} has {vectors.shape[0]} rows for {n} pool items")
         rng = ctx.rng(_ANCHORS)
-        meta: dict[str, Any] = {"positives": mode, "space": self.space, "metric": self.metric}
+        meta: dict[str, Any] = {"positives": mode, "space": self.space, "metric": self.metric, "same_label_excluded": labels is not None and bool(self.exclude_same_label)}
         if mode == "pairs":
             anchors, ptr, pos_items, corpus_items = self._pairs(pool, rng, meta)
         else:
@@ -234,6 +234,18 @@ class HardNegatives(Selector):
         meta.update(self._table(result, anchors, keep, counts, t_pos_scores, t_neg_scores, len(corpus_items)))
         meta.update(self._refresh(pool.ids[t_anchor], pool.ids[t_pos], pool.ids[t_neg], ctx))
         return Tuples(t_anchor.astype(np.int64), t_pos.astype(np.int64), t_neg.astype(np.int64), t_pos_scores, t_neg_scores, meta=meta)
+
+    def _labels(self, pool: Pool, mode: str) -> np.ndarray | None:
+        """The pool's labels where this mining uses them: always with label positives; with pairs only
+        for ``exclude_same_label``, and only when every item has one."""
+        if mode == "labels":
+            return pool.labels
+        if not (self.exclude_same_label and pool.has("labels")):
+            return None
+        try:
+            return pool.labels
+        except ConfigError:
+            return None
 
     def _pairs(self, pool: Pool, rng: np.random.Generator, meta: dict[str, Any]):
         """Anchors (sorted), CSR of their positives, and the corpus, from the pool's pairs."""
