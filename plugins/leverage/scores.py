@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -251,7 +252,7 @@ def sketched_scores(
         for target, g in zip((sa, sb), gen):
             bucket = torch.randint(0, k, (rows,), generator=g)
             sign = torch.randint(0, 2, (rows,), generator=g).mul_(2).sub_(1).to(torch.float32)
-            target.index_add_(0, bucket, b * sign[:, None])
+            target += _count_sketch(bucket, sign, k) @ b
         colsum += b.sum(0).double().numpy()
     sa64 = sa.double().numpy()
     g = sa64.T @ sa64
@@ -284,6 +285,16 @@ def sketched_scores(
         "seconds": round(time.perf_counter() - t0, 6),
     }
     return Scores(values, rank, "sketch", g, colsum, meta)
+
+
+def _count_sketch(bucket: torch.Tensor, sign: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k x rows`` CountSketch matrix (one signed 1 per column) as a CSR tensor."""
+    order = torch.argsort(bucket)
+    crow = torch.zeros(k + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(bucket, minlength=k), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # beta-state notice of sparse CSR tensors
+        return torch.sparse_csr_tensor(crow, order, sign[order], size=(k, bucket.shape[0]), check_invariants=False)
 
 
 def _num(x: float) -> float | str:

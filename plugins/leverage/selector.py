@@ -66,7 +66,7 @@ class LeverageSampling(Selector):
         ridge: for ``score: ridge``, ``lambda`` as a multiple of the mean eigenvalue of ``A^T A``
             (its trace over d), > 0.
         p: exponent of ``score: root``, in [1, 2].
-        sketch_size: rows of the CountSketch (``method: sketch``); null: ``min(n, 4 d^2)``. At least the
+        sketch_size: rows of the CountSketch (``method: sketch``); null: ``min(n, 16 d)``. At least the
             number of columns, at most the pool's size.
         projection: columns of the Gaussian projection of the sketched scores; null: none.
         uniform_mix: share of the sampling weight spread uniformly, in [0, 1).
@@ -167,7 +167,7 @@ class LeverageSampling(Selector):
             ridge = self.ridge * trace / max(d, 1)
         try:
             if sketch:
-                k = self.sketch_size if self.sketch_size is not None else min(n, 4 * d * d)
+                k = self.sketch_size if self.sketch_size is not None else min(n, 16 * d)
                 if k < d:
                     raise self.param_error("sketch_size", f"is {k}, fewer rows than the {d} columns it must embed; give at least {d}")
                 if k > n:
