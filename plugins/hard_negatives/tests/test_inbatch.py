@@ -184,3 +184,26 @@ def test_training_end_to_end_beats_the_untrained_model(tmp_path, task):
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert summary["status"] == "completed" and len(rows) == 2
     assert rows[-1]["val_recall@1"] > untrained["recall@1"] + 0.05, (untrained, rows[-1])
+
+
+def test_a_batch_with_nothing_to_mine_gives_a_zero_loss_on_the_graph():
+    from types import SimpleNamespace
+
+    from selectkit.models import MLP, ModelAdapter
+    from selectkit.tasks import Contrastive, combine
+
+    net = MLP(in_features=4, hidden=[3], num_classes=2, dropout=0.0)
+    task = Contrastive(loss="triplet", miner=BatchHardMiner())
+    task.setup({"num_classes": 2, "input_shape": (4,)})
+    task.bind_tuples(SimpleNamespace(tuple_size=2))
+    module = SimpleNamespace(adapter=ModelAdapter(net))
+    batch = {"x": torch.randn(6, 4), "y": torch.zeros(6, dtype=torch.int64), "index": torch.arange(6),
+             "weight": torch.ones(6), "mask": torch.ones(6, dtype=torch.bool)}
+    loss, live = combine(task.loss_terms(module, batch))
+    assert live == 0 and float(loss) == 0.0
+    loss.backward()  # still a graph: the training step does not fail on a batch of one label
+    grads = [p.grad for p in net.body.parameters()]
+    assert all(g is not None and float(g.abs().sum()) == 0.0 for g in grads)
+    batch["y"] = torch.tensor([0, 0, 0, 1, 1, 1])
+    loss, live = combine(task.loss_terms(module, batch))
+    assert live == 6 and loss.requires_grad
