@@ -12,6 +12,9 @@ import numpy as np
 from selectkit.selector import Interval, Pool, SelectContext
 from selectkit_plugins.acquisition.base import BUDGET, STOCHASTIC, TEMPERATURE, ScoredAcquisition
 
+#: rows of ``mc_probs`` turned into BALD scores at a time (bounds the float64 temporaries)
+_BLOCK = 4096
+
 
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
     """Shannon entropy (nats) of probability vectors along ``axis``; ``0 log 0 = 0``."""
@@ -91,7 +94,10 @@ class BALD(ScoredAcquisition):
         return {"mc_probs": {"passes": self.passes}}
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
-        """The mutual information per item, from ``mc_probs`` ``[n, passes, C]`` (clipped at 0)."""
-        mc = np.asarray(pool.get("mc_probs", passes=int(self.passes)), dtype=np.float64)
-        score = entropy(mc.mean(axis=1), axis=1) - entropy(mc, axis=2).mean(axis=1)
+        """The mutual information per item, from ``mc_probs`` ``[n, passes, C]`` (clipped at 0), in blocks of rows."""
+        mc = pool.get("mc_probs", passes=int(self.passes))
+        score = np.empty(mc.shape[0], dtype=np.float64)
+        for start in range(0, mc.shape[0], _BLOCK):
+            block = np.asarray(mc[start : start + _BLOCK], dtype=np.float64)
+            score[start : start + _BLOCK] = entropy(block.mean(axis=1), axis=1) - entropy(block, axis=2).mean(axis=1)
         return np.maximum(score, 0.0)
