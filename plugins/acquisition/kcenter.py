@@ -42,6 +42,7 @@ class KCenter(Selector):
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
+        """The provider of ``space``."""
         return frozenset({self.space}) if self.space in ("embeddings", "features") else frozenset({"embeddings"})
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Acquisition:

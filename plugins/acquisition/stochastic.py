@@ -104,6 +104,7 @@ class StochasticAcquisition(Selector):
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
+        """The provider named by ``score``."""
         return frozenset({self.score}) if isinstance(self.score, str) and self.score else frozenset()
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Acquisition:

@@ -72,6 +72,7 @@ class TypiClust(Selector):
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
+        """The provider of ``space``."""
         return frozenset({self.space}) if self.space in ("embeddings", "features") else frozenset({"features"})
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Acquisition:

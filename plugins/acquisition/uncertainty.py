@@ -91,6 +91,7 @@ class BALD(ScoredAcquisition):
 
     @property
     def requires(self) -> dict[str, dict[str, int]]:  # type: ignore[override]
+        """``mc_probs`` with this selector's ``passes``."""
         return {"mc_probs": {"passes": self.passes}}
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
