@@ -27,8 +27,7 @@ def _reference(a: np.ndarray, lam: float = 0.0) -> np.ndarray:
     return (u[:, keep] ** 2).sum(1)
 
 
-@pytest.mark.parametrize("scheme", ["pivotal", "bernoulli", "replacement"])
-@pytest.mark.parametrize("score", ["leverage", "ridge", "root"])
+@pytest.mark.parametrize("scheme,score", [("pivotal", "leverage"), ("bernoulli", "leverage"), ("replacement", "leverage"), ("pivotal", "ridge"), ("bernoulli", "root")])
 def test_contract(scheme, score):
     check_selector(
         lambda **kw: LeverageSampling(**{"budget": 24, "scheme": scheme, "score": score, **kw}),
@@ -143,18 +142,20 @@ def test_inclusion_probabilities_cap_at_one_and_sum_to_m():
     assert np.allclose(pi[2:6], 0.25)
 
 
+@pytest.mark.slow
 def test_pivotal_keeps_inclusion_probabilities_and_fixed_size():
     rng = np.random.default_rng(7)
-    n, m, reps = 300, 30, 4000
+    n, m, reps = 200, 20, 1500
     coords = rng.standard_normal((n, 3))
-    pi = designs.inclusion_probabilities(rng.random(n) ** 2 + 0.01, float(m))
+    pi = designs.inclusion_probabilities(rng.random(n) + 0.2, float(m))
     counts = np.zeros(n)
     for r in range(reps):
         idx = designs.pivotal(pi, coords, np.random.default_rng([7, r]))
         assert idx.size == m and np.unique(idx).size == m, "pivotal sampling has a fixed size and no repeats"
         counts[idx] += 1
     z = (counts / reps - pi) / np.sqrt(pi * (1 - pi) / reps)
-    # 300 roughly normal z-scores: |z| > 4.5 has probability ~2e-3 in all; a bias of 0.1 * pi would give |z| ~ 6
+    # 200 roughly normal z-scores (every pi * reps >= 40): |z| > 4.5 has probability ~1e-3 in all;
+    # a bias of 0.15 * pi in an item of pi = 0.1 would give |z| ~ 5
     assert np.abs(z).max() < 4.5, np.abs(z).max()
     assert abs(np.mean(z)) < 4.5 / np.sqrt(n)
 
