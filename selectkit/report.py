@@ -7,8 +7,12 @@ sub-folder per job) works as well as single runs. Runs whose ``summary.json`` do
 
 Written into ``--out`` (default: the first DIR): ``report.md``, ``report.csv``,
 ``acc_vs_wallclock.png`` (validation accuracy against ``train_s + select_s``) and
-``acc_vs_examples.png`` (against examples seen). `load_runs` and `summarize` are the same steps for
-scripts and tests.
+``acc_vs_examples.png`` (against examples seen). Round loops (active learning, a ``rounds`` list in
+``summary.json``) also get ``acc_vs_labels.png``: validation accuracy against the number of labels
+used, one curve per strategy, the mean over runs that differ only by seed with a band from their
+lowest to their highest accuracy, and an "Accuracy against labels" table in ``report.md`` (mean, std
+and seeds at each label count) and ``labels.csv``. `load_runs`, `summarize` and `label_curves` are the
+same steps for scripts and tests.
 """
 
 from __future__ import annotations
@@ -496,6 +500,124 @@ def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], head
     return paths
 
 
+# ====================================================================================== labels (rounds)
+#: overrides that tell runs of one strategy apart without changing it (seeds are the bands)
+_NOT_STRATEGY = ("seed", "resume", "run_name", "paths.output_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def _strategy_key(run: Run) -> tuple[str, tuple[str, ...]]:
+    """(strategy label, the run's other overrides): runs that differ only by seed share it."""
+    s = run.summary
+    label = str(s.get("strategy") or s.get("selector") or run.name)
+    rest = tuple(sorted(o for o in run.overrides if o.split("=", 1)[0].lstrip("+~") not in _NOT_STRATEGY))
+    return label, rest
+
+
+def label_curves(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Accuracy against labels used, one curve per strategy (completed round runs only).
+
+    Runs are grouped when their ``.hydra/overrides.yaml`` differ only by ``seed`` (and output paths),
+    and their ``strategy`` agrees. Each curve: ``strategy`` (label; when two groups share one, the
+    overrides that set a group apart are added in brackets), ``runs``, ``seeds``, and per label count in ``labels`` (the labelled
+    items each round trained on) the ``mean``, ``std``, ``min``, ``max`` validation accuracy and ``n``
+    (the runs that reached that count).
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.completed and isinstance(run.summary.get("rounds"), list) and run.summary["rounds"]:
+            groups[_strategy_key(run)].append(run)
+    shared: dict[str, set[str] | None] = {}
+    for label, rest in groups:
+        shared[label] = set(rest) if shared.get(label) is None else shared[label] & set(rest)
+    curves = []
+    for (label, rest), members in groups.items():
+        points: dict[int, list[float]] = defaultdict(list)
+        for run in members:
+            monitor = str(run.summary.get("monitor") or "val_acc")
+            for h in run.summary["rounds"]:
+                acc, count = _num(h.get(monitor)), _num(h.get("labelled"))
+                if acc is not None and count is not None:
+                    points[int(count)].append(acc)
+        xs = sorted(points)
+        differs = [o for o in rest if o not in (shared[label] or set())]
+        name = f"{label} [{' '.join(differs)}]" if differs else label
+        stats = [(sum(v) / len(v), v) for v in (points[x] for x in xs)]
+        curves.append({
+            "strategy": name,
+            "runs": [r.name for r in members],
+            "seeds": sorted({r.summary.get("seed") for r in members}, key=str),
+            "labels": xs,
+            "mean": [m for m, _ in stats],
+            "std": [math.sqrt(sum((a - m) ** 2 for a in v) / len(v)) for m, v in stats],
+            "min": [min(v) for _, v in stats],
+            "max": [max(v) for _, v in stats],
+            "n": [len(v) for _, v in stats],
+        })
+    return sorted(curves, key=lambda c: c["strategy"])
+
+
+def render_labels_markdown(curves: list[dict[str, Any]]) -> str:
+    """The "Accuracy against labels" section: one row per strategy, one column per label count."""
+    counts = sorted({x for c in curves for x in c["labels"]})
+    header = ["strategy", "seeds"] + [f"{x:,} labels" for x in counts]
+    body = []
+    for c in curves:
+        at = {x: k for k, x in enumerate(c["labels"])}
+        cells = [_fmt(c["strategy"]), str(len(c["seeds"]))]
+        for x in counts:
+            k = at.get(x)
+            if k is None:
+                cells.append("–")
+            else:
+                spread = f" ± {c['std'][k]:.4f}" if c["n"][k] > 1 else ""
+                short = f" ({c['n'][k]} runs)" if c["n"][k] != len(c["runs"]) else ""
+                cells.append(f"{c['mean'][k]:.4f}{spread}{short}")
+        body.append(cells)
+    return (
+        "\n## Accuracy against labels\n\n"
+        "Validation accuracy of each round against the labels it trained on: the mean over seeds ± the "
+        "standard deviation; the plot's bands span the lowest to the highest seed.\n\n"
+        + _markdown_table(header, body)
+        + "\n\n![accuracy against labels](acc_vs_labels.png)\n"
+    )
+
+
+def write_labels_csv(path: Path, curves: list[dict[str, Any]]) -> None:
+    """``labels.csv``: one row per strategy and label count (mean, std, min, max, runs)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["strategy", "labels", "mean_val_acc", "std_val_acc", "min_val_acc", "max_val_acc", "runs"])
+        for c in curves:
+            for k, x in enumerate(c["labels"]):
+                writer.writerow([c["strategy"], x, c["mean"][k], c["std"][k], c["min"][k], c["max"][k], c["n"][k]])
+
+
+def plot_labels(curves: list[dict[str, Any]], path: Path) -> Path:
+    """``acc_vs_labels.png``: every strategy's mean curve with a min-max band over seeds, side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for c in curves:
+        (line,) = ax.plot(c["labels"], c["mean"], marker="o", markersize=3, linewidth=1.5, label=f"{c['strategy']} ({len(c['seeds'])} seeds)")
+        if any(n > 1 for n in c["n"]):
+            ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.18, linewidth=0)
+    xs = [x for c in curves for x in c["labels"] if x > 0]
+    if xs and max(xs) >= 20 * min(xs):
+        ax.set_xscale("log")
+    ax.set_title("validation accuracy against labels used (mean over seeds, band: min to max)")
+    ax.set_xlabel("labelled items")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(True, alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
 # ====================================================================================== CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Table and plots of selectkit training runs (run or multirun directories).")
@@ -535,13 +657,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         return _error(f"--out {str(out_dir)!r} cannot be created: {err.strerror}")
     rows = summarize(done, targets)
-    (out_dir / "report.md").write_text(render_markdown(rows, runs, targets))
+    curves = label_curves(done)
+    markdown = render_markdown(rows, runs, targets)
+    if curves:
+        markdown += render_labels_markdown(curves)
+    (out_dir / "report.md").write_text(markdown)
     write_csv(out_dir / "report.csv", rows)
     headline, sentences = speedups(done, rows)
     plot_runs(done, out_dir, targets, headline)
+    extra = ""
+    if curves:
+        write_labels_csv(out_dir / "labels.csv", curves)
+        plot_labels(curves, out_dir / "acc_vs_labels.png")
+        extra = ", labels.csv, acc_vs_labels.png"
     for sentence in sentences:
         print(f"{PROG}: {sentence}")
-    print(f"{PROG}: {len(done)} run(s) -> {out_dir / 'report.md'}, report.csv, acc_vs_wallclock.png, acc_vs_examples.png")
+    print(f"{PROG}: {len(done)} run(s) -> {out_dir / 'report.md'}, report.csv, acc_vs_wallclock.png, acc_vs_examples.png{extra}")
     return 0
 
 

@@ -178,7 +178,7 @@ def initial_by_selector(cfg: DictConfig, settings: Mapping[str, Any], source: An
     if size > n:
         raise ConfigError(f"rounds.initial.size={size} is larger than the pool of {n} training items")
     pipeline = build_acquisition(cfg, settings, size, key="initial.select")
-    controller = SelectionController(pipeline, np.full(n, -1, dtype=np.int64), source.train.features, rows=n)
+    controller = SelectionController(pipeline, None, source.train.features, rows=n)
     ids = controller.output(0).ids.astype(np.int64)
     name = settings["initial"]["select"]["name"]
     if ids.shape[0] != size or np.unique(ids).shape[0] != size:

@@ -162,3 +162,125 @@ def test_answers_are_checked():
         check_answer(asked, (asked, np.array([0, 1, 3])), 3)
     with pytest.raises(ConfigError, match=r"^rounds\.oracle: label\(ids\) must return"):
         check_answer(asked, None, 3)
+
+
+def test_budget_schedule_and_total_budget_trim_the_last_round_and_stop(compose_cfg, tmp_path):
+    out = tmp_path / "sched"
+    _, summary = _run(compose_cfg, out, "rounds.initial.size=10", "rounds.budget=[5,10,20,20,20]", "rounds.total_budget=40", "rounds.num_rounds=5")
+    assert [h["labelled"] for h in summary["rounds"]] == [10, 15, 25, 40], "the round that finds the total spent trains and ends the loop"
+    assert [h["queried"] for h in summary["rounds"]] == [5, 10, 15, 0], "the round that would pass the total is trimmed"
+    assert summary["labels_used"] == 40 and summary["total_budget"] == 40
+    assert [np.load(out / "rounds" / f"round_{r:03d}.npz")["ids"].shape[0] for r in range(4)] == [5, 10, 15, 0]
+    assert not (out / "rounds" / "round_004.json").exists()
+    lines = [json.loads(l) for l in (out / "rounds.jsonl").read_text().splitlines()]
+    assert all({"labelled", "val_acc", "train_s", "select_s", "acquire_s"} <= set(l) for l in lines), "labels used, accuracy, selection and training time per round"
+
+
+@pytest.mark.parametrize(
+    "overrides, setting",
+    [
+        (["rounds.budget=[5,5]", "rounds.num_rounds=3"], r"^rounds\.budget lists 2 budgets for rounds\.num_rounds=3"),
+        (["rounds.budget=[5,0]"], r"^rounds\.budget must be an integer >= 1 or a list"),
+        (["rounds.total_budget=20"], r"^rounds\.total_budget=20 is smaller than rounds\.initial\.size=30"),
+        (["rounds.budget=[10,2000]"], r"^rounds\.budget=\[10, 2000\] over 2 more rounds needs 2010 unlabelled items, the pool has \d+ "),
+        (["+rounds.initial.select={name:least_confidence}"], r"^rounds\.initial\.class_balanced: a selector picks the initial set without labels"),
+        (["+rounds.initial.select={name:least_confidence}", "rounds.initial.class_balanced=false", "rounds.initial.size=null", "rounds.initial.per_class=3"], r"^rounds\.initial\.select needs rounds\.initial\.size"),
+        (["+rounds.initial.select={name:full}", "rounds.initial.class_balanced=false"], r"^rounds\.initial\.select\.name: full returns Selection, not an Acquisition"),
+    ],
+)
+def test_bad_budgets_and_initial_selectors_write_nothing(compose_cfg, tmp_path, overrides, setting):
+    out = tmp_path / "bad"
+    with pytest.raises(ConfigError, match=setting) as err:
+        _run(compose_cfg, out, "rounds.num_rounds=2", *overrides)
+    assert "\n" not in str(err.value)
+    assert not (out / "summary.json").exists() and not (out / "rounds").exists() and not (out / "checkpoints").exists()
+
+
+def test_initial_set_picked_by_a_selector_from_features_before_training(compose_cfg, tmp_path):
+    from selectkit import registry
+    from selectkit.selection import Acquisition
+    from selectkit.selector import Interval, Selector
+
+    seen = {}
+
+    @registry.register("farthest_test")
+    class Farthest(Selector):
+        """Largest feature norms first (records which providers it was offered)."""
+
+        requires = frozenset({"features"})
+        returns = Acquisition
+        parameter_constraints = {"budget": Interval(1, None, integer=True)}
+
+        def __init__(self, *, budget: int = 10) -> None:
+            self.budget = budget
+
+        def _select(self, pool, ctx):
+            seen["available"], seen["round"] = pool.available(), ctx.round
+            norms = np.linalg.norm(pool.features, axis=1)
+            order = np.argsort(-norms, kind="stable")[: self.budget]
+            return Acquisition(order.astype(np.int64), norms[order].astype(np.float32))
+
+    try:
+        out = tmp_path / "init"
+        _, summary = _run(compose_cfg, out, "rounds.num_rounds=1", "+rounds.initial.select={name:farthest_test}", "rounds.initial.class_balanced=false")
+    finally:
+        registry.unregister("farthest_test")
+    from selectkit.data import Digits
+
+    source = Digits(seed=0)
+    source.setup()
+    x = source.train.features(np.arange(len(source.train)))
+    expected = np.sort(np.argsort(-np.linalg.norm(x, axis=1), kind="stable")[:30])
+    import torch
+
+    state = torch.load(out / "checkpoints" / "rounds.pt", weights_only=True)
+    first = np.setdiff1d(state["labelled"].numpy(), np.load(out / "rounds" / "round_000.npz")["ids"])
+    assert np.array_equal(first, expected), "the initial set is the selector's pick"
+    assert "labels" not in seen["available"] and "probs" not in seen["available"] and "features" in seen["available"]
+    assert summary["rounds"][0]["labelled"] == 30 and summary["strategy"] == "farthest_test then least_confidence"
+
+
+def test_precheck_types_the_acquisition_stages_at_compose_time():
+    from selectkit.schema import precheck
+
+    precheck(["rounds=default", "rounds.acquire.name=least_confidence"])
+    with pytest.raises(ConfigError, match=r"^rounds\.acquire\.name: unknown selector 'nope'"):
+        precheck(["rounds=default", "rounds.acquire.name=nope"])
+    with pytest.raises(ConfigError, match=r"rounds\.acquire\.bogus"):
+        precheck(["rounds=default", "+rounds.acquire.bogus=1"])
+    with pytest.raises(ConfigError, match=r"rounds\.initial\.select\.budget"):
+        precheck(["rounds=default", "+rounds.initial.select={name:least_confidence,budget:x}"])
+
+
+@pytest.mark.ddp
+def test_two_process_ddp_round_loop_on_digits(tmp_path):
+    """The loop under 2-process CPU DDP: every rank trains a shard of the same labelled set, scores a
+    shard of the pool, and acquires the same items; rank 0 writes the round files."""
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "selectkit.train", "data=digits", "model=mlp", "logger=none", "trainer.accelerator=cpu",
+         "trainer.progress_bar=false", *ROUNDS, "rounds.num_rounds=2", "trainer.strategy=ddp", "trainer.devices=2",
+         "data.record_shards=true", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and [h["labelled"] for h in summary["rounds"]] == [30, 45]
+    from selectkit.data import Digits
+
+    source = Digits(seed=0)
+    source.setup()
+    truth = source.train.labels()
+    queries = _queries(out, 2)
+    for q in queries:
+        assert q["ids"].shape[0] == 15 and np.unique(q["ids"]).shape[0] == 15
+        assert np.array_equal(q["labels"], truth[q["ids"]])
+    import torch
+
+    state = torch.load(out / "checkpoints" / "rounds.pt", weights_only=True)
+    last_round_set = np.setdiff1d(state["labelled"].numpy(), queries[1]["ids"])
+    assert not set(queries[1]["ids"].tolist()) & set(last_round_set.tolist())
+    shards = [np.load(out / "shards" / f"epoch_0000_rank_{r}.npz") for r in range(2)]
+    live = [s["indices"][s["live"]] for s in shards]
+    assert not set(live[0]) & set(live[1]), "ranks train on disjoint shards"
+    assert np.array_equal(np.sort(np.concatenate(live)), last_round_set), "together they are rank 0's labelled set: every rank acquired the same items"
