@@ -6,8 +6,9 @@ comparison table (final retrieval recall@k and MRR, training and selection time)
     python scripts/demo_hard_negatives.py --only wordnet     # WordNet: before (pretrained), in-batch, mined
 
 Every run is a plain ``selectkit-train experiment=<name>`` in its own process (CPU, one thread by
-default: on a shared machine one thread per run is faster than two contending ones). The WordNet
-"before" row is the pretrained encoder scored by the contrastive task's own validation code.
+default: on a shared machine one thread per run is faster than two contending ones). Each table starts
+with the network before training (the initial CNN; the pretrained encoder), scored by the
+contrastive task's own validation code.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def train(name: str, out: Path, threads: int, extra: list[str]) -> dict:
     return {"run": name, **{k: rows[-1].get(k) for k in METRICS}, "epochs": len(rows), "train_s": summary["train_s"], "select_s": summary["select_s"], "wall_s": wall}
 
 
-def before(name: str, threads: int, extra: list[str]) -> dict:
-    """The untouched (pretrained) network of ``experiment=name`` scored by the task's validation."""
+def before(name: str, threads: int, extra: list[str], label: str = "pretrained (before fine-tuning)") -> dict:
+    """The untouched network of ``experiment=name`` (initial or pretrained weights) scored by the
+    task's own validation code."""
+    import lightning.pytorch as pl
     import torch
     from hydra import compose, initialize_config_module
 
@@ -55,6 +58,7 @@ def before(name: str, threads: int, extra: list[str]) -> dict:
         cfg = compose("train", overrides=[f"experiment={name}", *COMMON, *extra])
     start = time.perf_counter()
     source = build_source(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the initial weights `selectkit-train` starts from
     module = build_module(cfg, source.meta).eval()
     task, val = module.task, source.val
     task.validation_start(module)
@@ -65,7 +69,7 @@ def before(name: str, threads: int, extra: list[str]) -> dict:
             batch.update(index=ids, mask=torch.ones(len(ids), dtype=torch.bool), weight=torch.ones(len(ids)))
             task.validation_step(module, batch)
     metrics = task.validation_end(module)
-    return {"run": "pretrained (before fine-tuning)", **{k: metrics.get(k) for k in METRICS}, "epochs": 0, "train_s": 0.0, "select_s": 0.0, "wall_s": time.perf_counter() - start}
+    return {"run": label, **{k: metrics.get(k) for k in METRICS}, "epochs": 0, "train_s": 0.0, "select_s": 0.0, "wall_s": time.perf_counter() - start}
 
 
 def table(rows: list[dict]) -> str:
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     sections = []
     if args.only in ("fmnist", "all"):
         names = [n for n in FMNIST if args.runs is None or n in args.runs]
-        rows = [train(n, args.out, args.threads, args.overrides) for n in names]
+        rows = [before(FMNIST[0], args.threads, args.overrides, "untrained network (seed's initial weights)")]
+        rows += [train(n, args.out, args.threads, args.overrides) for n in names]
         sections.append(("Fashion-MNIST embedding learning", rows))
     if args.only in ("wordnet", "all"):
         names = [n for n in WORDNET if args.runs is None or n in args.runs]
