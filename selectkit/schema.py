@@ -527,7 +527,8 @@ def _config_module(config_module: str = CONFIG_MODULE, config_dir: str | None = 
 
 
 def _check_selection(cfg: DictConfig) -> None:
-    """Type the composed config's pipeline stages (or its selector) with their schemas."""
+    """Type the composed config's pipeline stages (or its selector), and a round loop's acquisition
+    stages (``rounds.acquire``, ``rounds.initial.select``), with their schemas."""
     if cfg.get("pipeline") is not None:
         stages = cfg.pipeline.get("stages") if isinstance(cfg.pipeline, DictConfig) else None
         if not isinstance(stages, DictConfig) or len(stages) == 0:
@@ -536,7 +537,14 @@ def _check_selection(cfg: DictConfig) -> None:
     elif cfg.get("selector") is not None:
         items = [("selector", cfg._get_node("selector"))]
     else:
-        return
+        items = []
+    rounds = cfg.get("rounds")
+    if isinstance(rounds, DictConfig):
+        if isinstance(rounds.get("acquire"), DictConfig):
+            items.append(("rounds.acquire", rounds._get_node("acquire")))
+        initial = rounds.get("initial")
+        if isinstance(initial, DictConfig) and isinstance(initial.get("select"), DictConfig):
+            items.append(("rounds.initial.select", initial._get_node("select")))
     for path, node in items:
         try:
             spec = OmegaConf.to_container(node, resolve=True)

@@ -3,7 +3,8 @@
 Every run writes, in Hydra's run directory: ``metrics.jsonl`` (one line per epoch),
 ``selections/epoch_NNNN.npz`` (the manifest), ``checkpoints/last.ckpt`` and, only when training
 finished, ``summary.json``. Bad settings stop the run before training with a one-line error that
-names the setting, and exit code 2.
+names the setting, and exit code 2. A round loop whose oracle waits for people's labels stops with
+exit code 75 (`selectkit.oracles.WAITING_EXIT`) after saying which file to fill and how to resume.
 """
 
 from __future__ import annotations
@@ -347,9 +348,17 @@ def _finish_wandb(logger: Any, out_dir: Path, summary: Mapping[str, Any], log_ma
 def _app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from selectkit.oracles import WAITING_EXIT, LabelsPending
+
     out_dir = HydraConfig.get().runtime.output_dir
     try:
         summary = run(cfg, out_dir)
+    except LabelsPending as wait:
+        # a round loop waiting for people's labels: a planned stop, said once, exit code 75
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) == 0:
+            print(f"selectkit-train: {wait}")
+            sys.exit(WAITING_EXIT)
+        sys.exit(0)
     except SelectkitError as err:
         print(f"selectkit-train: error: {err}", file=sys.stderr)
         sys.exit(2)
