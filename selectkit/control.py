@@ -7,7 +7,8 @@ rank 0, and round-trips all of it through ``state_dict`` so a resumed run makes 
 Manifest (``<run>/selections/``): ``epoch_NNNN.npz`` per selection, holding ``indices`` (and
 ``weights``) for a `Selection`, or ``tuples`` (``[t, s]`` ids, anchor first) and their scores for
 `Tuples`; ``manifest.jsonl`` one line per selection: epoch, round, kind, size, the stages that ran,
-the seconds it took and each stage's metadata; ``synthetic.npz`` the created samples with provenance.
+the seconds it took and each stage's metadata; ``synthetic.npz`` the created samples with provenance
+(the latest ones, when a stage re-makes its samples; each epoch's ids are in its ``epoch_NNNN.npz``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class SelectionController:
         self._current: PipelineOutput | None = None
         self._last_epoch = 0
         self._manifest_opened = False
+        self._synthetic_written = -1
         self.random_order = bool(pipeline.stages[-1].selector.random_order) if pipeline.stages else False
 
     # ------------------------------------------------------------------ data for the stages
@@ -192,7 +194,9 @@ class SelectionController:
                 arrays["weights"] = out.weights.astype(np.float32, copy=False)
             arrays.update(out.scores)
         atomic_savez(folder / f"{stem}.npz", **arrays)
-        if self.pipeline.synthetic and not (folder / "synthetic.npz").exists():
+        if self.pipeline.synthetic and self._synthetic_written != self.pipeline.training_set_version:
+            # written when the samples are made, and again whenever a stage re-makes them
+            self._synthetic_written = self.pipeline.training_set_version
             syn = self.pipeline.synthetic
             atomic_savez(
                 folder / "synthetic.npz",

@@ -6,9 +6,9 @@
   targets); the scheduler is sized on the steps actually taken (``trainer.estimated_stepping_batches``).
 * `SelectionDataModule` holds the data source and the `SelectionController`; its training loader uses a
   `SelectionSampler` (or a `TupleBatchSampler` for tuples), set by Lightning each epoch, and gathers
-  whole batches with one call. It is built once, and again only when the training set grows. Model
-  outputs that stages ask for are computed by a `selectkit.providers.PoolScorer`. Its ``state_dict``
-  carries the selection state into checkpoints.
+  whole batches with one call. It is built once, and again only when the training set changes (it
+  grows, or a stage re-makes its synthetic samples). Model outputs that stages ask for are computed by
+  a `selectkit.providers.PoolScorer`. Its ``state_dict`` carries the selection state into checkpoints.
 * `RunRecorder` measures training and selection wall-clock time, counts examples seen, writes
   ``metrics.jsonl`` every epoch and keeps time-to-target, all restored on resume.
 """
@@ -39,6 +39,8 @@ from selectkit.tasks import combine
 
 #: scheduler arguments the module fills from the run's step count when the factory takes them
 _STEP_ARGUMENTS = ("total_steps", "T_max", "num_training_steps", "total_iters")
+#: salt of the per-epoch seed of training's own randomness (dropout, augmentation)
+_EPOCH_SEED = 0x45504F
 
 
 # ====================================================================================== the model
@@ -203,7 +205,9 @@ class SelectionDataModule(pl.LightningDataModule):
         self.scorer: PoolScorer | None = None
         self._pending_state: Mapping[str, Any] | None = None
         self._train_set = None
-        self._train_size = -1
+        self._train_key: tuple[int, int] | None = None
+        self._train_loader: DataLoader | None = None
+        self._loader_key: tuple[int, int] | None = None
         self._sampler: Any = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -222,6 +226,10 @@ class SelectionDataModule(pl.LightningDataModule):
             if self._pending_state is not None:
                 self.controller.load_state_dict(self._pending_state)
                 self._pending_state = None
+        if self.pipeline.changes_training_set and self.trainer is not None and not self.trainer.reload_dataloaders_every_n_epochs:
+            # a stage makes samples after the first epoch: Lightning asks for the training loader at every
+            # epoch, and `train_dataloader` hands back the same loader unless the training set changed
+            self.trainer.reload_dataloaders_every_n_epochs = 1
 
     def _place_on_device(self) -> None:
         # setup runs before the strategy moves the model, so the target is the strategy's device
@@ -256,11 +264,18 @@ class SelectionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._attach_model()
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        # stages that create samples run before the training set is built: before the first epoch, and
+        # at the start of each later epoch when one of them starts late or refreshes. (A resumed run's
+        # first call comes before Lightning restores its epoch: the restored selection is used then.)
         if not self.pipeline.started:
-            # a fresh run: stages that create samples must run before the training set is built
-            # (a resumed run restored them, and the loops' epoch is not restored yet at this point)
-            self.controller.output(epoch)
+            self.controller.output(self._next_epoch())
+        elif self.pipeline.changes_training_set and self._next_epoch() > self.controller.last_epoch:
+            self.controller.output(self._next_epoch())
+        key = (len(self.train_ds) + self.pipeline.num_synthetic, self.pipeline.training_set_version)
+        if self._train_loader is not None and key == self._loader_key:
+            # Lightning sizes the loader before it sets the new epoch: size it by the selection just made
+            self._sampler.epoch = self.controller.last_epoch
+            return self._train_loader
         hooks = self.pipeline.hooks(len(self.train_ds))
         dataset = self._training_set(hooks)
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -272,10 +287,19 @@ class SelectionDataModule(pl.LightningDataModule):
             self._sampler.epoch = self.controller.last_epoch
             if module is not None:
                 module.task.bind_tuples(self._sampler)
-            return self._loader(dataset, batch_sampler=self._sampler)
-        self._sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)
-        self._sampler.epoch = self.controller.last_epoch
-        return self._loader(dataset, sampler=self._sampler, batch_size=self.batch_size)
+            loader = self._loader(dataset, batch_sampler=self._sampler)
+        else:
+            self._sampler = SelectionSampler(self.controller, shuffle=self.shuffle, record_dir=record)
+            self._sampler.epoch = self.controller.last_epoch
+            loader = self._loader(dataset, sampler=self._sampler, batch_size=self.batch_size)
+        self._train_loader, self._loader_key = loader, key
+        return loader
+
+    def _next_epoch(self) -> int:
+        """The epoch the training loop is about to run (the loops' progress counter, restored on resume)."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_progress.current.processed)
 
     def epoch_length(self) -> int:
         """Batches this rank runs in the current epoch (selections may change size between epochs)."""
@@ -283,9 +307,9 @@ class SelectionDataModule(pl.LightningDataModule):
 
     def _training_set(self, hooks: Sequence[Any]) -> Any:
         """The training rows with the synthetic samples appended and every hook's wrapping applied;
-        rebuilt only when the set grows."""
-        total = len(self.train_ds) + self.pipeline.num_synthetic
-        if self._train_set is not None and self._train_size == total:
+        rebuilt only when the set changes (`Pipeline.training_set_version`)."""
+        key = (len(self.train_ds) + self.pipeline.num_synthetic, self.pipeline.training_set_version)
+        if self._train_set is not None and self._train_key == key:
             return self._train_set
         dataset = self.train_ds
         made = [s for _, s, _ in self.pipeline.synthetic]
@@ -303,7 +327,7 @@ class SelectionDataModule(pl.LightningDataModule):
                 dataset = dataset.with_synthetic(torch.as_tensor(feats, dtype=torch.float32), torch.as_tensor(self.controller.synthetic_labels()))
         for hook in hooks:
             dataset = hook.wrap_dataset(dataset)
-        self._train_set, self._train_size = Batches(dataset), total
+        self._train_set, self._train_key = Batches(dataset), key
         return self._train_set
 
     def val_dataloader(self) -> DataLoader:
@@ -314,7 +338,10 @@ class SelectionDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Any, *, sampler: Any = None, batch_sampler: Any = None, batch_size: int | None = None) -> DataLoader:
         on_device = self.train_ds is not None and getattr(self.train_ds, "device", torch.device("cpu")) != torch.device("cpu")
         workers = 0 if on_device else self.num_workers
-        kwargs: dict[str, Any] = {"collate_fn": batch_collate, "num_workers": workers, "persistent_workers": workers > 0}
+        # the loader's own generator: its iterators then never draw from torch's global one (which
+        # dropout uses, reseeded every epoch), however often and whenever Lightning creates them
+        generator = torch.Generator().manual_seed(int(self.pipeline.seed))
+        kwargs: dict[str, Any] = {"collate_fn": batch_collate, "num_workers": workers, "persistent_workers": workers > 0, "generator": generator}
         if batch_sampler is not None:
             return DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **kwargs)
@@ -364,7 +391,10 @@ class RunRecorder(pl.Callback):
 
     ``train_s`` counts training epochs only (validation and selection excluded); ``select_s`` is the
     controller's selection time. ``wall_s`` of a target is ``train_s + select_s`` when it was reached.
-    At each epoch start it also tells Lightning how many batches this epoch's selection makes.
+    At each epoch start it also tells Lightning how many batches this epoch's selection makes, and
+    reseeds torch's generator from (seed, round, epoch): training's own randomness (dropout) then
+    does not depend on what ran before, so a run resumed at an epoch boundary trains as the
+    uninterrupted one did, and so do the selections made from its model.
 
     Args:
         out_dir: run directory; rank 0 writes ``metrics.jsonl`` there.
@@ -406,6 +436,8 @@ class RunRecorder(pl.Callback):
         combined = getattr(trainer.fit_loop, "_combined_loader", None)
         if combined is not None and len(combined.flattened) == 1:
             combined.limits = [length]
+        dm = self.datamodule
+        torch.manual_seed(int(np.random.default_rng([dm.pipeline.seed, dm.round, trainer.current_epoch, _EPOCH_SEED]).integers(2**62)))
         pl_module.examples_in_epoch = 0
         self._val_s = 0.0
         self._validated = False

@@ -3,13 +3,18 @@
 Stage schedules:
     ``once``: run on the first selection and reuse the result while its input stays the same;
     ``epoch`` with ``every: n``: run at epochs 0, n, 2n, ... (and whenever its input changed).
+``start_epoch: s`` delays a stage: before epoch ``s`` it passes its input through unchanged; from ``s``
+on it runs by its schedule, counted from ``s`` (``once``: at ``s``; ``every: n``: at ``s, s+n, ...``).
 
 The pipeline works in *global ids*: rows ``0..N-1`` of the training set, and ``N..N+S-1`` for the
 synthetic samples stages have created. Weights compose multiplicatively along the chain. Every stage but
 the last returns a `Selection`; the last may return a `Selection` (what to train on), `Tuples` (what a
 contrastive task trains on) or an `Acquisition` (what to label next, in a round loop). Stages that
-create samples may only run before training starts (the training set cannot grow mid-run without
-rebuilding the loader). Errors name a stage by its YAML key (``pipeline.stages.<key>``).
+create samples come before every per-epoch stage; they may start late (``start_epoch``, e.g. to
+interpolate a trained model's embeddings) and refresh (``schedule: epoch``, ``every``): each run replaces
+the samples that stage (and the stages after it) made before, and `Pipeline.training_set_version`
+changes, so the training loader is rebuilt at that epoch and only then. Errors name a stage by its YAML
+key (``pipeline.stages.<key>``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Stage:
     schedule: str | None = None
     every: int = 1
     name: str = ""
+    start_epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule is None:
@@ -50,10 +56,16 @@ class Stage:
             raise ConfigError(f"{path}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"{path}.every must be an integer >= 1, got {self.every!r}")
+        if isinstance(self.start_epoch, bool) or not isinstance(self.start_epoch, int) or self.start_epoch < 0:
+            raise ConfigError(f"{path}.start_epoch must be an integer >= 0, got {self.start_epoch!r}")
+
+    def active(self, epoch: int) -> bool:
+        """Whether the stage takes part at ``epoch`` (before ``start_epoch`` it passes its input through)."""
+        return epoch >= self.start_epoch
 
     def fires(self, epoch: int) -> bool:
         """Whether the schedule asks for a fresh selection at ``epoch``."""
-        return self.schedule == "epoch" and epoch % self.every == 0
+        return self.schedule == "epoch" and epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every == 0
 
 
 @dataclass
@@ -87,6 +99,7 @@ class Pipeline:
         self.synthetic: list[tuple[int, Synthetic, np.ndarray]] = []  # (stage, samples, global parent ids)
         self._cache: dict[int, dict[str, Any]] = {}
         self._started = False
+        self._version = 0
 
     # ------------------------------------------------------------------ validation
     def path(self, k: int) -> str:
@@ -110,8 +123,8 @@ class Pipeline:
             returns = getattr(stage.selector, "returns", Selection)
             if k < last and returns is not Selection:
                 raise ConfigError(f"{path}: {stage.selector.name} returns {returns.__name__}, so it must be the last stage")
-            if stage.selector.creates_samples and stage.schedule != "once":
-                raise ConfigError(f"{path}.schedule must be 'once' for {stage.selector.name}, which creates samples")
+            if stage.start_epoch > 0 and returns is not Selection:
+                raise ConfigError(f"{path}.start_epoch: {stage.selector.name} returns {returns.__name__}, which has nothing to pass through before it starts; remove start_epoch")
             if stage.selector.creates_samples and any(s.schedule == "epoch" for s in self.stages[:k]):
                 raise ConfigError(f"{path}: {stage.selector.name} creates samples and must come before every per-epoch stage")
 
@@ -128,6 +141,16 @@ class Pipeline:
     def started(self) -> bool:
         """Whether the pipeline has run (in this process or before a checkpoint it was restored from)."""
         return self._started
+
+    @property
+    def changes_training_set(self) -> bool:
+        """Whether a stage creates samples after the first epoch (the loader is then rebuilt when they change)."""
+        return any(s.selector.creates_samples and (s.start_epoch > 0 or s.schedule == "epoch") for s in self.stages)
+
+    @property
+    def training_set_version(self) -> int:
+        """A counter that changes whenever the synthetic samples change (created, replaced or restored)."""
+        return self._version
 
     @property
     def num_synthetic(self) -> int:
@@ -177,13 +200,15 @@ class Pipeline:
         meta: dict[str, Any] = {}
         final: Any = None
         for k, stage in enumerate(self.stages):
+            if not stage.active(epoch):
+                continue
             cached = self._cache.get(k)
             due = cached is None or changed or stage.fires(epoch)
             if not due:
                 ids, weights, final = cached["ids"], cached["weights"], cached.get("final")
                 continue
-            if stage.selector.creates_samples and self._started and cached is None:
-                raise ConfigError(f"{self.path(k)}: stages that create samples must run before training starts")
+            if stage.selector.creates_samples:
+                self._drop_synthetic(k)
             pool = make_pool(base_size if ids is None else ids, weights)
             ctx = SelectContext(seed=self.seed, epoch=epoch, stage=k, round=round)
             result = stage.selector.select(pool, ctx)
@@ -206,6 +231,13 @@ class Pipeline:
         if kind == "tuples":
             return PipelineOutput("tuples", arrays["items"][:, 0], None, epoch, ran, meta, tuples=arrays["items"], scores=arrays["scores"])
         return PipelineOutput("acquisition", arrays["ids"], None, epoch, ran, meta, scores=arrays["scores"])
+
+    def _drop_synthetic(self, k: int) -> None:
+        """Forget the samples of stage ``k`` and of the stages after it (they are about to be re-made)."""
+        kept = [entry for entry in self.synthetic if entry[0] < k]
+        if len(kept) != len(self.synthetic):
+            self.synthetic = kept
+            self._version += 1
 
     @staticmethod
     def _final_to_global(result: Any, ids: np.ndarray | None) -> tuple[str, dict[str, Any]]:
@@ -234,6 +266,7 @@ class Pipeline:
             out[is_syn] = start + (local[is_syn] - n)
             parents = sel.synthetic.parents if ids is None else ids[sel.synthetic.parents]
             self.synthetic.append((k, sel.synthetic, parents))
+            self._version += 1
             kept = None
             if weights is not None:
                 kept = np.ones(local.shape[0], dtype=np.float32)
@@ -265,6 +298,7 @@ class Pipeline:
                 for k, s, gp in self.synthetic
             ],
             "started": self._started,
+            "version": self._version,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -286,6 +320,7 @@ class Pipeline:
             for d in state.get("synthetic", [])
         ]
         self._started = bool(state.get("started", False))
+        self._version = int(state.get("version", len(self.synthetic))) + 1
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,9 +1,9 @@
 """Typed selector configs generated from selector signatures, and one-line config errors.
 
 Every selector gets a dataclass schema built from its keyword-only ``__init__``: one field per parameter
-(type from the annotation, default from the signature) plus the stage fields ``name``, ``schedule`` and
-``every``. `register_schemas` makes them available in Hydra's ConfigStore as ``schema/selector/<name>``,
-built on first use, so a selector YAML attaches its schema explicitly::
+(type from the annotation, default from the signature) plus the stage fields ``name``, ``schedule``,
+``every`` and ``start_epoch``. `register_schemas` makes them available in Hydra's ConfigStore as
+``schema/selector/<name>``, built on first use, so a selector YAML attaches its schema explicitly::
 
     # selector/rs2.yaml
     defaults:
@@ -43,7 +43,7 @@ from selectkit.errors import ConfigError
 #: ConfigStore group holding one schema per installed selector.
 SCHEMA_GROUP = "schema/selector"
 #: Fields every selector config carries besides the selector's own parameters.
-STAGE_KEYS = ("name", "schedule", "every")
+STAGE_KEYS = ("name", "schedule", "every", "start_epoch")
 #: Config package ``precheck`` composes, and its primary config.
 CONFIG_MODULE = "selectkit_conf"
 CONFIG_NAME = "train"
@@ -114,8 +114,8 @@ def selector_schema(cls: type) -> type:
     """The dataclass of ``cls``'s settings, generated from its keyword-only ``__init__`` signature.
 
     Fields: ``name`` (default ``cls.name``), ``schedule`` (``cls.default_schedule``, else ``"epoch"``),
-    ``every`` (1), then one per constructor parameter, typed from its annotation (mapped to what
-    OmegaConf supports, `Any` otherwise) with the signature's default (``???``, i.e. required, when it
+    ``every`` (1), ``start_epoch`` (0), then one per constructor parameter, typed from its annotation
+    (mapped to what OmegaConf supports, `Any` otherwise) with the signature's default (``???``, i.e. required, when it
     has none). A parameter whose default OmegaConf cannot hold is left out (the selector keeps its
     default). The class carries ``selector_class``, ``parameters`` (names, in signature order) and
     ``open`` (True when ``__init__`` takes ``**kwargs``: the config then accepts any extra key).
@@ -126,6 +126,7 @@ def selector_schema(cls: type) -> type:
         ("name", str, dataclasses.field(default=getattr(cls, "name", "") or "")),
         ("schedule", str, dataclasses.field(default=getattr(cls, "default_schedule", "epoch"))),
         ("every", int, dataclasses.field(default=1)),
+        ("start_epoch", int, dataclasses.field(default=0)),
     ]
     names: list[str] = []
     is_open = False

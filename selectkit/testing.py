@@ -234,3 +234,27 @@ def check_selector_config(name: str, yaml_path: str):
     from selectkit.schema import check_selector_config as check
 
     return check(name, yaml_path)
+
+
+#: Overrides of `compose_train_config`'s ``fast`` mode: digits, the MLP, 3 epochs, CPU, quiet.
+FAST_OVERRIDES = (
+    "data=digits",
+    "model=mlp",
+    "logger=none",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=3",
+    "trainer.progress_bar=false",
+)
+
+
+def compose_train_config(output_dir: Any, *overrides: str, fast: bool = True):
+    """selectkit's training config composed as ``selectkit-train`` would, with outputs under
+    ``output_dir``; ``fast`` first applies `FAST_OVERRIDES`. For plugin tests that train end to end
+    (pass the result to `selectkit.train.run`)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_module
+
+    base = (list(FAST_OVERRIDES) if fast else []) + [f"paths.output_dir={output_dir}", f"paths.data_dir={Path(output_dir) / 'data'}"]
+    with initialize_config_module("selectkit_conf", version_base="1.3"):
+        return compose("train", overrides=base + list(overrides))

@@ -19,8 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from selectkit.errors import ConfigError, SelectkitError
 from selectkit.io import atomic_write_json
-
-RESERVED_STAGE_KEYS = ("name", "schedule", "every")
+from selectkit.schema import STAGE_KEYS
 
 
 # ====================================================================================== config checks
@@ -132,9 +131,9 @@ def build_pipeline(cfg: DictConfig):
         if not isinstance(spec, dict) or "name" not in spec:
             raise ConfigError(f"{path}.name must name a selector")
         typed = validate_stage(spec, path)
-        params = {k: v for k, v in typed.items() if k not in RESERVED_STAGE_KEYS}
+        params = {k: v for k, v in typed.items() if k not in STAGE_KEYS}
         selector = registry.create(spec["name"], config_path=path, **params)
-        stage = Stage(selector, schedule=typed.get("schedule"), every=typed.get("every", 1), name=label)
+        stage = Stage(selector, schedule=typed.get("schedule"), every=typed.get("every", 1), name=label, start_epoch=typed.get("start_epoch", 0))
         stage.check(path)
         stages.append(stage)
     shared = _neighbors_settings(cfg)
@@ -144,6 +143,11 @@ def build_pipeline(cfg: DictConfig):
                 stage.selector.neighbors = dict(shared)
     pipeline = Pipeline(stages, seed=cfg.seed, config_path="pipeline" if cfg.get("pipeline") is not None else "selector")
     pipeline.check()
+    rounds = cfg.get("rounds")
+    epochs, setting = (rounds.get("epochs_per_round"), "rounds.epochs_per_round") if rounds is not None else (cfg.trainer.get("max_epochs"), "trainer.max_epochs")
+    for k, stage in enumerate(pipeline.stages):
+        if _is_int(epochs) and stage.start_epoch >= epochs:
+            raise ConfigError(f"{pipeline.path(k)}.start_epoch={stage.start_epoch} is not below {setting}={epochs}, so the stage would never run; lower it or train longer")
     return pipeline
 
 

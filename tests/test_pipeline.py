@@ -108,8 +108,10 @@ def test_checks_name_the_setting():
         Pipeline([Stage(RS2(), schedule="weekly"), Stage(RS2())], seed=0).check()
     with pytest.raises(ConfigError, match=r"every must be an integer >= 1"):
         Pipeline([Stage(RS2(), every=0)], seed=0).check()
-    with pytest.raises(ConfigError, match="must be 'once'"):
-        Pipeline([Stage(Duplicator(), schedule="epoch")], seed=0).check()
+    with pytest.raises(ConfigError, match=r"pipeline.stages.0.start_epoch must be an integer >= 0"):
+        Pipeline([Stage(RS2(), start_epoch=-1)], seed=0).check()
+    with pytest.raises(ConfigError, match=r"pipeline.stages.1.start_epoch: random_tuples returns Tuples"):
+        Pipeline([Stage(RS2()), Stage(registry.create("random_tuples"), start_epoch=2)], seed=0).check()
     with pytest.raises(ConfigError, match="before every per-epoch stage"):
         Pipeline([Stage(RS2()), Stage(Duplicator(), schedule="once")], seed=0).check()
     with pytest.raises(ConfigError, match="stages is empty"):
@@ -149,3 +151,62 @@ def test_builtins_come_from_entry_points():
     for name in ("rs2", "random", "full"):
         assert table[name].distribution == "selectkit"
         assert table[name].target.startswith("selectkit_plugins.")
+
+
+class EpochCopies(Selector):
+    """Adds two synthetic copies of the pool's epoch-th item (so each run's samples differ)."""
+
+    name = "epoch_copies"
+    creates_samples = True
+
+    def __init__(self):
+        pass
+
+    def _select(self, pool, ctx):
+        n = len(pool)
+        p = ctx.epoch % n
+        syn = Synthetic(np.full((2, 1), ctx.epoch, np.float32), np.zeros(2, np.int64), np.array([[p, p], [p, p]]), np.array([0.0, 1.0], np.float32))
+        return Selection(np.arange(n + 2, dtype=np.int64), synthetic=syn, meta={"epoch": ctx.epoch})
+
+
+def test_start_epoch_passes_input_through_until_the_stage_starts():
+    pipe = Pipeline([Stage(RandomSubset(fraction=0.5), schedule="once", start_epoch=2), Stage(RS2(fraction=0.2))], seed=0)
+    pipe.check()
+    outs = [pipe.run(e, 1000, _pool_maker()) for e in range(4)]
+    assert [o.ran for o in outs] == [["rs2"], ["rs2"], ["random", "rs2"], ["rs2"]]
+    assert all(o.ids.size == 200 for o in outs[:2]), "before its start the static stage passes all 1000 through"
+    static = pipe._cache[0]["ids"]
+    assert static.size == 500 and all(np.isin(o.ids, static).all() for o in outs[2:])
+    assert not np.isin(outs[0].ids, static).all() or not np.isin(outs[1].ids, static).all()
+
+
+def test_sample_stage_starts_late_and_refreshes_replacing_its_samples():
+    pipe = Pipeline([Stage(EpochCopies(), schedule="epoch", every=2, start_epoch=1), Stage(Halve())], seed=0)
+    pipe.check()
+    assert pipe.changes_training_set
+    versions, sizes, feats = [], [], []
+    for e in range(6):
+        out = pipe.run(e, 10, lambda ids, w: Pool(ids, weights=w))
+        versions.append(pipe.training_set_version)
+        sizes.append(out.ids.size)
+        feats.append(None if not pipe.synthetic else float(pipe.synthetic[0][1].features[0, 0]))
+    assert sizes == [5, 6, 6, 6, 6, 6], "no samples before epoch 1, then 10 + 2 rows halved"
+    assert pipe.num_synthetic == 2 and len(pipe.synthetic) == 1, "a refresh replaces the stage's samples"
+    assert feats == [None, 1.0, 1.0, 3.0, 3.0, 5.0], "made at epochs 1, 3, 5"
+    assert versions[0] == 0 and versions[1] == versions[2] < versions[3] == versions[4] < versions[5]
+    # synthetic ids still follow the base rows after a refresh
+    assert pipe._cache[0]["ids"].tolist() == list(range(12))
+    # a resume between refreshes restores the samples and reproduces what follows
+    resumed = Pipeline([Stage(EpochCopies(), schedule="epoch", every=2, start_epoch=1), Stage(Halve())], seed=0)
+    ref = Pipeline([Stage(EpochCopies(), schedule="epoch", every=2, start_epoch=1), Stage(Halve())], seed=0)
+    for e in range(4):
+        ref.run(e, 10, lambda ids, w: Pool(ids, weights=w))
+    resumed.load_state_dict(ref.state_dict())
+    a = resumed.run(4, 10, lambda ids, w: Pool(ids, weights=w))
+    assert a.ran == ["halve"] and float(resumed.synthetic[0][1].features[0, 0]) == 3.0
+    assert resumed.run(5, 10, lambda ids, w: Pool(ids, weights=w)).ran == ["epoch_copies", "halve"]
+
+
+def test_a_static_pipeline_does_not_change_its_training_set():
+    assert not Pipeline([Stage(Duplicator(), schedule="once"), Stage(RS2())], seed=0).changes_training_set
+    assert Pipeline([Stage(Duplicator(), schedule="once", start_epoch=3), Stage(RS2())], seed=0).changes_training_set

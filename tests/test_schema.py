@@ -151,12 +151,13 @@ def test_schema_mirrors_each_installed_selector_signature(name):
     cls = registry.get(name)
     schema = selector_schema(cls)
     fields = _fields(schema)
-    assert list(fields)[:3] == list(STAGE_KEYS)
+    assert list(fields)[: len(STAGE_KEYS)] == list(STAGE_KEYS)
     assert fields["name"].default == cls.name
     assert fields["schedule"].default == getattr(cls, "default_schedule", "epoch")
     assert fields["every"].default == 1
+    assert fields["start_epoch"].default == 0
     params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
-    assert list(schema.parameters) == [p.name for p in params] == list(fields)[3:]
+    assert list(schema.parameters) == [p.name for p in params] == list(fields)[len(STAGE_KEYS) :]
     for p in params:
         assert _default(fields[p.name]) == p.default, p.name
     assert schema.selector_class is cls
@@ -358,7 +359,7 @@ def test_validate_stage_fills_defaults_and_types_values():
     typed = validate_stage({"name": "rs2", "fraction": 1}, "pipeline.stages.rs2")
     cls = registry.get("rs2")
     defaults = {p.name: p.default for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
-    assert typed == {"name": "rs2", "schedule": getattr(cls, "default_schedule", "epoch"), "every": 1, **defaults, "fraction": 1.0}
+    assert typed == {"name": "rs2", "schedule": getattr(cls, "default_schedule", "epoch"), "every": 1, "start_epoch": 0, **defaults, "fraction": 1.0}
     assert isinstance(typed["fraction"], float)
 
 

@@ -14,14 +14,18 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 
 def _folder(package: str):
-    """The directory of ``package``, found without executing it or its parents but the top one."""
+    """The directory of ``package``, found without executing it or its parents but the top one;
+    None when it cannot be told that way (e.g. a namespace package), so Hydra imports it instead."""
     top, *rest = package.split(".")
-    spec = importlib.util.find_spec(top)
-    for i, _ in enumerate(rest):
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        spec = PathFinder.find_spec(".".join([top, *rest[: i + 1]]), list(spec.submodule_search_locations))
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    try:
+        spec = importlib.util.find_spec(top)
+        for i, _ in enumerate(rest):
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            spec = PathFinder.find_spec(".".join([top, *rest[: i + 1]]), list(spec.submodule_search_locations))
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    except (ImportError, KeyError, ValueError):
+        return None
     return locations[0] if len(locations) == 1 else None
 
 
