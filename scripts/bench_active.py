@@ -85,7 +85,7 @@ def render(result: dict, curves: list[dict], out: Path) -> str:
         name = c["runs"][0].split("/")[0]
         secs = [v for k, v in result["runs"].items() if k.startswith(name + "/")]
         cells = [f"{at[x][0]:.3f} ± {at[x][1]:.3f}" if x in at else "–" for x in counts]
-        lines.append(f"| {c['strategy']} | {len(c['seeds'])} | " + " | ".join(cells) + f" | {sum(secs) / max(len(secs), 1):.1f} |")
+        lines.append(f"| {name} | {len(c['seeds'])} | " + " | ".join(cells) + f" | {sum(secs) / max(len(secs), 1):.1f} |")
     text = "\n".join(lines) + "\n"
     if result.get("failed"):
         text += "\nNot run to the end: " + "; ".join(f"{k}: {v}" for k, v in result["failed"].items()) + "\n"

@@ -601,7 +601,7 @@ def plot_labels(curves: list[dict[str, Any]], path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for c in curves:
-        (line,) = ax.plot(c["labels"], c["mean"], marker="o", markersize=3, linewidth=1.5, label=f"{c['strategy']} ({len(c['seeds'])} seeds)")
+        (line,) = ax.plot(c["labels"], c["mean"], marker="o", markersize=3, linewidth=1.5, label=f"{c['strategy']} ({len(c['seeds'])} seed{'s' if len(c['seeds']) != 1 else ''})")
         if any(n > 1 for n in c["n"]):
             ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.18, linewidth=0)
     xs = [x for c in curves for x in c["labels"] if x > 0]

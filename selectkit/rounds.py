@@ -33,7 +33,8 @@ queried ids, their scores and labels, validation metrics, ``train_s``, ``select_
 ``rounds/round_RRR.npz`` (``ids``, ``scores``, ``labels``), ``rounds.jsonl`` (one summary line per
 round), ``metrics.jsonl`` (one line per epoch, with its ``round``, ``round_epoch`` and ``labelled``
 count; ``epoch``, ``examples_seen``, ``train_s`` and ``select_s`` run on across rounds, so reports read
-it like any run's) and, at the end, ``summary.json`` with ``rounds``, ``labels_used`` and ``strategy``.
+it like any run's) and, at the end, ``summary.json`` with ``rounds``, ``labels_used``, ``strategy`` and
+``initial_s`` (seconds the initial selector took).
 
 The loop's state (labelled ids, revealed labels, next round, history, the model's weights, and a query
 still waiting for its labels) is written atomically to ``checkpoints/rounds.pt`` after each round and
@@ -360,10 +361,14 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         start, history, weights = int(state["next_round"]), list(state["history"]), state.get("weights")
         epoch_rows = list(state.get("epoch_rows", []))
         pending = state.get("pending")
+        initial_s = float(state.get("initial_s", 0.0))
     else:
+        initial_s = 0.0
         init = settings["initial"]
         if init.get("select") is not None:
+            t0 = time.perf_counter()
             first = initial_by_selector(cfg, settings, source)
+            initial_s = round(time.perf_counter() - t0, 4)
         else:
             true = source.train.labels()
             if true is None:
@@ -385,7 +390,7 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         return {
             "kind": "rounds", "version": STATE_VERSION, "fingerprint": fingerprint, "next_round": next_round,
             "labelled": torch.from_numpy(labelled), "revealed": torch.from_numpy(revealed),
-            "history": history, "epoch_rows": epoch_rows, "weights": weights, "pending": pend,
+            "history": history, "epoch_rows": epoch_rows, "weights": weights, "pending": pend, "initial_s": initial_s,
         }
 
     if pending is not None and int(pending["round"]) == -1:
@@ -503,6 +508,7 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         "targets": targets,
         "train_s": round(sum(h["train_s"] for h in history), 4),
         "select_s": round(sum(h["select_s"] for h in history), 4),
+        "initial_s": initial_s,
         "final": dict(history[-1]) if history else {},
         "monitor": monitor,
         f"best_{monitor}": max(values) if values else None,
@@ -523,4 +529,4 @@ def _strategy(settings: Mapping[str, Any]) -> str:
     extra = ",".join(f"{k}={v}" for k, v in sorted(acquire.items()) if k != "name")
     label = acquire["name"] + (f"({extra})" if extra else "")
     select = settings["initial"].get("select")
-    return f"{select['name']} then {label}" if select else label
+    return f"{label}, initial set by {select['name']}" if select else label

@@ -237,7 +237,7 @@ def test_initial_set_picked_by_a_selector_from_features_before_training(compose_
     first = np.setdiff1d(state["labelled"].numpy(), np.load(out / "rounds" / "round_000.npz")["ids"])
     assert np.array_equal(first, expected), "the initial set is the selector's pick"
     assert "labels" not in seen["available"] and "probs" not in seen["available"] and "features" in seen["available"]
-    assert summary["rounds"][0]["labelled"] == 30 and summary["strategy"] == "farthest_test then least_confidence"
+    assert summary["rounds"][0]["labelled"] == 30 and summary["strategy"] == "least_confidence, initial set by farthest_test" and summary["initial_s"] > 0
 
 
 def test_precheck_types_the_acquisition_stages_at_compose_time():
