@@ -26,6 +26,9 @@ from selectkit.pipeline import Pipeline, PipelineOutput
 from selectkit.providers import pairs_provider
 from selectkit.selector import Pool
 
+#: model outputs computed from the items' own labels: offered for labelled items only
+LABEL_OUTPUTS = frozenset({"losses"})
+
 
 class SelectionController:
     """Per-epoch selections of a `Pipeline` over a base training set.
@@ -117,20 +120,43 @@ class SelectionController:
         out[~base] = syn[ids[~base] - self.base_size]
         return out
 
+    def _outputs(self) -> dict[str, Callable[..., np.ndarray]]:
+        """The model-output providers; those computed from the items' labels (`LABEL_OUTPUTS`) refuse
+        unlabelled items (``-1``), whose true labels the dataset may still hold (a round loop)."""
+        out = dict(self.model_outputs)
+        if self.base_labels is None or not (self.base_labels < 0).any():
+            return out
+        for name in LABEL_OUTPUTS & set(out):
+            out[name] = self._labelled_only(name, out[name])
+        return out
+
+    def _labelled_only(self, name: str, fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        def provider(ids: np.ndarray, **params: Any) -> np.ndarray:
+            ids = np.asarray(ids, dtype=np.int64)
+            hidden = int((self.base_labels[ids[ids < self.base_size]] < 0).sum())
+            if hidden:
+                raise ConfigError(
+                    f"{name}: {hidden} of the {ids.shape[0]} items asked for are unlabelled; {name} would read labels "
+                    "no oracle has revealed (in a round loop only pool.labelled has them)"
+                )
+            return fn(ids, **params)
+
+        return provider
+
     def _make_pool(self, ids: np.ndarray | int, weights: np.ndarray | None) -> Pool:
         providers: dict[str, Callable[..., np.ndarray]] = {}
         if self.base_labels is not None:
             providers["labels"] = self.labels_of
         if isinstance(ids, int) or bool((ids < self.base_size).all()):
             providers["features"] = self._features
-            providers.update(self.model_outputs)
+            providers.update(self._outputs())
         elif all(s.space == "input" for _, s, _ in self.pipeline.synthetic):
             providers["features"] = self.features_of
         if self._pairs is not None:
             providers["pairs"] = self._pairs
         labelled = None
         if self.labelled_ids is not None:
-            shared = {k: v for k, v in providers.items() if k in ("labels", "features")} | dict(self.model_outputs)
+            shared = {k: v for k, v in providers.items() if k in ("labels", "features")} | self._outputs()
             labelled = Pool(self.labelled_ids, providers=shared)
         return Pool(ids, weights=weights, providers=providers, labelled=labelled)
 

@@ -43,3 +43,12 @@ def test_two_rounds_on_digits(name, tmp_path):
     if name in ("kcenter", "typiclust"):
         later = json.loads((tmp_path / "run" / "rounds" / "round_001.json").read_text())
         assert (first["meta"]["acquire"]["labelled"], later["meta"]["acquire"]["labelled"]) == (30, 45), "the labelled set is offered as pool.labelled"
+
+
+def test_losses_of_unlabelled_items_are_refused_in_a_round_loop(tmp_path):
+    from selectkit.errors import ConfigError
+
+    cfg = compose_train_config(tmp_path, "rounds=default", "selector=full", "trainer.max_epochs=1", "rounds.initial.size=30", "rounds.budget=15", "rounds.num_rounds=1", "rounds.acquire.name=stochastic")
+    with pytest.raises(ConfigError, match=r"^losses: \d+ of the \d+ items asked for are unlabelled; losses would read labels no oracle has revealed") as err:
+        run(cfg, tmp_path / "run")
+    assert "\n" not in str(err.value)
