@@ -300,13 +300,13 @@ class Contrastive(Task):
     def validation_end(self, module: Any) -> dict[str, Any]:
         if not self._z:
             return {}
-        parts = [torch.cat(self._z), torch.cat(self._y), torch.cat(self._i)] + ([torch.cat(self._q)] if self._q else [])
+        parts = [torch.cat(self._z), torch.cat(self._y), torch.cat(self._i)] + ([torch.cat(self._q).to(torch.uint8)] if self._q else [])
         z, y, i, *q = _gather_rows(module, *parts)
         order = torch.argsort(i)
         z, y = z[order].cpu().numpy(), y[order].cpu().numpy()
         nq = z.shape[0] if self.max_queries is None else min(self.max_queries, z.shape[0])
         if q and self.corpus == "val":
-            is_query = q[0][order].cpu().numpy()
+            is_query = q[0][order].cpu().numpy().astype(bool)
             queries = np.flatnonzero(is_query)[: self.max_queries]
             metrics = retrieval_metrics(z[queries], y[queries], z[~is_query], y[~is_query], self.recall_k, memory_cap_gb=self.memory_cap_gb)
         elif self.corpus == "val":
