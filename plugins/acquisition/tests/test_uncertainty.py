@@ -15,7 +15,7 @@ SCORED = {"least_confidence": LeastConfidence, "margin": Margin, "entropy": Entr
 BAD = {"budget": [0, -3, 2.5, "x", None, True, 10_000], "stochastic": ["top", 1, ""], "temperature": [0, -1.0, "warm", None]}
 
 
-@pytest.mark.parametrize("name", ["margin", "entropy", "bald"])
+@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy", "bald"])
 @pytest.mark.parametrize("stochastic", [None, "power"])
 def test_contract(name, stochastic):
     cls = SCORED[name]
