@@ -94,7 +94,10 @@ class Blocks:
             block = np.ascontiguousarray(np.asarray(self.read(start, stop)).reshape(stop - start, -1), dtype=np_dtype)
             if block.shape != (stop - start, self.d):
                 raise ValueError(f"block {start}:{stop} has shape {block.shape}, expected {(stop - start, self.d)}")
-            t = torch.from_numpy(block)
+            with warnings.catch_warnings():
+                # a read-only memory map: blocks are only read (scaling makes a new tensor)
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(block)
             if self.row_scale is not None:
                 t = t * torch.from_numpy(np.asarray(self.row_scale[start:stop], dtype=np_dtype))[:, None]
             yield start, t
@@ -150,7 +153,7 @@ def whitening(g: np.ndarray, ridge: float = 0.0, rtol: float = 1e-6) -> tuple[np
     g = 0.5 * (g + g.T)
     d = g.shape[0]
     if ridge:
-        lam, vec = np.linalg.eigh(g + ridge * np.eye(d))
+        lam, vec = eigh(g + ridge * np.eye(d))
         keep = lam > (rtol**2) * float(lam[-1])
         kappa = math.sqrt(float(lam[-1]) / float(lam[keep][0])) if keep.all() else float("inf")
         return vec[:, keep] / np.sqrt(lam[keep]), int(keep.sum()), kappa
@@ -159,11 +162,18 @@ def whitening(g: np.ndarray, ridge: float = 0.0, rtol: float = 1e-6) -> tuple[np
     if not live.any():
         return np.zeros((d, 0)), 0, float("nan")
     scale = np.where(live, 1.0 / np.sqrt(np.where(live, diag, 1.0)), 0.0)
-    lam, vec = np.linalg.eigh(g * scale[:, None] * scale[None, :])
+    lam, vec = eigh(g * scale[:, None] * scale[None, :])
     keep = lam > (rtol**2) * float(lam[-1])
     rank = int(keep.sum())
     kappa = math.sqrt(float(lam[-1]) / float(lam[keep][0])) if rank == d else float("inf")
     return scale[:, None] * vec[:, keep] / np.sqrt(lam[keep]), rank, kappa
+
+
+def eigh(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of the symmetric part of ``m``, in float64 (torch's
+    LAPACK, which stays fast when other processes load the machine)."""
+    lam, vec = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(0.5 * (m + m.T), dtype=np.float64)))
+    return lam.numpy(), vec.numpy()
 
 
 def _row_norms(blocks: Blocks, m: np.ndarray, dtype: torch.dtype) -> np.ndarray:
@@ -245,17 +255,16 @@ def sketched_scores(
     sa = torch.zeros((k, d), dtype=torch.float32)
     sb = torch.zeros((k, d), dtype=torch.float32)
     colsum = np.zeros(d, dtype=np.float64)
-    seeds = rng.integers(0, 2**62, size=2)
-    gen = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    gen = [np.random.default_rng(s) for s in rng.integers(0, 2**62, size=2)]
     for _, b in blocks.iterate(torch.float32):
         rows = b.shape[0]
         for target, g in zip((sa, sb), gen):
-            bucket = torch.randint(0, k, (rows,), generator=g)
-            sign = torch.randint(0, 2, (rows,), generator=g).mul_(2).sub_(1).to(torch.float32)
+            bucket = g.integers(0, k, size=rows)
+            sign = g.integers(0, 2, size=rows).astype(np.float32) * 2 - 1
             target += _count_sketch(bucket, sign, k) @ b
         colsum += b.sum(0).double().numpy()
-    sa64 = sa.double().numpy()
-    g = sa64.T @ sa64
+    sa64 = sa.double()
+    g = (sa64.T @ sa64).numpy()
     _check_finite(g)
     _check_finite(colsum)
     w, rank, kappa = whitening(g, ridge, rtol)
@@ -263,9 +272,9 @@ def sketched_scores(
         values = np.zeros(blocks.n)
         eps = 0.0
     else:
-        t = sb.double().numpy() @ w
-        gt = t.T @ t + (ridge * (w.T @ w) if ridge else 0.0)
-        sv = np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (gt + gt.T)), 1e-300, None))
+        t = sb.double() @ torch.from_numpy(np.ascontiguousarray(w))
+        gt = (t.T @ t).numpy() + (ridge * (w.T @ w) if ridge else 0.0)
+        sv = np.sqrt(np.clip(eigh(gt)[0], 1e-300, None))
         eps = float(np.max(np.abs(np.log(sv))))
         m = w
         if projection is not None and projection < w.shape[1]:
@@ -287,14 +296,17 @@ def sketched_scores(
     return Scores(values, rank, "sketch", g, colsum, meta)
 
 
-def _count_sketch(bucket: torch.Tensor, sign: torch.Tensor, k: int) -> torch.Tensor:
+def _count_sketch(bucket: np.ndarray, sign: np.ndarray, k: int) -> torch.Tensor:
     """The ``k x rows`` CountSketch matrix (one signed 1 per column) as a CSR tensor."""
-    order = torch.argsort(bucket)
-    crow = torch.zeros(k + 1, dtype=torch.int64)
-    crow[1:] = torch.cumsum(torch.bincount(bucket, minlength=k), 0)
+    order = np.argsort(bucket, kind="stable")
+    crow = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(np.bincount(bucket, minlength=k), out=crow[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # beta-state notice of sparse CSR tensors
-        return torch.sparse_csr_tensor(crow, order, sign[order], size=(k, bucket.shape[0]), check_invariants=False)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(order.astype(np.int64)), torch.from_numpy(sign[order]),
+            size=(k, bucket.shape[0]), check_invariants=False,
+        )
 
 
 def _num(x: float) -> float | str:

@@ -13,7 +13,7 @@ from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
 from selectkit_plugins.leverage import pivotal as designs
-from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, exact_scores, sketched_scores
+from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketched_scores
 
 _DRAW = 0x4C56
 _TREE = 0x4C54
@@ -184,7 +184,7 @@ class LeverageSampling(Selector):
         n = blocks.n
         mean = scores.colsum / max(n, 1)
         cov = scores.gram / max(n, 1) - np.outer(mean, mean)
-        lam, vec = np.linalg.eigh(0.5 * (cov + cov.T))
+        lam, vec = eigh(cov)
         t = min(int(self.tree_dims), blocks.d)
         top = vec[:, ::-1][:, :t].astype(np.float32)
         out = np.empty((n, t), dtype=np.float32)
