@@ -49,7 +49,7 @@ def methods(fraction: float, epochs: int, refresh: int) -> dict[str, list[str]]:
         f"sensitivity_every{refresh}": sens + ["selector.schedule=epoch", f"selector.every={refresh}"],
     }
     if "leverage" in registry.entries():
-        out["leverage"] = ["selector=leverage", f"selector.fraction={fraction}"]
+        out["leverage"] = ["selector=leverage", f"selector.budget={fraction}"]
     return {k: v + [f"trainer.max_epochs={epochs}"] for k, v in out.items()}
 
 
@@ -59,9 +59,13 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--refresh", type=int, default=3, help="epochs between refreshes of the refreshed coreset")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of all methods, every other one in reverse order (load drifts)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 keeps timings stable on an oversubscribed machine); default: torch's")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_coresets"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     common = [f"seed={args.seed}", "data=fashion_mnist", "model=mlp"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results: dict = {
@@ -70,17 +74,21 @@ def main() -> None:
         "leverage_registered": "leverage" in registry.entries(),
         "runs": {},
     }
-    for name, overrides in methods(args.fraction, args.epochs, args.refresh).items():
-        run_dir = args.out / name
-        try:
-            summary = run(_cfg(args.out, common + overrides + [f"run_name={name}"]), run_dir)
-        except Exception as err:  # noqa: BLE001 - a method that cannot run is reported, not fatal
-            results["runs"][name] = {"error": f"{type(err).__name__}: {err}"}
-            print(f"{name}: failed: {err}", flush=True)
-            continue
-        rows = _rows(run_dir)
-        results["runs"][name] = {"rows": rows, "final": rows[-1], "selections": _manifest_meta(run_dir), "run_dir": str(run_dir)}
-        print(f"{name}: val_acc={rows[-1]['val_acc']:.4f} train_s={rows[-1]['train_s']:.1f} select_s={rows[-1]['select_s']:.2f}", flush=True)
+    plan = list(methods(args.fraction, args.epochs, args.refresh).items())
+    for r in range(args.rounds):
+        for name, overrides in plan if r % 2 == 0 else plan[::-1]:
+            key = name if args.rounds == 1 else f"{name}@{r}"
+            run_dir = args.out / key.replace("@", "_r")
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            try:
+                run(_cfg(args.out, common + overrides + [f"run_name={name}"]), run_dir)
+            except Exception as err:  # noqa: BLE001 - a method that cannot run is reported, not fatal
+                results["runs"][key] = {"error": f"{type(err).__name__}: {err}"}
+                print(f"{key}: failed: {err}", flush=True)
+                continue
+            rows = _rows(run_dir)
+            results["runs"][key] = {"rows": rows, "final": rows[-1], "selections": _manifest_meta(run_dir), "run_dir": str(run_dir), "load": load}
+            print(f"{key}: val_acc={rows[-1]['val_acc']:.4f} train_s={rows[-1]['train_s']:.1f} select_s={rows[-1]['select_s']:.2f} load={load:.1f}", flush=True)
     results["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     done = {k: v for k, v in results["runs"].items() if "rows" in v}
     best = max(v["final"]["val_acc"] for v in done.values())
@@ -89,9 +97,32 @@ def main() -> None:
     longest = max(v["final"]["train_s"] + v["final"]["select_s"] for v in done.values())
     results["budgets"] = [round(longest * f, 1) for f in (0.2, 0.4, 0.6, 0.8, 1.0)]
     results["acc_at_budget"] = {k: [accuracy_at_budget(v["rows"], b) for b in results["budgets"]] for k, v in done.items()}
+    results["in_words"] = in_words(results)
     (args.out / "bench_coresets.json").write_text(json.dumps(results, indent=2, default=float))
     (args.out / "bench_coresets.md").write_text(render(results, args))
     print((args.out / "bench_coresets.md").read_text())
+
+
+def in_words(r: dict) -> list[str]:
+    """Which method wins at equal wall-clock, per round: the most budgets won and the fastest to the threshold."""
+    rounds = sorted({k.split("@")[1] if "@" in k else "" for k in r["acc_at_budget"]})
+    out = []
+    for rnd in rounds:
+        keys = [k for k in r["acc_at_budget"] if (k.split("@")[1] if "@" in k else "") == rnd]
+        wins = {k: 0 for k in keys}
+        for j in range(len(r["budgets"])):
+            accs = {k: r["acc_at_budget"][k][j] for k in keys if r["acc_at_budget"][k][j] is not None}
+            if accs:
+                wins[max(accs, key=accs.get)] += 1
+        reached = {k: r["reach"][k]["wall_s"] for k in keys if r["reach"][k]}
+        fastest = min(reached, key=reached.get) if reached else None
+        best = max(wins, key=wins.get)
+        label = f"Round {rnd}: " if rnd else ""
+        out.append(
+            f"{label}at equal wall-clock the best accuracy at the most budgets is {best}'s ({wins[best]} of {len(r['budgets'])}); "
+            + (f"the first to the threshold is {fastest} ({reached[fastest]:.1f} s)." if fastest else "no run reached the threshold.")
+        )
+    return out
 
 
 def _fmt(x, spec=".4f"):
@@ -103,13 +134,16 @@ def render(r: dict, args) -> str:
     lines = [
         f"Machine: {r['machine']}; load average {r['load_before']:.1f} before and {r['load_after']:.1f} after the runs "
         "(other jobs shared the CPU, so absolute seconds are inflated and noisy; the runs ran one after another under similar load). "
-        f"Command: `python scripts/bench_coresets.py --epochs {args.epochs} --fraction {args.fraction} --refresh {args.refresh} --seed {args.seed}`.",
+        f"Command: `python scripts/bench_coresets.py --epochs {args.epochs} --fraction {args.fraction} --refresh {args.refresh} --seed {args.seed} --rounds {args.rounds}`"
+        + (" (`name@r`: round r; odd rounds run the methods in reverse order)." if args.rounds > 1 else "."),
         "",
         f"Fashion-MNIST, MLP, {args.epochs} epochs each, {args.fraction:g} of the 60,000 training items per epoch. "
         f"Threshold = best final accuracy − 2 points = {r['threshold']:.4f}. Leverage registered: {'yes' if r['leverage_registered'] else 'no'}.",
         "",
-        "| method | final val_acc | train_s | select_s | select share | time to threshold (s) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *r["in_words"],
+        "",
+        "| method | final val_acc | train_s | select_s | select share | time to threshold (s) | load at start |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for k, v in r["runs"].items():
         if "error" in v:
@@ -118,7 +152,7 @@ def render(r: dict, args) -> str:
         f = v["final"]
         hit = r["reach"][k]
         share = f["select_s"] / max(f["train_s"] + f["select_s"], 1e-9)
-        lines.append(f"| {k} | {f['val_acc']:.4f} | {f['train_s']:.1f} | {f['select_s']:.2f} | {100 * share:.1f}% | {_fmt(hit and hit['wall_s'], '.1f')} |")
+        lines.append(f"| {k} | {f['val_acc']:.4f} | {f['train_s']:.1f} | {f['select_s']:.2f} | {100 * share:.1f}% | {_fmt(hit and hit['wall_s'], '.1f')} | {v['load']:.1f} |")
     lines += ["", "Validation accuracy at equal wall-clock budgets (training + selection seconds):", ""]
     lines.append("| method | " + " | ".join(f"{b:g} s" for b in r["budgets"]) + " |")
     lines.append("| --- |" + " --- |" * len(r["budgets"]))

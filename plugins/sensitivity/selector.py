@@ -36,16 +36,17 @@ def _mapping_or_none(value: Any) -> bool:
 
 
 def _split(k: int, sizes: np.ndarray) -> np.ndarray:
-    """``k`` clusters over groups of ``sizes`` items, in proportion (largest remainders), at least one
-    and at most the group's size each."""
+    """``k`` clusters over groups of ``sizes`` items: one each, the rest in proportion to the sizes
+    (largest remainders), never more than a group's items."""
     if sizes.size == 1:
         return np.array([min(k, int(sizes[0]))])
-    share = k * sizes / sizes.sum()
+    rest = max(k - sizes.size, 0)
+    share = rest * sizes / sizes.sum()
     quota = np.floor(share).astype(np.int64)
-    rest = k - int(quota.sum())
-    if rest > 0:
-        quota[np.argsort(-(share - quota), kind="stable")[:rest]] += 1
-    return np.clip(quota, 1, sizes)
+    left = rest - int(quota.sum())
+    if left > 0:
+        quota[np.argsort(-(share - quota), kind="stable")[:left]] += 1
+    return np.minimum(quota + 1, sizes)
 
 
 def _fit_lipschitz(probe_losses: np.ndarray, rep_losses: np.ndarray, gaps: np.ndarray) -> float:

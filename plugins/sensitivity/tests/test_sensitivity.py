@@ -233,3 +233,21 @@ def test_random_projection_keeps_distances_roughly():
     assert y.shape == (40, 200) and np.all(np.abs(d1 / d0 - 1) < 0.3)
     with pytest.raises(ValueError, match="out_features"):
         RandomProjection(out_features=0)
+
+
+def test_clusters_split_over_classes_in_proportion():
+    from selectkit_plugins.sensitivity.selector import _split
+
+    assert _split(10, np.array([500, 300, 200])).tolist() == [5, 3, 2]
+    assert _split(4, np.array([900, 50, 50])).tolist() == [2, 1, 1], "every class gets a cluster"
+    assert _split(10, np.array([3, 1000])).tolist() == [1, 9]
+    assert _split(50, np.array([2, 3])).tolist() == [2, 3], "never more clusters than a class has items"
+    labels = np.array([0] * 100 + [1] * 60 + [2] * 40)
+    x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    out = SensitivitySampling(size=30, k=10, embedding="features", cluster_term="size").select(Pool(200, features=x, labels=labels), SelectContext(seed=0))
+    assert out.meta["k_used"] == 10 and out.meta["clusters"] == 10
+
+
+def test_by_label_needs_labels():
+    x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    _raises(SensitivitySampling(k=3, embedding="features", cluster_term="size"), Pool(50, features=x), "labels")
