@@ -133,8 +133,10 @@ def render(r: dict, args) -> str:
     """Markdown section with every figure of the run."""
     lines = [
         f"Machine: {r['machine']}; load average {r['load_before']:.1f} before and {r['load_after']:.1f} after the runs "
-        "(other jobs shared the CPU, so absolute seconds are inflated and noisy; the runs ran one after another under similar load). "
-        f"Command: `python scripts/bench_coresets.py --epochs {args.epochs} --fraction {args.fraction} --refresh {args.refresh} --seed {args.seed} --rounds {args.rounds}`"
+        "(other jobs shared the CPU, so absolute seconds are inflated and noisy; the runs ran one after another). "
+        f"Command: `python scripts/bench_coresets.py --epochs {args.epochs} --fraction {args.fraction} --refresh {args.refresh} --seed {args.seed} --rounds {args.rounds}"
+        + (f" --threads {args.threads}" if args.threads else "")
+        + "`"
         + (" (`name@r`: round r; odd rounds run the methods in reverse order)." if args.rounds > 1 else "."),
         "",
         f"Fashion-MNIST, MLP, {args.epochs} epochs each, {args.fraction:g} of the 60,000 training items per epoch. "
