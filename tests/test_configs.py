@@ -55,9 +55,13 @@ def test_models_and_tasks_instantiate(name, task):
     from selectkit.train import build_module
 
     cfg = _compose(f"model={name}", f"task={task}")
-    module = build_module(cfg, {"input_shape": (1, 28, 28), "num_classes": 10})
+    if name == "minilm":  # a text encoder reads token rows (ids, attention mask)
+        shape, x = (2, 8), torch.stack([torch.randint(1000, 2000, (2, 8)), torch.ones(2, 8, dtype=torch.int64)], dim=1).float()
+    else:
+        shape, x = (1, 28, 28), torch.randn(2, 1, 28, 28)
+    module = build_module(cfg, {"input_shape": shape, "num_classes": 10})
     assert sum(p.numel() for p in module.model.parameters()) > 0
-    assert module.adapter.embed(torch.randn(2, 1, 28, 28)).shape[0] == 2
+    assert module.adapter.embed(x).shape[0] == 2
 
 
 @pytest.mark.parametrize("name", _options("data"))
@@ -70,7 +74,8 @@ def test_datasets_load(name):
     if name == "fashion_mnist" and not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     source = build_source(cfg)
-    assert len(source.train) > 0 and len(source.val) > 0 and source.meta["num_classes"] == 10
+    classes = cfg.data.pairs + cfg.data.val_pairs if name == "wordnet" else 10  # one label per (definition, word) pair
+    assert len(source.train) > 0 and len(source.val) > 0 and source.meta["num_classes"] == classes
 
 
 @pytest.mark.parametrize("name", _options("hydra/launcher"))
@@ -89,7 +94,7 @@ def test_neighbors_configs_instantiate():
         assert type(obj).__name__ == "NeighborConfig"
 
 
-@pytest.mark.parametrize("name", _options("experiment"))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("retrieval_") else n for n in _options("experiment")])
 def test_experiments_run_a_few_steps(name, tmp_path):
     from selectkit.train import run
 
