@@ -6,8 +6,9 @@ constructor arguments that depend on the data (``input_shape``, ``num_classes``,
 
 `ModelAdapter` gives selectors and tasks what they need from a network without asking users to change
 it: the embedding comes from a named layer (``model.embedding_layer``, through a forward hook), else from
-an ``embed`` method, else from the input of the classifier head (the last ``nn.Linear`` with
-``num_classes`` outputs, or ``model.head_layer``). The built-in models have ``embed`` and ``head``.
+an ``embed`` method, else from the input of the classifier head (the network's last ``nn.Linear``
+when it has ``num_classes`` outputs, or ``model.head_layer``). The built-in models have ``embed`` and
+``head``.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class ModelAdapter:
         model: the network; ``model(x)`` returns the task's output (logits for classification).
         embedding_layer: dotted name of the submodule whose output is the embedding (``model.embedding_layer``).
         head_layer: dotted name of the ``nn.Linear`` classifier head (``model.head_layer``); found by
-            itself when unset: the last ``nn.Linear`` with ``num_classes`` outputs.
+            itself when unset: the network's last ``nn.Linear``, when it has ``num_classes`` outputs
+            (an inner layer that happens to have that width is never taken for the head).
         num_classes: classes of a classification task (None for other tasks).
     """
 
@@ -216,11 +218,11 @@ class ModelAdapter:
     def _find_head(self) -> nn.Linear | None:
         if self.num_classes is None:
             return None
-        found = None
+        last = None
         for module in self.model.modules():
-            if isinstance(module, nn.Linear) and module.out_features == self.num_classes:
-                found = module
-        return found
+            if isinstance(module, nn.Linear):
+                last = module
+        return last if last is not None and last.out_features == self.num_classes else None
 
     @property
     def head(self) -> nn.Linear | None:

@@ -81,3 +81,16 @@ def test_a_few_sgd_steps_reduce_the_loss(name):
     with torch.no_grad():
         after = float(loss_fn(model(x), y))
     assert after < 0.5 * before
+
+
+def test_an_inner_layer_as_wide_as_the_classes_is_not_the_head():
+    """Only the network's last nn.Linear can be found as the head: an inner layer with num_classes
+    outputs (here 4) must not be taken for it (a contrastive task would freeze it)."""
+    import torch.nn as nn
+
+    from selectkit.models import ModelAdapter
+
+    inner = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 8))
+    assert ModelAdapter(inner, num_classes=4).head is None
+    classifier = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 4))
+    assert ModelAdapter(classifier, num_classes=4).head is classifier[2]
