@@ -7,7 +7,7 @@ plain inference on the same batches.
 
 Each run is one round loop (``selectkit.train.run``, an MLP trained afresh every round on the labelled
 items, validated on the 10,000 test images); a run whose ``summary.json`` exists is not run again, so
-the script can be stopped and restarted. Writes ``<out>/bench_active.md`` (a section for
+the script can be stopped and restarted (``--report-only`` collects what finished). Writes ``<out>/bench_active.md`` (a section for
 docs/benchmarks.md), ``<out>/bench_active.json`` and, through ``selectkit-report``,
 ``<out>/report/acc_vs_labels.png``.
 """
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--total", type=int, default=2000, help="rounds.total_budget")
     ap.add_argument("--strategies", nargs="+", default=["random", "entropy", "power_entropy", "bald", "kcenter", "badge", "typiclust"], choices=sorted(STRATEGIES))
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="run nothing new: collect the finished runs (and measure throughput)")
     ap.add_argument("--out", default="outputs/bench_active")
     args = ap.parse_args()
     out = Path(args.out).resolve()
@@ -53,6 +54,9 @@ def main() -> None:
             key = f"{name}/seed_{seed}"
             if (run_dir / "summary.json").exists():
                 result["runs"][key] = json.loads((run_dir / "summary.json").read_text())["select_s"]
+                continue
+            if args.report_only:
+                result["failed"][key] = "not run (no time left on the shared machine)"
                 continue
             cfg = compose(out, overrides(name, seed, train, val, args.epochs, SCHEDULE, args.total, args.initial, args.batch_size))
             t = time.perf_counter()

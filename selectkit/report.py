@@ -612,7 +612,7 @@ def plot_labels(curves: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("validation accuracy")
     ax.grid(True, alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="lower right")
+        ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
