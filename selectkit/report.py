@@ -597,7 +597,7 @@ def plot_labels(curves: list[dict[str, Any]], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 5.5), dpi=100)
+    fig = Figure(figsize=(12, 5.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for c in curves:
@@ -612,7 +612,8 @@ def plot_labels(curves: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("validation accuracy")
     ax.grid(True, alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="best")
+        # beside the axes: curves of many strategies leave no corner free
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
