@@ -123,12 +123,9 @@ LOSSES = "selectkit_plugins.hard_negatives.losses"
 
 
 def _compose(tmp_path, *overrides):
-    from hydra import compose, initialize_config_module
+    from selectkit.testing import compose_train_config
 
-    base = ["data=digits", "model=mlp", "model.hidden=[64,32]", "logger=none", "trainer.accelerator=cpu", "trainer.progress_bar=false",
-            "task=contrastive", "selector=random_tuples", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}"]
-    with initialize_config_module("selectkit_conf", version_base="1.3"):
-        return compose("train", overrides=base + list(overrides))
+    return compose_train_config(tmp_path, "model.hidden=[64,32]", "task=contrastive", "selector=random_tuples", *overrides)
 
 
 def test_task_loss_runs_over_the_mined_triples(tmp_path):
