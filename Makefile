@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 FAISS_EXTRA ?= ,faiss
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+WORDNET_DIR ?= /usr/share/wordnet
 DEMO_OUT ?= outputs/demo
 
 .PHONY: install data demo test bench clean
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q -e ".[test,launchers,bench,text$(FAISS_EXTRA)]"
 	touch $@
 
-# Fashion-MNIST from Debian's package when it is missing and we may install packages.
+# Fashion-MNIST and WordNet (text retrieval) from Debian's packages when missing and we may install packages.
 data:
 	@if [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ] || [ -n "$$SELECTKIT_DATA" ]; then \
 		echo "Fashion-MNIST: found"; \
@@ -29,6 +30,13 @@ data:
 		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; \
 	else \
 		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or put the four IDX .gz files in data/ (or set SELECTKIT_DATA)" >&2; exit 1; \
+	fi
+	@if [ -f "$(WORDNET_DIR)/data.noun" ] || [ -n "$$WNSEARCHDIR" ]; then \
+		echo "WordNet: found"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q wordnet-base || (apt-get update -q && apt-get install -y -q wordnet-base)) >/dev/null; \
+	else \
+		echo "WordNet is missing: run 'sudo apt-get install wordnet-base' (or set WNSEARCHDIR to a folder of its data.* files)" >&2; exit 1; \
 	fi
 
 # RS2 (10% per epoch, 30 epochs) beside full data (8 epochs) and full data compressed to RS2's steps
