@@ -1,6 +1,6 @@
 """selectkit k-means (the layer's exact search) vs scikit-learn's Lloyd KMeans at equal work: same init, same iterations.
 
-    python scripts/bench_kmeans.py [--n 100000] [--d 64] [--k 100] [--n-iter 20] [--out outputs/bench_kmeans]
+    python scripts/bench_kmeans.py [--n 100000] [--d 64] [--k 100] [--n-iter 20] [--rounds 3] [--out outputs/bench_kmeans]
 
 Prints a markdown table and writes ``<out>/bench_kmeans.json``.
 """
@@ -21,9 +21,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--n-iter", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each times both once)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_kmeans"))
     args = parser.parse_args()
-    result = kmeans_comparison(args.n, args.d, args.k, args.n_iter, args.seed)
+    result = kmeans_comparison(args.n, args.d, args.k, args.n_iter, args.seed, repeats=args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_kmeans.json").write_text(json.dumps(result, indent=2))
     print(kmeans_markdown(result))
