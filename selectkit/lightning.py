@@ -204,8 +204,6 @@ class SelectionDataModule(pl.LightningDataModule):
         self.controller: SelectionController | None = None
         self.scorer: PoolScorer | None = None
         self._pending_state: Mapping[str, Any] | None = None
-        self._train_set = None
-        self._train_key: tuple[int, int] | None = None
         self._train_loader: DataLoader | None = None
         self._loader_key: tuple[int, int] | None = None
         self._sampler: Any = None
@@ -306,11 +304,8 @@ class SelectionDataModule(pl.LightningDataModule):
         return len(self._sampler) if isinstance(self._sampler, TupleBatchSampler) else math.ceil(len(self._sampler) / self.batch_size)
 
     def _training_set(self, hooks: Sequence[Any]) -> Any:
-        """The training rows with the synthetic samples appended and every hook's wrapping applied;
-        rebuilt only when the set changes (`Pipeline.training_set_version`)."""
-        key = (len(self.train_ds) + self.pipeline.num_synthetic, self.pipeline.training_set_version)
-        if self._train_set is not None and self._train_key == key:
-            return self._train_set
+        """The training rows with the synthetic samples appended and every hook's wrapping applied
+        (built by `train_dataloader` only when the set changed, `Pipeline.training_set_version`)."""
         dataset = self.train_ds
         made = [s for _, s, _ in self.pipeline.synthetic]
         if made:
@@ -327,8 +322,7 @@ class SelectionDataModule(pl.LightningDataModule):
                 dataset = dataset.with_synthetic(torch.as_tensor(feats, dtype=torch.float32), torch.as_tensor(self.controller.synthetic_labels()))
         for hook in hooks:
             dataset = hook.wrap_dataset(dataset)
-        self._train_set, self._train_key = Batches(dataset), key
-        return self._train_set
+        return Batches(dataset)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_ds is None:
