@@ -8,7 +8,10 @@ after labelling an initial set. Round ``r``:
    labelled ids and whose labels are the revealed ones (``-1`` elsewhere). The training pipeline is
    ``selector``/``pipeline`` (``full`` by default), built anew each round, so the loader is rebuilt
    on the grown labelled set;
-2. fits for ``rounds.epochs_per_round`` epochs (default ``trainer.max_epochs``);
+2. fits for ``rounds.epochs_per_round`` epochs (default ``trainer.max_epochs``), more if that many
+   epochs over the labelled set make fewer than ``rounds.min_steps`` optimizer steps (a handful of
+   labels in large batches would otherwise train for a few steps only); the round's metrics are the
+   final model's: if the last epoch was not a validation epoch, the model is validated once more;
 3. scores the unlabelled pool through the acquisition stage ``rounds.acquire`` (a stage spec like
    ``pipeline.stages.*``: ``name`` plus settings, typed by the selector's schema, at compose time by
    ``selectkit-train``) with the trained model's providers and ``SelectContext.round = r``; under DDP
@@ -49,6 +52,7 @@ the same ``resume=`` goes on once the answer is fixed or there.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import time
@@ -95,6 +99,9 @@ def round_settings(cfg: DictConfig) -> dict[str, Any]:
     e = r.get("epochs_per_round")
     if not _is_int(e) or e < 1:
         raise ConfigError(f"rounds.epochs_per_round must be an integer >= 1, got {e!r}")
+    m = r.get("min_steps")
+    if m is not None and (not _is_int(m) or m < 1):
+        raise ConfigError(f"rounds.min_steps must be null or an integer >= 1, got {m!r}")
     if not isinstance(r.get("warm_start", False), bool):
         raise ConfigError(f"rounds.warm_start must be true or false, got {r.get('warm_start')!r}")
     init = r.get("initial") or {}
@@ -223,7 +230,20 @@ def _fingerprint(cfg: DictConfig, settings: Mapping[str, Any]) -> dict[str, Any]
         "acquire": dict(settings["acquire"]),
         "warm_start": bool(settings.get("warm_start", False)),
         "epochs_per_round": settings["epochs_per_round"],
+        "min_steps": settings.get("min_steps"),
     }
+
+
+def round_epochs(settings: Mapping[str, Any], rows: int, batch_size: int, world: int = 1) -> int:
+    """A round's training epochs: ``rounds.epochs_per_round``, raised so that epochs over ``rows``
+    labelled items in per-process batches of ``batch_size`` on ``world`` processes make at least
+    ``rounds.min_steps`` optimizer steps (when set)."""
+    epochs = int(settings["epochs_per_round"])
+    min_steps = settings.get("min_steps")
+    if not min_steps or rows < 1:
+        return epochs
+    per_epoch = math.ceil(math.ceil(rows / world) / int(batch_size))
+    return max(epochs, math.ceil(int(min_steps) / per_epoch))
 
 
 def load_state(path: str | Path, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
@@ -421,9 +441,12 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
             dm = SelectionDataModule(source, train_pipeline, out_dir=out_dir, base_ids=labelled, labels=labels, round=r, **loader_settings(cfg))
             recorder = RunRecorder(None, [], dm, monitor=monitor)
             trainer = build_trainer(cfg, out_dir, [recorder], logger, max_epochs=settings["epochs_per_round"], enable_checkpointing=False)
+            trainer.fit_loop.max_epochs = round_epochs(settings, int(labelled.shape[0]), int(cfg.data.batch_size), trainer.world_size)
             trainer.fit(module, datamodule=dm)
             if trainer.interrupted or trainer.state.status.value != "finished":
                 raise SelectkitError(f"round {r}: training did not finish; no summary.json was written")
+            if recorder.rows and monitor not in recorder.rows[-1] and dm.val_ds is not None:
+                trainer.validate(module, datamodule=dm, verbose=False)
             world = trainer.world_size
             writer = trainer.is_global_zero
 

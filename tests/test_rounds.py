@@ -103,11 +103,36 @@ def test_resume_after_a_round_repeats_the_uninterrupted_queries(compose_cfg, tmp
         _run(compose_cfg, tmp_path / "other", "rounds.num_rounds=3", f"resume={state}", "rounds.budget=16", *extra)
 
 
+def test_round_epochs_rise_to_the_minimum_steps():
+    from selectkit.rounds import round_epochs
+
+    assert round_epochs({"epochs_per_round": 2, "min_steps": None}, 10, 256) == 2
+    assert round_epochs({"epochs_per_round": 2, "min_steps": 10}, 10, 256) == 10, "one step an epoch"
+    assert round_epochs({"epochs_per_round": 2, "min_steps": 10}, 1000, 256) == 3, "4 steps an epoch"
+    assert round_epochs({"epochs_per_round": 2, "min_steps": 10}, 1000, 256, world=2) == 5, "2 steps an epoch per process"
+    assert round_epochs({"epochs_per_round": 20, "min_steps": 10}, 1000, 256) == 20, "never fewer epochs"
+
+
+def test_min_steps_trains_longer_and_rounds_report_the_final_model(compose_cfg, tmp_path):
+    _, summary = _run(compose_cfg, tmp_path / "steps", "rounds.num_rounds=2", "data.batch_size=16", "rounds.min_steps=5")
+    assert [h["epochs"] for h in summary["rounds"]] == [3, 2], "30 labels: 2 steps an epoch; 45: 3"
+    rows = [json.loads(l) for l in (tmp_path / "steps" / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["round"], x["round_epoch"]) for x in rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    # validating every 2nd of 3 epochs leaves the last unvalidated: the round validates its final model
+    every = ["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1"]
+    _, each = _run(compose_cfg, tmp_path / "each", "rounds.num_rounds=1", *every)
+    _, second = _run(compose_cfg, tmp_path / "second", "rounds.num_rounds=1", *every[:1], "trainer.check_val_every_n_epoch=2")
+    assert second["rounds"][0]["val_loss"] == each["rounds"][0]["val_loss"]
+    rows = [json.loads(l) for l in (tmp_path / "each" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["val_loss"] != rows[2]["val_loss"], "epochs 2 and 3 differ, so the check can fail"
+
+
 @pytest.mark.parametrize(
     "overrides, setting",
     [
         (["rounds.budget=700"], r"^rounds\.budget=700 over 2 more rounds"),
         (["rounds.num_rounds=0"], r"^rounds\.num_rounds must be"),
+        (["rounds.min_steps=0"], r"^rounds\.min_steps must be null or an integer >= 1"),
         (["rounds.initial.size=5000"], r"^rounds\.initial\.size=5000 is larger than the pool"),
         (["rounds.initial.per_class=4"], r"^rounds\.initial: set exactly one"),
         (["+rounds.acquire.budget=3"], r"^rounds\.acquire\.budget: the per-round budget is set in rounds\.budget"),
