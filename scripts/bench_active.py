@@ -2,8 +2,8 @@
 seeds, labels from 10 to 2,000 on a growing per-round schedule; and pool-scoring throughput against
 plain inference on the same batches.
 
-    python scripts/bench_active.py [--pool 10000] [--seeds 0 1 2] [--epochs 20] [--batch-size 256]
-        [--strategies random entropy power_entropy bald kcenter badge typiclust] [--out outputs/bench_active]
+    python scripts/bench_active.py [--pool 10000] [--seeds 0 1 2] [--epochs 20] [--batch-size 32] [--min-steps 200]
+        [--strategies random entropy power_entropy bald power_bald kcenter badge typiclust] [--out outputs/bench_active]
 
 Each run is one round loop (``selectkit.train.run``, an MLP trained afresh every round on the labelled
 items, validated on the 10,000 test images); a run whose ``summary.json`` exists is not run again, so
@@ -36,17 +36,18 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=10000, help="training images in the pool (0: all 60,000)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=20, help="training epochs per round")
-    ap.add_argument("--batch-size", type=int, default=256, help="training batch size")
+    ap.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    ap.add_argument("--min-steps", type=int, default=200, help="rounds.min_steps: optimizer steps a round trains at least (0: epochs only)")
     ap.add_argument("--initial", type=int, default=10, help="labels before round 0")
     ap.add_argument("--total", type=int, default=2000, help="rounds.total_budget")
-    ap.add_argument("--strategies", nargs="+", default=["random", "entropy", "power_entropy", "bald", "kcenter", "badge", "typiclust"], choices=sorted(STRATEGIES))
+    ap.add_argument("--strategies", nargs="+", default=["random", "entropy", "power_entropy", "bald", "power_bald", "kcenter", "badge", "typiclust"], choices=sorted(STRATEGIES))
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="run nothing new: collect the finished runs (and measure throughput)")
     ap.add_argument("--out", default="outputs/bench_active")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     train, val = write_pool(out / "data", args.pool)
-    result: dict = {"pool": args.pool or 60000, "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "schedule": SCHEDULE, "total": args.total,
+    result: dict = {"pool": args.pool or 60000, "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size, "min_steps": args.min_steps, "schedule": SCHEDULE, "total": args.total,
                     "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "runs": {}, "failed": {}}
     for name in args.strategies:
         for seed in args.seeds:
@@ -58,7 +59,7 @@ def main() -> None:
             if args.report_only:
                 result["failed"][key] = "not run (no time left on the shared machine)"
                 continue
-            cfg = compose(out, overrides(name, seed, train, val, args.epochs, SCHEDULE, args.total, args.initial, args.batch_size))
+            cfg = compose(out, overrides(name, seed, train, val, args.epochs, SCHEDULE, args.total, args.initial, args.batch_size, args.min_steps))
             t = time.perf_counter()
             try:
                 summary = run(cfg, run_dir)
@@ -69,7 +70,7 @@ def main() -> None:
             result["runs"][key] = summary["select_s"]
             print(f"bench_active: {key} done in {time.perf_counter() - t:.0f} s: " + ", ".join(f"{h['labelled']}:{h['val_acc']:.3f}" for h in summary["rounds"]), flush=True)
     if not args.skip_throughput:
-        cfg = compose(out, overrides("random", 0, train, val, args.epochs, SCHEDULE, args.total, args.initial, args.batch_size))
+        cfg = compose(out, overrides("random", 0, train, val, args.epochs, SCHEDULE, args.total, args.initial, args.batch_size, args.min_steps))
         result["throughput"] = scoring_throughput(cfg)
         print(f"bench_active: throughput {json.dumps({k: v for k, v in result['throughput'].items() if k != 'seconds'})}", flush=True)
     report_main([str(out / "runs"), "--out", str(out / "report")])

@@ -17,6 +17,7 @@ STRATEGIES: dict[str, list[str]] = {
     "entropy": ["rounds.acquire.name=entropy"],
     "power_entropy": ["rounds.acquire.name=entropy", "+rounds.acquire.stochastic=power", "+rounds.acquire.temperature=1.0"],
     "bald": ["rounds.acquire.name=bald", "+rounds.acquire.passes=10"],
+    "power_bald": ["rounds.acquire.name=bald", "+rounds.acquire.passes=10", "+rounds.acquire.stochastic=power", "+rounds.acquire.temperature=1.0"],
     "kcenter": ["rounds.acquire.name=kcenter"],
     "badge": ["rounds.acquire.name=badge"],
     "typiclust": ["rounds.acquire.name=typiclust", "rounds.initial.select={name:typiclust}"],
@@ -42,7 +43,7 @@ def write_pool(out: Path, pool: int, seed: int = 0) -> tuple[Path, Path]:
     return train_path, val_path
 
 
-def overrides(name: str, seed: int, train: Path, val: Path, epochs: int, schedule: list[int], total: int, initial: int, batch_size: int = 256) -> list[str]:
+def overrides(name: str, seed: int, train: Path, val: Path, epochs: int, schedule: list[int], total: int, initial: int, batch_size: int = 32, min_steps: int | None = 200) -> list[str]:
     """The ``selectkit-train`` overrides of one strategy's run."""
     return [
         "data=arrays", f"data.train={train}", f"data.val={val}", "data.mmap=false", f"data.batch_size={batch_size}",
@@ -51,6 +52,7 @@ def overrides(name: str, seed: int, train: Path, val: Path, epochs: int, schedul
         f"trainer.check_val_every_n_epoch={epochs}", f"seed={seed}", f"run_name={name}",
         f"rounds.num_rounds={len(schedule)}", f"rounds.budget=[{','.join(str(b) for b in schedule)}]",
         f"rounds.total_budget={total}", f"rounds.initial.size={initial}", "rounds.initial.class_balanced=false",
+        f"rounds.min_steps={'null' if not min_steps else min_steps}",
         *STRATEGIES[name],
     ]
 
