@@ -1,10 +1,11 @@
 """k-means: Lloyd's iterations with every assignment made by the neighbour layer's exact search.
 
-On CPU the iterations run in `selectkit.neighbors.lloyd` (GEMM tiles against the centroids, no
-``n x k`` distance matrix beyond one tile per worker); a cluster left empty takes the point farthest
-from its centroid, as scikit-learn's Lloyd does, so the objective matches scikit-learn's at equal
-iterations. Iterations stop early when no assignment changes. On a GPU FAISS's own Lloyd runs
-instead. Sample weights make every centroid the weighted mean of its points and weight the inertia.
+On CPU the iterations run in `selectkit.neighbors.lloyd` (one compiled parallel loop per
+iteration, BLAS tiles against the centroids, no ``n x k`` distance matrix beyond one small tile per
+block); a cluster left empty takes the point farthest from its centroid, as scikit-learn's Lloyd
+does, so the objective matches scikit-learn's at equal iterations. Iterations stop early when no
+assignment changes. On a GPU FAISS's own Lloyd runs instead. Sample weights make every centroid the
+weighted mean of its points and weight the inertia.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from selectkit.errors import ConfigError
 from selectkit.neighbors.backend import import_faiss, use_gpu
 from selectkit.neighbors.config import NeighborConfig, resolve
 from selectkit.neighbors.inputs import as_float32, normalized, shape_of
-from selectkit.neighbors.lloyd import lloyd
+from selectkit.neighbors.lloyd import lloyd, partial_sums_bytes
 from selectkit.neighbors.memory import F32, GB, I64, MemoryCapExceeded, estimate_memory_bytes
 
 
@@ -82,6 +83,7 @@ def kmeans(
     weights = None if sample_weight is None else _check_weights(sample_weight, n)
     exact = NeighborConfig(**{**vars(config), "backend": "flat", "metric": "l2"})
     need = n * d * F32 + estimate_memory_bytes(k, n, d, 1, exact) + n * (F32 + I64) + (0 if weights is None else n * 2 * I64)
+    need += partial_sums_bytes(n, k, d)
     if need > config.memory_cap_gb * GB:
         raise MemoryCapExceeded(
             f"neighbors.memory_cap_gb={config.memory_cap_gb:g} is below the {need / GB:.2f} GB this k-means needs; "

@@ -226,3 +226,53 @@ def test_lloyd_sits_below_kmeans_and_ivf():
     assert not lloyd & {"selectkit.neighbors.search", "selectkit.neighbors.ivf", "selectkit.neighbors.kmeans"}
     ivf = _imported_modules("selectkit.neighbors.ivf")
     assert "selectkit.neighbors.lloyd" in ivf and not ivf & {"selectkit.neighbors.kmeans", "selectkit.neighbors.search"}
+
+
+def test_result_does_not_depend_on_numba_thread_count_and_restores_it():
+    import numba
+
+    x = blobs(30_000, 10, 25, 18)
+    w = np.random.default_rng(19).random(len(x))
+    before = numba.get_num_threads()
+    try:
+        runs = []
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            runs.append((kmeans(x, 25, n_iter=6, seed=4), kmeans(x, 25, n_iter=6, seed=4, sample_weight=w)))
+            assert numba.get_num_threads() == threads
+    finally:
+        numba.set_num_threads(before)
+    for plain, weighted in runs[1:]:
+        assert np.array_equal(plain.centroids, runs[0][0].centroids) and plain.inertia == runs[0][0].inertia
+        assert np.array_equal(weighted.centroids, runs[0][1].centroids) and weighted.inertia == runs[0][1].inertia
+
+
+def test_lloyd_blocks_depend_on_shape_only_and_cap_partial_sums():
+    from selectkit.neighbors.lloyd import PART_BYTES, SUM_BLOCK, layout, partial_sums_bytes
+
+    assert layout(100_000, 100, 64) == (SUM_BLOCK, 512)
+    block, chunk = layout(200_000, 2000, 512)
+    assert block > SUM_BLOCK and 1 <= chunk <= block
+    assert partial_sums_bytes(200_000, 2000, 512) <= PART_BYTES + 2000 * 2 * 8 * (-(-200_000 // block))
+
+
+def _kmeans_in_child(queue):
+    x = blobs(20_000, 8, 10, 20)
+    queue.put(kmeans(x, 10, n_iter=5, seed=1).inertia)
+
+
+def test_kmeans_runs_in_a_forked_child_after_the_parent_used_it():
+    # GNU OpenMP is not fork-safe: numba ends a forked child that enters its parent's thread pool.
+    # The child must fall back to its own thread and give the parent's result.
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    expected = kmeans(blobs(20_000, 8, 10, 20), 10, n_iter=5, seed=1).inertia
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_kmeans_in_child, args=(queue,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert queue.get(timeout=10) == expected
