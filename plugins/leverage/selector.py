@@ -12,7 +12,7 @@ import numpy as np
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
-from selectkit_plugins.leverage import pivotal as designs
+from selectkit import designs
 from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketched_scores
 
 _DRAW = 0x4C56

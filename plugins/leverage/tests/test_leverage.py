@@ -11,7 +11,7 @@ from selectkit.schema import check_selector_config
 from selectkit.selector import Pool, SelectContext
 from selectkit.testing import check_selector, make_pool
 from selectkit_plugins.leverage import LeverageSampling
-from selectkit_plugins.leverage import pivotal as designs
+from selectkit import designs
 from selectkit_plugins.leverage.scores import Blocks, exact_scores, sketched_scores
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "selector" / "leverage.yaml"

@@ -1,5 +1,6 @@
 """Sampling designs over scores: inclusion probabilities, Bernoulli, with replacement, and pivotal
-sampling along a spatial binary tree.
+sampling along a spatial binary tree. Shared by the importance-sampling selectors (`leverage`,
+`sensitivity`): each turns its scores into probabilities and picks a design here.
 
 Pivotal sampling follows "Improved Active Learning via Dependent Leverage Score Sampling": the items
 are the leaves of a binary tree built by recursive PCA splits (each node's points are projected on
@@ -14,7 +15,8 @@ sample spreads out.
 
 The tree is built level by level over all nodes at once (power iterations and sorts over segments),
 so a level costs ``O(n t)`` for ``t`` coordinates plus a sort; the coordinates are a low-dimensional
-projection of the features (`selectkit_plugins.leverage.selector` uses the top principal directions).
+projection of the features (the `leverage` selector uses the top principal directions, `sensitivity`
+its embedding).
 """
 
 from __future__ import annotations
