@@ -8,6 +8,12 @@ probability ``p(e) = (1 - uniform) * v(e) / sum(v) + uniform / n`` and weighted 
 weights have mean 1 under the design, so the weighted subset loss (``task.weight_norm: mean``) is an
 unbiased estimate of the pool's mean loss. With ``k + 1/eps^2`` draws the paper bounds the relative
 error of that estimate by ``eps`` (plus an additive term in the k-means cost).
+
+``scheme: pivotal`` draws the same number of distinct items instead, with inclusion probabilities
+``pi(e)`` proportional to ``p(e)`` (capped at 1) and weights ``m / (n pi(e))`` (Horvitz-Thompson, again
+mean 1 under the design), by pivotal sampling (`selectkit.designs`) along the clusters: items ordered
+by cluster (class by class with ``by_label``) and by distance to the centre, so the sample is spread
+over clusters and distances as a stratified sample would be, and the estimate varies less.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from selectkit import designs
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
@@ -29,6 +36,7 @@ _PROBE = 0x5052
 
 EMBEDDINGS = ("features", "model", "encoder")
 CLUSTER_TERMS = ("loss", "size")
+SCHEMES = ("replacement", "pivotal")
 
 
 def _mapping_or_none(value: Any) -> bool:
@@ -92,6 +100,8 @@ class SensitivitySampling(Selector):
             sample; every item is still assigned); null trains on all.
         neighbors: `NeighborConfig` fields for the k-means (device, metric ``l2`` or ``cosine``,
             memory cap); null: defaults.
+        scheme: ``replacement`` (the paper's i.i.d. draws; an item may come more than once) or
+            ``pivotal`` (distinct items spread over the clusters, fixed size; see the module docs).
     """
 
     name = "sensitivity"
@@ -112,6 +122,7 @@ class SensitivitySampling(Selector):
         "n_iter": Interval(1, None, integer=True),
         "max_points_per_centroid": AnyOf((IsNone(), Interval(1, None, integer=True))),
         "neighbors": Check(_mapping_or_none, "a mapping of neighbour settings, or null"),
+        "scheme": OneOf(SCHEMES),
     }
 
     def __init__(
@@ -131,6 +142,7 @@ class SensitivitySampling(Selector):
         n_iter: int = 20,
         max_points_per_centroid: int | None = 256,
         neighbors: Mapping[str, Any] | None = None,
+        scheme: str = "replacement",
     ) -> None:
         self.fraction = fraction
         self.size = size
@@ -146,6 +158,7 @@ class SensitivitySampling(Selector):
         self.n_iter = n_iter
         self.max_points_per_centroid = max_points_per_centroid
         self.neighbors = neighbors
+        self.scheme = scheme
 
     # ------------------------------------------------------------------ declarations
     @property
@@ -237,15 +250,24 @@ class SensitivitySampling(Selector):
         score_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        draws = ctx.rng(_DRAW).choice(n, size=m, replace=True, p=p / p.sum())
-        weights = (1.0 / (n * p[draws])).astype(np.float32)
+        p = p / p.sum()
+        if self.scheme == "pivotal":
+            pi = designs.inclusion_probabilities(p, float(m))
+            position = np.empty(n, dtype=np.float32)
+            position[order] = np.arange(n, dtype=np.float32)  # cluster by cluster, nearest the centre first
+            draws = designs.pivotal(pi, position[:, None], ctx.rng(_DRAW))
+            weights = (m / (n * pi[draws])).astype(np.float32)
+        else:
+            draws = ctx.rng(_DRAW).choice(n, size=m, replace=True, p=p)
+            weights = (1.0 / (n * p[draws])).astype(np.float32)
         sample_s = time.perf_counter() - start
 
         meta: dict[str, Any] = {
-            "size": int(m),
+            "size": int(draws.size),
             "k": int(self.k),
             "clusters": int(clusters.size),
             "embedding": self.embedding,
+            "scheme": self.scheme,
             "dim": int(points.shape[1]),
             "cluster_term": self.cluster_term,
             "lipschitz": lam,

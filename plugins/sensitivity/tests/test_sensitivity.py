@@ -29,13 +29,14 @@ BAD = {
     "max_points_per_centroid": [0, "x"],
     "encoder": ["x", 3],
     "neighbors": ["x"],
+    "scheme": ["iid", None],
 }
 
 
-@pytest.mark.parametrize("embedding,term", [("model", "loss"), ("features", "size"), ("features", "loss")])
-def test_contract(embedding, term):
+@pytest.mark.parametrize("embedding,term,scheme", [("model", "loss", "replacement"), ("features", "size", "replacement"), ("features", "loss", "pivotal")])
+def test_contract(embedding, term, scheme):
     check_selector(
-        lambda **kw: SensitivitySampling(**{"k": 6, "fraction": 0.2, "embedding": embedding, "cluster_term": term, **kw}),
+        lambda **kw: SensitivitySampling(**{"k": 6, "fraction": 0.2, "embedding": embedding, "cluster_term": term, "scheme": scheme, **kw}),
         bad_params=BAD,
         stochastic=True,
     )
@@ -60,9 +61,8 @@ def _clustered(n=600, d=4, groups=6, seed=0, exponent=1.2, outliers=5):
     return x.astype(np.float32), losses.astype(np.float32)
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("term", ["loss", "size"])
-def test_weighted_subset_loss_is_unbiased(weighted, term):
+@pytest.mark.parametrize("weighted,term,scheme", [(False, "loss", "replacement"), (True, "loss", "replacement"), (False, "size", "replacement"), (True, "size", "replacement"), (False, "loss", "pivotal"), (True, "size", "pivotal")])
+def test_weighted_subset_loss_is_unbiased(weighted, term, scheme):
     """Over 300 seeds the mean of the weighted subset loss lies within 4 standard errors of the full
     (pool-weighted) mean loss; the unweighted mean of the same draws, which over-counts the
     high-sensitivity items, lies far outside that bound (the test can fail)."""
@@ -71,7 +71,7 @@ def test_weighted_subset_loss_is_unbiased(weighted, term):
     prior = np.random.default_rng(9).uniform(0.2, 1.8, size=n) if weighted else None
     truth = float(np.mean(losses * (1.0 if prior is None else prior)))
     estimates, naive, mean_w = [], [], []
-    sel = SensitivitySampling(size=40, k=10, embedding="features", by_label=False, cluster_term=term, uniform=0.1)
+    sel = SensitivitySampling(size=40, k=10, embedding="features", by_label=False, cluster_term=term, uniform=0.1, scheme=scheme)
     for seed in range(300):
         pool = Pool(n, weights=prior, features=x, losses=losses)
         out = sel.select(pool, SelectContext(seed=seed))
@@ -99,6 +99,25 @@ def test_sensitivity_beats_uniform_on_a_loss_it_bounds():
         ours.append(np.mean(out.weights * losses[out.indices]))
         uniform.append(np.mean(losses[np.random.default_rng([seed, 5]).integers(n, size=40)]))
     assert np.std(ours) < 0.6 * np.std(uniform), (np.std(ours), np.std(uniform))
+
+
+def test_pivotal_draws_distinct_items_of_the_budget_and_varies_less_than_iid_draws():
+    """Pivotal sampling along the clusters: exactly the budget, no item twice, and at equal size the
+    weighted estimate varies less than with i.i.d. draws from the same probabilities."""
+    x, losses = _clustered(seed=2)
+    n = x.shape[0]
+    spread = {}
+    for scheme in ("replacement", "pivotal"):
+        sel = SensitivitySampling(size=40, k=10, embedding="features", by_label=False, scheme=scheme)
+        estimates = []
+        for seed in range(150):
+            out = sel.select(Pool(n, features=x, losses=losses), SelectContext(seed=seed))
+            if scheme == "pivotal":
+                assert out.indices.shape[0] == 40 and np.unique(out.indices).shape[0] == 40
+                assert out.meta["scheme"] == "pivotal" and out.meta["size"] == 40
+            estimates.append(np.mean(out.weights.astype(np.float64) * losses[out.indices]))
+        spread[scheme] = float(np.std(estimates))
+    assert spread["pivotal"] < 0.8 * spread["replacement"], spread
 
 
 def test_losses_are_computed_only_at_cluster_representatives():
