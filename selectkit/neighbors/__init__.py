@@ -22,9 +22,11 @@ accept a neighbours object.
 Threads: the layer's engine runs as many worker threads as ``torch.get_num_threads()``, each with
 single-threaded matrix products; for the duration of a search it sets torch's thread count to 1 and
 restores it afterwards, so do not run other torch work in parallel threads of the same process
-meanwhile. FAISS keeps its own setting (``faiss.omp_set_num_threads``). Do not call the layer from
-forked DataLoader workers: FAISS's OpenMP pool can hang after ``fork``. Compute neighbours in the
-main process.
+meanwhile. `kmeans` on CPU runs its Lloyd iterations on numba's threads instead, as many as
+torch's setting and never more than numba's own (``numba.set_num_threads``), with the BLAS held at
+one thread meanwhile (IVF training runs the same loop). FAISS keeps its own setting
+(``faiss.omp_set_num_threads``). Do not call the layer from forked DataLoader workers: FAISS's
+OpenMP pool can hang after ``fork``. Compute neighbours in the main process.
 """
 
 from selectkit.neighbors.config import NeighborConfig
