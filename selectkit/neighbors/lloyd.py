@@ -56,7 +56,8 @@ def _note_fork() -> None:
     _inherited_threads[0] = _inherited_threads[0] or bool(getattr(parallel, "_is_initialized", True))
 
 
-os.register_at_fork(after_in_child=_note_fork)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_note_fork)
 
 
 def _single_threaded_blas():
