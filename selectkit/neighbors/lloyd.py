@@ -74,6 +74,19 @@ def _single_threaded_blas():
     return _blas[0].limit(limits=1, user_api="blas")
 
 
+def _numba_threads() -> int:
+    """``numba.get_num_threads()``, keeping torch's thread count: the first call starts numba's
+    OpenMP pool, which sets the process's OpenMP thread count (torch's too) to numba's default."""
+    import numba
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    threads = numba.get_num_threads()
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    return threads
+
+
 def layout(n: int, k: int, d: int) -> tuple[int, int]:
     """``(points per block, points per sgemm chunk)`` for ``n`` points, ``k`` centroids, ``d`` dimensions.
 
@@ -232,7 +245,7 @@ def lloyd(
     labels = np.full(n, -1, dtype=np.int64)
     scores = np.empty(n, dtype=np.float32)
     serial = _inherited_threads[0]
-    threads = 1 if serial else max(1, min(search_workers(), numba.get_num_threads(), count))
+    threads = 1 if serial else max(1, min(search_workers(), _numba_threads(), count))
     sweep = _iteration_serial if threads == 1 else _iteration
     before = 0 if serial else numba.get_num_threads()
     done = 0

@@ -276,3 +276,19 @@ def test_kmeans_runs_in_a_forked_child_after_the_parent_used_it():
     child.join(120)
     assert child.exitcode == 0
     assert queue.get(timeout=10) == expected
+
+
+def test_kmeans_keeps_torch_thread_count_when_numba_threads_start():
+    # Starting numba's OpenMP pool sets the process's OpenMP thread count; torch's setting must survive it.
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from selectkit.neighbors import kmeans\n"
+        "kmeans(np.random.default_rng(0).standard_normal((9000, 4)).astype(np.float32), 3, n_iter=2)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"
