@@ -38,7 +38,7 @@ from selectkit.neighbors.memory import search_workers
 
 SUM_BLOCK = 4096  # points per block of partial sums (the unit of work, and of the summation order)
 PART_BYTES = 64 * 2**20  # cap on all blocks' partial sums together: larger blocks above it
-TILE_BYTES = 256 * 2**10  # one chunk's score tile (stays in the core's L2 with the chunk's points)
+TILE_BYTES = 512 * 2**10  # one chunk's score tile (stays in the core's L2 with the chunk's points)
 MIN_CHUNK, MAX_CHUNK = 16, 512  # points per sgemm call
 
 _SGEMM_SYMBOL = "selectkit_lloyd_sgemm"
