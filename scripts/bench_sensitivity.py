@@ -23,9 +23,11 @@ import torch
 from benchlib.coresets import fit_fmnist_mlp, loss_estimates, per_sample
 
 VARIANTS = {
-    "sensitivity (loss term, by label)": {},
-    "sensitivity (size term, by label)": {"cluster_term": "size"},
-    "sensitivity (loss term, one clustering)": {"by_label": False},
+    "sensitivity (defaults: loss term, by label, pivotal, squared distance)": {},
+    "sensitivity (loss term, by label, pivotal, distance)": {"power": 1},
+    "sensitivity (loss term, by label, i.i.d., distance)": {"scheme": "replacement", "power": 1},
+    "sensitivity (size term, by label, i.i.d., distance)": {"cluster_term": "size", "scheme": "replacement", "power": 1},
+    "sensitivity (loss term, one clustering, i.i.d., distance)": {"by_label": False, "scheme": "replacement", "power": 1},
 }
 
 

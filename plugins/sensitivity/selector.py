@@ -91,8 +91,9 @@ class SensitivitySampling(Selector):
         lipschitz: the constant multiplying the distance term (``cluster_term: loss`` only); null fits
             it from the losses of one more random member per cluster (``k`` more forward passes): the
             least-squares slope of their loss above the representative's against their distance term.
-        power: exponent of the distance to the centre: 1 (a loss Lipschitz in the embedding, e.g. a
-            linear head's cross-entropy) or 2 (squared, the k-means cost).
+        power: exponent of the distance to the centre: 2 (squared, the k-means cost; the default,
+            the better estimate on a trained classifier's losses in docs/benchmarks.md) or 1 (a loss
+            Lipschitz in the embedding).
         uniform: share of the sampling mass spread uniformly, in (0, 1]: bounds every weight by
             ``1 / uniform`` and keeps every item drawable.
         n_iter: k-means (Lloyd) iterations at most.
@@ -100,8 +101,8 @@ class SensitivitySampling(Selector):
             sample; every item is still assigned); null trains on all.
         neighbors: `NeighborConfig` fields for the k-means (device, metric ``l2`` or ``cosine``,
             memory cap); null: defaults.
-        scheme: ``replacement`` (the paper's i.i.d. draws; an item may come more than once) or
-            ``pivotal`` (distinct items spread over the clusters, fixed size; see the module docs).
+        scheme: ``pivotal`` (the default: distinct items spread over the clusters, fixed size; see
+            the module docs) or ``replacement`` (the paper's i.i.d. draws; an item may come twice).
     """
 
     name = "sensitivity"
@@ -137,12 +138,12 @@ class SensitivitySampling(Selector):
         by_label: bool = True,
         cluster_term: str = "loss",
         lipschitz: float | None = None,
-        power: int = 1,
+        power: int = 2,
         uniform: float = 0.1,
         n_iter: int = 20,
         max_points_per_centroid: int | None = 256,
         neighbors: Mapping[str, Any] | None = None,
-        scheme: str = "replacement",
+        scheme: str = "pivotal",
     ) -> None:
         self.fraction = fraction
         self.size = size
