@@ -1,7 +1,7 @@
 """Leverage-score sampling (registry name ``leverage``).
 
 Exact scores by blocked Cholesky-QR (`scores.exact_scores`), sketched scores for many columns
-(`scores.sketched_scores`), ridge and root-leverage scores, and three sampling designs (`selectkit.designs`):
+(`scores.sketched_scores`), ridge and root-leverage scores, and three sampling designs (`selectkit.sampling`):
 pivotal sampling along a recursive-PCA tree ("Improved Active Learning via Dependent Leverage Score
 Sampling"), Bernoulli, and draws with replacement; importance weights with mean 1 under the design.
 """

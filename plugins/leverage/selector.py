@@ -12,7 +12,7 @@ import numpy as np
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
-from selectkit import designs
+from selectkit import sampling
 from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketched_scores
 
 _DRAW = 0x4C56
@@ -236,16 +236,16 @@ class LeverageSampling(Selector):
         rng = ctx.rng(_DRAW)
         tree_s = 0.0
         if self.scheme == "replacement":
-            idx = designs.with_replacement(q, m, rng)
+            idx = sampling.with_replacement(q, m, rng)
             weights = 1.0 / (n * q[idx])
         else:
-            pi = designs.inclusion_probabilities(q, float(m))
+            pi = sampling.inclusion_probabilities(q, float(m))
             if self.scheme == "bernoulli":
-                idx = designs.bernoulli(pi, rng)
+                idx = sampling.bernoulli(pi, rng)
                 redraws = 0
                 while idx.size == 0:  # an empty draw cannot be trained on: draw again (rare unless m is tiny)
                     redraws += 1
-                    idx = designs.bernoulli(pi, ctx.rng(_DRAW, redraws))
+                    idx = sampling.bernoulli(pi, ctx.rng(_DRAW, redraws))
                 if redraws:
                     meta["empty_redraws"] = redraws
             else:
@@ -253,9 +253,9 @@ class LeverageSampling(Selector):
                 if coords is None:
                     coords = self._coords(blocks, scores)
                 tree_s = time.perf_counter() - tt
-                idx = designs.pivotal(pi, coords, ctx.rng(_TREE))
+                idx = sampling.pivotal(pi, coords, ctx.rng(_TREE))
             weights = m / (n * pi[idx])
-            meta["capped"] = int((pi >= 1 - designs.TOL).sum())
+            meta["capped"] = int((pi >= 1 - sampling.TOL).sum())
         sample_s = time.perf_counter() - t1
         if key is not None:
             self._cached = (key, scores, coords)

@@ -11,7 +11,7 @@ error of that estimate by ``eps`` (plus an additive term in the k-means cost).
 
 ``scheme: pivotal`` draws the same number of distinct items instead, with inclusion probabilities
 ``pi(e)`` proportional to ``p(e)`` (capped at 1) and weights ``m / (n pi(e))`` (Horvitz-Thompson, again
-mean 1 under the design), by pivotal sampling (`selectkit.designs`) along the clusters: items ordered
+mean 1 under the design), by pivotal sampling (`selectkit.sampling`) along the clusters: items ordered
 by cluster (class by class with ``by_label``) and by distance to the centre, so the sample is spread
 over clusters and distances as a stratified sample would be, and the estimate varies less.
 """
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from selectkit import designs
+from selectkit import sampling
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
@@ -253,10 +253,10 @@ class SensitivitySampling(Selector):
         start = time.perf_counter()
         p = p / p.sum()
         if self.scheme == "pivotal":
-            pi = designs.inclusion_probabilities(p, float(m))
+            pi = sampling.inclusion_probabilities(p, float(m))
             position = np.empty(n, dtype=np.float32)
             position[order] = np.arange(n, dtype=np.float32)  # cluster by cluster, nearest the centre first
-            draws = designs.pivotal(pi, position[:, None], ctx.rng(_DRAW))
+            draws = sampling.pivotal(pi, position[:, None], ctx.rng(_DRAW))
             weights = (m / (n * pi[draws])).astype(np.float32)
         else:
             draws = ctx.rng(_DRAW).choice(n, size=m, replace=True, p=p)

@@ -11,7 +11,7 @@ from selectkit.schema import check_selector_config
 from selectkit.selector import Pool, SelectContext
 from selectkit.testing import check_selector, make_pool
 from selectkit_plugins.leverage import LeverageSampling
-from selectkit import designs
+from selectkit import sampling
 from selectkit_plugins.leverage.scores import Blocks, exact_scores, sketched_scores
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "selector" / "leverage.yaml"
@@ -137,7 +137,7 @@ def test_sketched_scores_within_their_stated_tolerance():
 # ------------------------------------------------------------------ designs
 def test_inclusion_probabilities_cap_at_one_and_sum_to_m():
     q = np.array([100.0, 50.0, 1.0, 1.0, 1.0, 1.0, 0.0])
-    pi = designs.inclusion_probabilities(q, 3.0)
+    pi = sampling.inclusion_probabilities(q, 3.0)
     assert np.isclose(pi.sum(), 3.0) and pi[0] == 1.0 and pi[1] == 1.0 and pi[-1] == 0.0
     assert np.allclose(pi[2:6], 0.25)
 
@@ -147,10 +147,10 @@ def test_pivotal_keeps_inclusion_probabilities_and_fixed_size():
     rng = np.random.default_rng(7)
     n, m, reps = 200, 20, 1500
     coords = rng.standard_normal((n, 3))
-    pi = designs.inclusion_probabilities(rng.random(n) + 0.2, float(m))
+    pi = sampling.inclusion_probabilities(rng.random(n) + 0.2, float(m))
     counts = np.zeros(n)
     for r in range(reps):
-        idx = designs.pivotal(pi, coords, np.random.default_rng([7, r]))
+        idx = sampling.pivotal(pi, coords, np.random.default_rng([7, r]))
         assert idx.size == m and np.unique(idx).size == m, "pivotal sampling has a fixed size and no repeats"
         counts[idx] += 1
     z = (counts / reps - pi) / np.sqrt(pi * (1 - pi) / reps)
@@ -169,8 +169,8 @@ def test_pivotal_spreads_the_sample_over_space():
         d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1)) + np.eye(len(idx)) * 1e9
         return d.min(1).mean()
 
-    piv = np.mean([nearest(designs.pivotal(pi, grid, np.random.default_rng(s))) for s in range(20)])
-    ber = np.mean([nearest(designs.bernoulli(pi, np.random.default_rng(s))) for s in range(20)])
+    piv = np.mean([nearest(sampling.pivotal(pi, grid, np.random.default_rng(s))) for s in range(20)])
+    ber = np.mean([nearest(sampling.bernoulli(pi, np.random.default_rng(s))) for s in range(20)])
     assert piv > 1.15 * ber, (piv, ber)
 
 
