@@ -53,6 +53,8 @@ def check_config(cfg: DictConfig) -> None:
     _require(_is_int(tr.max_steps) and (tr.max_steps == -1 or tr.max_steps >= 1), "trainer.max_steps", "-1 or an integer >= 1", tr.max_steps)
     _require(_is_int(tr.devices) and tr.devices >= 1, "trainer.devices", "an integer >= 1", tr.devices)
     _require(tr.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "trainer.accelerator", "one of auto, cpu, gpu", tr.accelerator)
+    retain = tr.get("retain_freed_mb", 0)
+    _require(_is_num(retain) and retain >= 0, "trainer.retain_freed_mb", "a number >= 0", retain)
     every = tr.get("check_val_every_n_epoch", 1)
     _require(every is None or (_is_int(every) and every >= 1), "trainer.check_val_every_n_epoch", "null or an integer >= 1", every)
     d = cfg.data
@@ -279,6 +281,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from selectkit.allocator import retain_freed_memory
     from selectkit.lightning import RunRecorder, SelectionDataModule
 
     from selectkit.console import quiet_third_party
@@ -286,6 +289,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     quiet_third_party()
     out_dir = Path(out_dir)
     check_config(cfg)
+    # the same steps page-fault their activations in again and again when glibc trims its heap
+    retain_freed_memory(cfg.trainer.get("retain_freed_mb", 0))
     pipeline = build_pipeline(cfg)
     if cfg.get("rounds") is not None:
         from selectkit.rounds import run_rounds

@@ -122,6 +122,7 @@ def test_self_normalized_weights_keep_the_scale():
         ("optim.optimizer._target_=torch.optim.Nope", "optim.optimizer._target_"),
         ("task.weight_norm=median", "task.weight_norm"),
         ("providers.memory_cap_gb=-1", "providers.memory_cap_gb"),
+        ("trainer.retain_freed_mb=-1", "trainer.retain_freed_mb"),
     ],
 )
 def test_bad_settings_fail_in_one_line(tmp_path, override, setting):
