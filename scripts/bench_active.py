@@ -3,7 +3,8 @@ seeds, labels from 10 to 2,000 on a growing per-round schedule; and pool-scoring
 plain inference on the same batches.
 
     python scripts/bench_active.py [--pool 10000] [--seeds 0 1 2] [--epochs 20] [--batch-size 32] [--min-steps 200]
-        [--strategies random entropy power_entropy bald power_bald kcenter badge typiclust] [--out outputs/bench_active]
+        [--strategies random entropy power_entropy bald power_bald kcenter badge typiclust typiclust_embeddings]
+        [--out outputs/bench_active]
 
 Each run is one round loop (``selectkit.train.run``, an MLP trained afresh every round on the labelled
 items, validated on the 10,000 test images); a run whose ``summary.json`` exists is not run again, so
@@ -40,7 +41,7 @@ def main() -> None:
     ap.add_argument("--min-steps", type=int, default=200, help="rounds.min_steps: optimizer steps a round trains at least (0: epochs only)")
     ap.add_argument("--initial", type=int, default=10, help="labels before round 0")
     ap.add_argument("--total", type=int, default=2000, help="rounds.total_budget")
-    ap.add_argument("--strategies", nargs="+", default=["random", "entropy", "power_entropy", "bald", "power_bald", "kcenter", "badge", "typiclust"], choices=sorted(STRATEGIES))
+    ap.add_argument("--strategies", nargs="+", default=["random", "entropy", "power_entropy", "bald", "power_bald", "kcenter", "badge", "typiclust", "typiclust_embeddings"], choices=sorted(STRATEGIES))
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="run nothing new: collect the finished runs (and measure throughput)")
     ap.add_argument("--out", default="outputs/bench_active")

@@ -21,6 +21,7 @@ STRATEGIES: dict[str, list[str]] = {
     "kcenter": ["rounds.acquire.name=kcenter"],
     "badge": ["rounds.acquire.name=badge"],
     "typiclust": ["rounds.acquire.name=typiclust", "rounds.initial.select={name:typiclust}"],
+    "typiclust_embeddings": ["rounds.acquire.name=typiclust", "+rounds.acquire.space=embeddings", "rounds.initial.select={name:typiclust}"],
 }
 
 
