@@ -82,7 +82,7 @@ class TaskModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         for hook in self.hooks:
-            batch = hook.prepare_batch(batch)
+            batch = hook.prepare_batch(self, batch, batch_idx)
         terms = list(self.task.loss_terms(self, batch))
         for hook in self.hooks:
             terms += hook.loss_terms(self, batch)
@@ -385,6 +385,8 @@ class RunRecorder(pl.Callback):
 
     ``train_s`` counts training epochs only (validation and selection excluded); ``select_s`` is the
     controller's selection time. ``wall_s`` of a target is ``train_s + select_s`` when it was reached.
+    Each training hook's `selectkit.hooks.TrainingHook.epoch_summary` goes in the epoch's row under
+    ``hooks.<stage>``.
     At each epoch start it also tells Lightning how many batches this epoch's selection makes, and
     reseeds torch's generator from (seed, round, epoch): training's own randomness (dropout) then
     does not depend on what ran before, so a run resumed at an epoch boundary trains as the
@@ -455,6 +457,13 @@ class RunRecorder(pl.Callback):
             "train_s": round(self.train_s, 4),
             "select_s": round(controller.select_s if controller else 0.0, 4),
         }
+        hooked: dict[str, Any] = {}
+        for hook in getattr(pl_module, "hooks", []):
+            summary = hook.epoch_summary(pl_module)
+            if summary:
+                hooked[hook.stage] = summary
+        if hooked:
+            row["hooks"] = hooked
         if self._validated:
             for key, value in pl_module.last_val.items():
                 row[key] = float(value) if isinstance(value, (int, float)) else value

@@ -175,6 +175,7 @@ class Pipeline:
             if hook is not None:
                 hook.stage = stage.label
                 hook.blocks = blocks.get(k, [])
+                hook.seed = int(self.seed)
                 out.append(hook)
         return out
 

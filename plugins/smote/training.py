@@ -73,7 +73,7 @@ class EmbeddingInterpolation(TrainingHook):
         labels = np.concatenate([s.labels for s, _, _ in self.blocks])
         return ProvenanceRows(dataset, parents, lam, labels, f"pipeline.stages.{self.stage}")
 
-    def prepare_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def prepare_batch(self, module: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         if "base_rows" not in batch:
             return batch
         rows = batch.pop("base_rows")
