@@ -144,6 +144,7 @@ def mine(
     anchor_labels: np.ndarray | None = None,
     corpus_labels: np.ndarray | None = None,
     setting: str = "selector",
+    index: Any = None,
 ) -> Mined:
     """Mine ``settings.negatives`` hard negatives per anchor from the corpus.
 
@@ -160,6 +161,8 @@ def mine(
         config: the `selectkit.neighbors.NeighborConfig` of the search (its metric sets the scores).
         anchor_labels, corpus_labels: labels for ``exclude_same_label``; None when there are none.
         setting: the config path errors name.
+        index: a `selectkit.neighbors.NeighborIndex` already fitted on ``corpus_vectors`` with
+            ``config`` (several calls against one corpus build it once); None: built here.
     """
     from selectkit.neighbors import NeighborIndex
 
@@ -170,7 +173,8 @@ def mine(
     k = int(s.negatives)
     metric = config.metric
     labelled = s.exclude_same_label and anchor_labels is not None and corpus_labels is not None
-    index = NeighborIndex(config=config).fit(corpus_vectors)
+    if index is None:
+        index = NeighborIndex(config=config).fit(corpus_vectors)
     neg = np.full((m, k), -1, dtype=np.int64)
     sc = np.full((m, k), -np.inf, dtype=np.float32)
     found = np.zeros(m, dtype=np.int64)

@@ -55,6 +55,14 @@ class HardNegatives(Selector):
     (global ids: anchors, positives, negatives) and their epoch are the selector's state, so they
     travel in checkpoints.
 
+    With ``remine_every_steps`` set (``space: embeddings`` only), the negatives are also re-mined
+    during training: a `selectkit_plugins.hard_negatives.remine.StepRemining` hook re-embeds the
+    corpus with the current network at the first training step of every epoch and then every
+    ``remine_every_steps`` steps of the epoch, and swaps every batch's negatives for ones mined
+    against that snapshot with the same `mine` call and settings; the anchors and positives of the
+    epoch's selection stay. The mining plan (anchors, their positives, the corpus and the labels
+    excluded, in global ids) is then part of the selector's state too.
+
     Args:
         negatives: negatives per tuple, ``>= 1``.
         space: provider whose vectors are searched (``embeddings``, ``features``, ...).
@@ -71,6 +79,9 @@ class HardNegatives(Selector):
         sampling: ``top`` | ``random``.
         on_short: ``error`` | ``skip`` | ``pad``.
         neighbors: `selectkit.neighbors.NeighborConfig` fields (null: the run's shared settings).
+        remine_every_steps: re-embed and re-mine every n training steps within an epoch (and at its
+            first step), ``>= 1``; null: the negatives of the stage's selection are trained on as
+            they are.
     """
 
     name = "hard_negatives"
@@ -95,6 +106,7 @@ class HardNegatives(Selector):
         "min_score": _OPTIONAL_REAL,
         "sampling": OneOf(("top", "random")),
         "on_short": OneOf(("error", "skip", "pad")),
+        "remine_every_steps": AnyOf((IsNone(), Interval(1, None, integer=True))),
         "neighbors": Check(lambda v: v is None or hasattr(v, "items") or type(v).__name__ == "NeighborConfig", "null or a mapping of NeighborConfig fields"),
     }
 
@@ -120,6 +132,7 @@ class HardNegatives(Selector):
         sampling: str = "top",
         on_short: str = "skip",
         neighbors: Any = None,
+        remine_every_steps: int | None = None,
     ) -> None:
         self.negatives = negatives
         self.space = space
@@ -140,7 +153,9 @@ class HardNegatives(Selector):
         self.sampling = sampling
         self.on_short = on_short
         self.neighbors = neighbors
+        self.remine_every_steps = remine_every_steps
         self._previous: dict[str, Any] = {}
+        self._plan: dict[str, Any] = {}
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
@@ -158,6 +173,8 @@ class HardNegatives(Selector):
         if self.corpus == "positives" and self.positives == "labels":
             raise self._error("corpus", "=positives needs positives=pairs (or auto on data with pairs)")
         neighbor_config(self.neighbors, self.metric, self.config_path)
+        if self.remine_every_steps is not None and self.space != "embeddings":
+            raise self._error("remine_every_steps", f"={self.remine_every_steps} re-embeds the corpus with the network being trained: it needs space=embeddings, not {self.space!r}")
 
     def _error(self, key: str, message: str) -> ConfigError:
         """A `ConfigError` reading ``<path>.<key><message>`` (the message starts with ``=value`` or ``:``)."""
@@ -200,6 +217,8 @@ class HardNegatives(Selector):
         keys = np.unique(owners.astype(np.int64) * n + pos_items)
         config = neighbor_config(self.neighbors, self.metric, self.config_path)
         same = labels is not None and self.exclude_same_label
+        if self.remine_every_steps is not None:
+            self._plan = self._mining_plan(pool, anchors, ptr, pos_items, corpus_items, labels if same else None, ctx)
         result = mine(
             vectors[anchors], _rows(vectors, corpus_items), anchor_items=anchors, corpus_items=corpus_items, reference=reference,
             positive_keys=keys, n_items=n, settings=self.settings(), seed=int(ctx.rng(_DRAWS).integers(2**62)), config=config,
@@ -234,6 +253,32 @@ class HardNegatives(Selector):
         meta.update(self._table(result, anchors, keep, counts, t_pos_scores, t_neg_scores, len(corpus_items)))
         meta.update(self._refresh(pool.ids[t_anchor], pool.ids[t_pos], pool.ids[t_neg], ctx))
         return Tuples(t_anchor.astype(np.int64), t_pos.astype(np.int64), t_neg.astype(np.int64), t_pos_scores, t_neg_scores, meta=meta)
+
+    def _mining_plan(self, pool, anchors, ptr, pos_items, corpus_items, labels, ctx: SelectContext) -> dict[str, Any]:
+        """What step re-mining needs, in global ids: anchors with the CSR of their positives, the corpus,
+        and (when same-label items are excluded) the labels of both."""
+        ids = np.asarray(pool.ids, dtype=np.int64)
+        none = np.zeros(0, dtype=np.int64)
+        return {
+            "anchors": ids[anchors], "ptr": np.asarray(ptr, dtype=np.int64), "positives": ids[pos_items], "corpus": ids[corpus_items],
+            "same_label": np.asarray(labels is not None, dtype=np.int64),
+            "anchor_labels": none if labels is None else np.asarray(labels[anchors], dtype=np.int64),
+            "corpus_labels": none if labels is None else np.asarray(labels[corpus_items], dtype=np.int64),
+            "epoch": np.asarray(ctx.epoch, dtype=np.int64),
+        }
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """The latest mining plan (see `_mining_plan`); empty unless ``remine_every_steps`` is set."""
+        return self._plan
+
+    def training_hook(self) -> Any:
+        """A `StepRemining` hook when ``remine_every_steps`` is set, else None."""
+        if self.remine_every_steps is None:
+            return None
+        from selectkit_plugins.hard_negatives.remine import StepRemining
+
+        return StepRemining(self)
 
     def _labels(self, pool: Pool, mode: str) -> np.ndarray | None:
         """The pool's labels where this mining uses them: always with label positives; with pairs only
@@ -326,7 +371,12 @@ class HardNegatives(Selector):
 
     # ------------------------------------------------------------------ state
     def _extra_state(self) -> dict[str, Any]:
-        return dict(self._previous)
+        state = dict(self._previous)
+        if self._plan:
+            state["plan"] = dict(self._plan)
+        return state
 
     def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        self._previous = {k: (np.asarray(v, dtype=np.int64) if k != "epoch" else int(v)) for k, v in dict(state).items()}
+        state = dict(state)
+        self._plan = {k: np.asarray(v, dtype=np.int64) for k, v in dict(state.pop("plan", {}) or {}).items()}
+        self._previous = {k: (np.asarray(v, dtype=np.int64) if k != "epoch" else int(v)) for k, v in state.items()}
