@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from selectkit.errors import ConfigError
 from selectkit.schema import check_selector_config
@@ -12,6 +13,7 @@ from selectkit.selector import Pool, SelectContext
 from selectkit.testing import check_selector, make_pool
 from selectkit_plugins.leverage import LeverageSampling
 from selectkit import sampling
+from selectkit_plugins.leverage import scores
 from selectkit_plugins.leverage.scores import Blocks, exact_scores, sketched_scores
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "selector" / "leverage.yaml"
@@ -77,6 +79,51 @@ def test_exact_scores_match_float64_and_sum_to_rank(kappa, method):
     assert s.method == method, f"kappa {kappa} should take the {method} path, took {s.method}"
     assert np.max(np.abs(s.values - ref)) <= 1e-5 * ref.max()
     assert s.rank == 12 and abs(s.values.sum() - 12) < 1e-4
+
+
+def test_one_pass_when_the_estimated_error_allows_it():
+    # the float32 Gram matrix's rounding shrinks relative to the matrix as rows are added: at kappa 10
+    # 50,000 rows take one scoring pass, 3,000 rows the Cholesky-QR2 refinement; both within 1e-5 per row
+    for n, method in [(50_000, "cholesky_qr32"), (3_000, "cholesky_qr2_32")]:
+        a = _matrix(n, 12, 10.0, seed=1)
+        s = exact_scores(Blocks.of(a, block_rows=9_000))
+        ref = _reference(a)
+        rel = np.max(np.abs(s.values - ref) / ref)
+        assert s.method == method, (n, s.method, s.meta)
+        assert rel <= 1e-5, (n, rel)
+        if method == "cholesky_qr32":
+            est = s.meta["one_pass_error_estimate"]
+            assert rel <= est <= scores.ONE_PASS_TOL, (rel, est)
+        assert s.meta["passes"] == (2 if method == "cholesky_qr32" else 3)
+
+
+def test_gram_rounding_estimate_matches_float64():
+    a = _matrix(40_000, 10, 200.0, seed=6)
+    g, colsum, e = scores._gram32(Blocks.of(a, block_rows=5_000))
+    a64 = a.astype(np.float64)
+    g64 = a64.T @ a64
+    assert np.allclose(colsum, a64.sum(0), rtol=1e-6)
+    w, _, _ = scores.whitening(g)
+
+    def norm(m):
+        return np.abs(np.linalg.eigvalsh(w.T @ (0.5 * (m + m.T)) @ w)).max()
+
+    true, est = norm(g64 - g), norm(e)
+    assert 0.5 * true <= est <= 2.0 * true, (est, true)
+
+
+def test_scores_do_not_depend_on_the_thread_count():
+    a = _matrix(20_000, 8, 50.0, seed=7)
+    before = torch.get_num_threads()
+    try:
+        got = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            got.append(exact_scores(Blocks.of(a, block_rows=3_000)).values)
+            assert torch.get_num_threads() == threads, "the thread count is restored"
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.array_equal(got[0], x) for x in got[1:])
 
 
 def test_rank_deficient_features_drop_to_the_numerical_rank():
