@@ -2,7 +2,7 @@
 comparison table (final retrieval recall@k and MRR, training and selection time).
 
     python scripts/demo_hard_negatives.py                    # both demos, outputs under outputs/demo_hard_negatives
-    python scripts/demo_hard_negatives.py --only fmnist      # Fashion-MNIST: random, in-batch (batch-hard, semi-hard), static, dynamic, hcl
+    python scripts/demo_hard_negatives.py --only fmnist      # Fashion-MNIST: random, in-batch (batch-hard, semi-hard), static, dynamic (per epoch, per 5 steps), hcl
     python scripts/demo_hard_negatives.py --only wordnet     # WordNet: before (pretrained), in-batch, mined
 
 Every run is a plain ``selectkit-train experiment=<name>`` in its own process (CPU, one thread by
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-FMNIST = ["hardneg_fmnist_random", "hardneg_fmnist_inbatch", "hardneg_fmnist_semihard", "hardneg_fmnist_static", "hardneg_fmnist_dynamic", "hardneg_fmnist_hcl"]
+FMNIST = ["hardneg_fmnist_random", "hardneg_fmnist_inbatch", "hardneg_fmnist_semihard", "hardneg_fmnist_static", "hardneg_fmnist_dynamic", "hardneg_fmnist_steps", "hardneg_fmnist_hcl"]
 WORDNET = ["retrieval_wordnet", "retrieval_wordnet_hardneg"]
 COMMON = ["logger=none", "trainer.accelerator=cpu", "trainer.progress_bar=false", "checkpoint=false"]
 METRICS = ["val_recall@1", "val_recall@5", "val_recall@10", "val_mrr"]
