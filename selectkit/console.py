@@ -1,7 +1,8 @@
 """What a run prints: selectkit's own lines, one progress bar, and no third-party tips or noise.
 
 `quiet_third_party` lowers Lightning's informational logging to warnings (its accelerator summary and
-product tips), silences W&B's banner (its offline run still lands in ``<run>/wandb``), and filters the
+product tips), and the Hugging Face libraries' (sentence-transformers announces every model it loads;
+Hydra's logging setup would otherwise print those INFO lines on the console), silences W&B's banner (its offline run still lands in ``<run>/wandb``), and filters the
 deprecation and advice warnings that libraries emit about their own internals. Warnings about the
 user's settings or data still show.
 """
@@ -25,7 +26,7 @@ _NOISE = (
 
 def quiet_third_party() -> None:
     """Apply the console policy above (idempotent)."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning", "sentence_transformers", "transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_SILENT", "true")
     for pattern in _NOISE:
