@@ -10,8 +10,10 @@ after labelling an initial set. Round ``r``:
    on the grown labelled set;
 2. fits for ``rounds.epochs_per_round`` epochs (default ``trainer.max_epochs``), more if that many
    epochs over the labelled set make fewer than ``rounds.min_steps`` optimizer steps (a handful of
-   labels in large batches would otherwise train for a few steps only); the round's metrics are the
-   final model's: if the last epoch was not a validation epoch, the model is validated once more;
+   labels in large batches would otherwise train for a few steps only; the validation interval
+   ``trainer.check_val_every_n_epoch`` stretches by the same factor, so a round validates as often as
+   its configured epochs would); the round's metrics are the final model's: if the last epoch was not a
+   validation epoch, the model is validated once more;
 3. scores the unlabelled pool through the acquisition stage ``rounds.acquire`` (a stage spec like
    ``pipeline.stages.*``: ``name`` plus settings, typed by the selector's schema, at compose time by
    ``selectkit-train``) with the trained model's providers and ``SelectContext.round = r``; under DDP
@@ -441,7 +443,11 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
             dm = SelectionDataModule(source, train_pipeline, out_dir=out_dir, base_ids=labelled, labels=labels, round=r, **loader_settings(cfg))
             recorder = RunRecorder(None, [], dm, monitor=monitor)
             trainer = build_trainer(cfg, out_dir, [recorder], logger, max_epochs=settings["epochs_per_round"], enable_checkpointing=False)
-            trainer.fit_loop.max_epochs = round_epochs(settings, int(labelled.shape[0]), int(cfg.data.batch_size), trainer.world_size)
+            epochs = round_epochs(settings, int(labelled.shape[0]), int(cfg.data.batch_size), trainer.world_size)
+            trainer.fit_loop.max_epochs = epochs
+            if epochs > int(settings["epochs_per_round"]) and trainer.check_val_every_n_epoch:
+                # as many validations a round as its configured epochs would make: the interval stretches with the epochs
+                trainer.check_val_every_n_epoch *= math.ceil(epochs / int(settings["epochs_per_round"]))
             trainer.fit(module, datamodule=dm)
             if trainer.interrupted or trainer.state.status.value != "finished":
                 raise SelectkitError(f"round {r}: training did not finish; no summary.json was written")

@@ -118,6 +118,8 @@ def test_min_steps_trains_longer_and_rounds_report_the_final_model(compose_cfg, 
     assert [h["epochs"] for h in summary["rounds"]] == [3, 2], "30 labels: 2 steps an epoch; 45: 3"
     rows = [json.loads(l) for l in (tmp_path / "steps" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["round"], x["round_epoch"]) for x in rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    # one configured epoch validated once: the raised rounds validate once too, at their last epoch
+    assert [("val_loss" in x) for x in rows] == [False, False, True, False, True]
     # validating every 2nd of 3 epochs leaves the last unvalidated: the round validates its final model
     every = ["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1"]
     _, each = _run(compose_cfg, tmp_path / "each", "rounds.num_rounds=1", *every)
