@@ -148,29 +148,6 @@ def scan_tile_top1(tile: np.ndarray, bias: np.ndarray, offset: int, best_s: np.n
             best_i[c] = index if better else best_i[c]
 
 
-@njit(nogil=True, cache=True)
-def accumulate(points: np.ndarray, labels: np.ndarray, sums: np.ndarray) -> None:
-    """``sums[labels[i]] += points[i]`` for every row ``i``, in order (float64 sums)."""
-    d = points.shape[1]
-    for i in range(points.shape[0]):
-        total = sums[labels[i]]
-        row = points[i]
-        for j in range(d):
-            total[j] += row[j]
-
-
-@njit(nogil=True, cache=True)
-def accumulate_weighted(points: np.ndarray, labels: np.ndarray, weights: np.ndarray, sums: np.ndarray) -> None:
-    """``sums[labels[i]] += weights[i] * points[i]`` for every row ``i``, in order (float64 sums and weights)."""
-    d = points.shape[1]
-    for i in range(points.shape[0]):
-        total = sums[labels[i]]
-        row = points[i]
-        w = weights[i]
-        for j in range(d):
-            total[j] += w * row[j]
-
-
 @contextlib.contextmanager
 def single_threaded_torch() -> Iterator[int]:
     """Run torch's own kernels on one thread inside the block; yields the thread count it replaced.
@@ -318,56 +295,28 @@ class FlatEngine:
             scores, indices = scores[back], indices[back]
         return _sorted(scores, indices)
 
-    def assign(
-        self, points: np.ndarray, blocks: Blocks, with_sums: bool = True, weights: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        """Each point's best base row, with the per-row sums a k-means update needs, in one sweep.
-
-        Returns ``(scores [n], labels [n], sums float64 [n_base, d], mass [n_base])``: the sum of
-        the points assigned to each base row (``sums`` is None unless ``with_sums``) and their
-        number (int64), or, with ``weights`` (float64 ``[n]``), the weighted sum and the sum of
-        their weights (float64). Each query block's points are summed by the worker that assigned
-        them; the block sums are then added in block order as soon as they are ready, so the result
-        does not depend on the number of threads or on which thread took which block.
-        """
-        n_base, d = self.base.shape
+    def assign(self, points: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each point's best base row, in one sweep: ``(scores [n], labels [n], counts [n_base])``,
+        ``counts`` the number of points assigned to each base row (int64)."""
         scores = np.full((points.shape[0], 1), -np.inf, dtype=np.float32)
         labels = np.full((points.shape[0], 1), -1, dtype=np.int64)
-        sums = np.zeros((n_base, d)) if with_sums else None
-        ready: dict[int, np.ndarray] = {}
-        merged = [0]  # the first query offset not yet added to ``sums``
-        lock = threading.Lock()
-
-        def add_block(i: int, m: int) -> None:
-            part = np.zeros((n_base, d))
-            if weights is None:
-                accumulate(points[i : i + m], labels[i : i + m, 0], part)
-            else:
-                accumulate_weighted(points[i : i + m], labels[i : i + m, 0], weights[i : i + m], part)
-            with lock:
-                ready[i] = part
-                while merged[0] in ready:  # add every block that is next in order
-                    np.add(sums, ready.pop(merged[0]), out=sums)
-                    merged[0] += blocks.query
-
-        self._parallel(points, 1, blocks, scores, labels, add_block if with_sums else None)
+        self._parallel(points, 1, blocks, scores, labels)
         labels = labels[:, 0]
-        mass = np.bincount(labels, minlength=n_base) if weights is None else np.bincount(labels, weights, minlength=n_base)
-        return scores[:, 0], labels, sums, mass
+        return scores[:, 0], labels, np.bincount(labels, minlength=self.base.shape[0])
 
-    def _parallel(self, queries, k, blocks, scores, indices, after=None) -> None:
-        """Spread the query blocks over the workers; ``after(i, m)`` runs on the worker after each block."""
+    def _parallel(self, queries, k, blocks, scores, indices) -> None:
+        """Spread the query blocks over the workers."""
         nq = queries.shape[0]
         if nq == 0:
             return
         next_start = task_source(range(0, nq, blocks.query))
 
         def worker() -> None:
-            self._run(queries, k, blocks, next_start, scores, indices, after)
+            self._run(queries, k, blocks, next_start, scores, indices)
 
         run_workers(worker, -(-nq // blocks.query), blocks.workers)
 
-    def _run(self, queries, k, blocks, next_start, scores, indices, after) -> None:
+    def _run(self, queries, k, blocks, next_start, scores, indices) -> None:
         """One worker: take query blocks until none is left; each sweeps the base tile by tile."""
         import torch
 
@@ -378,8 +327,6 @@ class FlatEngine:
             while (i := next_start()) is not None:
                 m = min(blocks.query, queries.shape[0] - i)
                 sweep(self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, buffer)
-                if after is not None:
-                    after(i, m)
 
 
 LOCALITY_GROUP = 128  # points per seed of `locality_order`'s grouping
@@ -397,7 +344,7 @@ def locality_order(base: np.ndarray, l2: bool, blocks: Blocks) -> np.ndarray:
     """
     n = base.shape[0]
     seeds = np.linspace(0, n - 1, max(2, min(LOCALITY_SEEDS, n // LOCALITY_GROUP))).astype(np.int64)
-    _, labels, _, _ = FlatEngine(np.ascontiguousarray(base[seeds]), l2).assign(base, blocks, with_sums=False)
+    _, labels, _ = FlatEngine(np.ascontiguousarray(base[seeds]), l2).assign(base, blocks)
     return np.argsort(labels, kind="stable")
 
 

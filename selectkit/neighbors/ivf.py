@@ -43,7 +43,7 @@ class IVFEngine:
         self.centroids, _ = lloyd(sample, start, TRAIN_ITERATIONS)
         self.quantizer = FlatEngine(self.centroids, l2=l2)
         self._quantizer_blocks = plan_blocks(nlist, self.nprobe, d, NeighborConfig())
-        _, labels, _, counts = self.quantizer.assign(base, self._quantizer_blocks, with_sums=False)
+        _, labels, counts = self.quantizer.assign(base, self._quantizer_blocks)
         self.order = np.argsort(labels, kind="stable")
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self.lists = np.ascontiguousarray(base[self.order])
