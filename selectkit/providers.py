@@ -17,8 +17,8 @@ name                what it is                                   parameters
 
 Model outputs are computed by `PoolScorer`: each rank scores a strided shard of the ids in batches, the
 shards are gathered by index so every rank holds the same array in id order, a progress bar shows on
-rank 0 (off when stderr is not a terminal), and the size of the full output is estimated from the first
-batch before it is allocated (`memory_cap_gb`). Random draws inside a model (MC dropout) come from a
+rank 0 (off when stderr is not a terminal or with ``progress=False``), and the size of the full output
+is estimated from the first batch before it is allocated (`memory_cap_gb`). Random draws inside a model (MC dropout) come from a
 torch generator seeded by (seed, epoch, round, batch), so the same seed gives the same outputs.
 """
 
@@ -46,15 +46,21 @@ class PoolScorer:
         device: where the model runs.
         memory_cap_gb: refuse an output larger than this (setting ``providers.memory_cap_gb``).
         seed: seeds in-model randomness with the epoch and round.
+        progress: show a progress bar on rank 0 while scoring (off for passes inside a training
+            step, where Lightning's bar is the only one).
     """
 
-    def __init__(self, adapter: Any, dataset: Any, *, batch_size: int = 1024, device: Any = "cpu", memory_cap_gb: float = 4.0, seed: int = 0) -> None:
+    def __init__(
+        self, adapter: Any, dataset: Any, *, batch_size: int = 1024, device: Any = "cpu", memory_cap_gb: float = 4.0, seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         self.adapter = adapter
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.memory_cap_gb = float(memory_cap_gb)
         self.seed = int(seed)
+        self.progress = bool(progress)
         self.epoch = 0
         self.round = 0
         self.calls = 0
@@ -69,7 +75,7 @@ class PoolScorer:
         model.eval()
         chunks: list[torch.Tensor] = []
         self.calls += 1
-        bar = tqdm(total=int(mine.shape[0]), desc=f"selectkit: {name}", unit="item", leave=False, disable=None if rank == 0 else True)
+        bar = tqdm(total=int(mine.shape[0]), desc=f"selectkit: {name}", unit="item", leave=False, disable=None if self.progress and rank == 0 else True)
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 for b, start in enumerate(range(0, mine.shape[0], self.batch_size)):
@@ -163,10 +169,16 @@ def pairs_provider(anchors: Any, positives: Any) -> Callable[[np.ndarray], np.nd
     return pairs
 
 
+def embed_batch(adapter: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The ``embeddings`` output of one batch: ``adapter.embed`` of its inputs as float32 ``[b, d]``."""
+    x = batch["x"]
+    return adapter.embed(x).float().reshape(x.shape[0], -1)
+
+
 def model_providers(scorer: PoolScorer, task: Any) -> dict[str, Callable[..., np.ndarray]]:
     """Provider functions ``ids, **params -> array`` for the model outputs: embeddings plus the task's."""
     def embeddings(ids: np.ndarray) -> np.ndarray:
-        return scorer.score(ids, lambda adapter, batch: adapter.embed(batch["x"]), "embeddings")
+        return scorer.score(ids, embed_batch, "embeddings")
 
     out: dict[str, Callable[..., np.ndarray]] = {"embeddings": embeddings}
     for name, fn in task.outputs().items():

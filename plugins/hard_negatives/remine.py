@@ -13,8 +13,10 @@ ones; anchors and positives, and the order of the tuples, stay as the epoch's se
 * Because refreshes restart at every epoch's first step, a run resumed at an epoch boundary rebuilds
   exactly the snapshots the uninterrupted run had: nothing beyond the selector's state (which holds
   the mining plan) and the model is needed.
-* Under DDP every rank embeds the whole snapshot itself (the weights are the same on every rank, so
-  is the snapshot); each epoch's summary says whether the ranks' snapshots agreed.
+* The snapshot is embedded by `selectkit.providers.PoolScorer` (the ``embeddings`` provider's pass),
+  without a progress bar, with in-model randomness seeded by (pipeline seed, epoch). Under DDP each
+  rank embeds a strided share of the items and the shares are gathered, so every rank holds the same
+  snapshot; each epoch's summary says whether the ranks' snapshots agreed.
 * The snapshot lives in the main process (batches are rewritten in the training step), so loader
   workers, which only gather the selection's batches, are safe.
 
@@ -26,6 +28,7 @@ the epoch's selection, and the short and padded ones, summed over ranks.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,7 @@ import torch
 
 from selectkit.errors import ConfigError, SelectionError
 from selectkit.hooks import TrainingHook
+from selectkit.providers import PoolScorer, embed_batch
 from selectkit_plugins.hard_negatives.mining import Mined, check_vectors, mine, neighbor_config, scores_of
 
 #: salt of the per-step seed of the random draws
@@ -65,25 +69,6 @@ class Snapshot:
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """The embeddings of global ``ids`` (which the snapshot holds)."""
         return self.vectors[np.searchsorted(self.items, ids)]
-
-
-def embed_items(module: Any, dataset: Any, items: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
-    """``module.adapter.embed`` of the training rows ``items``: eval mode, no gradients, in batches, with
-    torch's generators left as they were (training's own randomness does not see the pass)."""
-    adapter = module.adapter
-    model = adapter.model
-    device = torch.device(module.device)
-    was_training = model.training
-    model.eval()
-    chunks: list[torch.Tensor] = []
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for start in range(0, items.shape[0], batch_size):
-                x = dataset.gather(torch.from_numpy(items[start : start + batch_size]))["x"].to(device)
-                chunks.append(adapter.embed(x).float().reshape(x.shape[0], -1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 1), dtype=np.float32)
 
 
 class StepRemining(TrainingHook):
@@ -125,7 +110,15 @@ class StepRemining(TrainingHook):
         if not plan or self.dataset is None:
             raise SelectionError(f"{self.setting}: no mining plan or training set yet (the selector has not run, or the hook was not given the training set)")
         items = np.unique(np.concatenate([plan["anchors"], plan["positives"], plan["corpus"]])).astype(np.int64)
-        vectors = check_vectors(embed_items(module, self.dataset, items), "embeddings", f"{self.selector.config_path}.space")
+        # every rank refreshes at the same step, so the scorer's sharding over ranks and all-gather is
+        # safe here, and each rank embeds 1/world of the items instead of all of them; no memory cap:
+        # the items are a subset of the pool whose embeddings the selector already computed under
+        # providers.memory_cap_gb
+        scorer = PoolScorer(module.adapter, self.dataset, batch_size=EMBED_BATCH, device=module.device, memory_cap_gb=math.inf, seed=self.seed, progress=False)
+        scorer.epoch = int(module.current_epoch)
+        # the plan is the same on every rank, so all ranks skip the pass together when it is empty
+        vectors = scorer.score(items, embed_batch, "embeddings") if items.size else np.zeros((0, 1), dtype=np.float32)
+        vectors = check_vectors(vectors, "embeddings", f"{self.selector.config_path}.space")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         corpus_vectors = np.ascontiguousarray(vectors[np.searchsorted(items, plan["corpus"])])
         config = neighbor_config(self.selector.neighbors, self.selector.metric, self.selector.config_path)

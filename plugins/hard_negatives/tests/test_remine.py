@@ -17,10 +17,10 @@ import torch
 
 from selectkit.data.arrays import MappedArrays
 from selectkit.errors import ConfigError
-from selectkit.providers import pairs_provider
+from selectkit.providers import PoolScorer, embed_batch, pairs_provider
 from selectkit.selector import Pool, SelectContext
 from selectkit_plugins.hard_negatives import HardNegatives
-from selectkit_plugins.hard_negatives.remine import StepRemining, embed_items
+from selectkit_plugins.hard_negatives.remine import StepRemining
 
 
 def _labelled(n=150, d=6, classes=4, seed=0):
@@ -224,7 +224,7 @@ def test_refreshes_on_schedule_with_the_current_network_and_batches_match_a_brut
         out = original(self, module, batch, batch_idx)
         fresh = self.snapshot is not before
         if fresh:
-            now = embed_items(module, self.dataset, self.snapshot.items)
+            now = PoolScorer(module.adapter, self.dataset, device=module.device, progress=False).score(self.snapshot.items, embed_batch, "embeddings")
             assert np.array_equal(now, self.snapshot.vectors), "refreshed with the network of this step"
         seen.append((int(module.current_epoch), int(batch_idx), fresh, given, out, self.snapshot, self.selector.plan))
         return out
