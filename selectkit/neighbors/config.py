@@ -14,6 +14,7 @@ BACKENDS = ("flat", "ivf", "hnsw")
 METRICS = ("l2", "cosine", "ip")
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("auto", "faiss")
+PRECISIONS = ("auto", "fp32", "bf16")
 # Base size below which exact search beats IVF (build + self-search, k=5) on CPU, at d = EXACT_BELOW_DIM;
 # the crossover moves with 1 / sqrt(d): about 74k points at d=32 and 37k at d=128 (scripts/bench_knn.py
 # --crossover, docs/benchmarks.md). HNSW's build is slower still, so the same bound is safe for it.
@@ -41,11 +42,12 @@ class NeighborConfig:
     ef_construction: int = 200  # HNSW: candidate list size while building
     train_size: int = 100_000  # IVF: at most this many base points (a seeded sample) train the coarse quantizer
     seed: int = 0  # seed of IVF training samples and of k-means
+    precision: str = "auto"  # exact search's products on CPU: 'bf16' certified bfloat16 pass + float32 rescoring (same results) | 'fp32' | 'auto' (bf16 where the CPU has bfloat16 instructions and d >= 64)
     exact_below: int | None = EXACT_BELOW  # IVF/HNSW: bases of fewer points (at d=64, times sqrt(64/d)) are searched exactly, faster there; None or 0: never
 
     def __post_init__(self) -> None:
         """Reject unknown choices and out-of-range numbers with a message naming the field."""
-        for name, allowed in (("backend", BACKENDS), ("metric", METRICS), ("device", DEVICES), ("engine", ENGINES)):
+        for name, allowed in (("backend", BACKENDS), ("metric", METRICS), ("device", DEVICES), ("engine", ENGINES), ("precision", PRECISIONS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"neighbors.{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
@@ -108,3 +110,25 @@ def log_fallback(config: NeighborConfig, n_base: int, d: int) -> None:
         "n=%d below crossover %d (neighbors.exact_below=%d at d=%d, here d=%d): exact search instead of %s",
         n_base, exact_threshold(config, d), config.exact_below, EXACT_BELOW_DIM, d, config.backend,
     )
+
+
+def flat_precision(config: NeighborConfig, d: int) -> str:
+    """The products the layer's exact CPU engine runs at dimension ``d``: ``'bf16'`` or ``'fp32'``.
+
+    ``'auto'`` takes the certified bfloat16 pass where it pays: a CPU with bfloat16 matrix instructions,
+    ``d >= 64`` (narrower searches are bound by the scan, not the products), and torch's bfloat16
+    products within the error model the certificate assumes (`selectkit.neighbors.lowp.bf16_products_ok`).
+    ``'bf16'`` asked for explicitly is refused only when that model does not hold.
+    """
+    from selectkit.neighbors import lowp
+
+    if config.precision == "fp32":
+        return "fp32"
+    if config.precision == "bf16":
+        if not lowp.bf16_products_ok():
+            raise ConfigError(
+                "neighbors.precision=bf16: torch's bfloat16 products on this machine do not meet the error bound "
+                "the certified search needs; set neighbors.precision=auto or fp32"
+            )
+        return "bf16"
+    return "bf16" if d >= lowp.MIN_DIM and lowp.fast_bf16_cpu() and lowp.bf16_products_ok() else "fp32"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 
 def shape_of(x: Any, name: str) -> tuple[int, int]:
@@ -50,10 +51,37 @@ def as_float32(x: Any, name: str) -> np.ndarray:
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
-    """L2-normalised copy of the rows of ``x``; zero rows stay zero."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
-    norms[norms == 0] = 1.0
-    return x / norms[:, None]
+    """L2-normalised float32 copy of the rows of ``x`` (norms summed in float64); zero rows stay zero.
+
+    One pass over ``x`` on the layer's worker threads, a block of rows at a time.
+    """
+    from selectkit.neighbors.flat import run_workers, task_source
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    step = 16_384
+    starts = range(0, x.shape[0], step)
+    take = task_source(starts)
+
+    def worker() -> None:
+        while (i := take()) is not None:
+            _normalize_rows(x[i : i + step], out[i : i + step])
+
+    run_workers(worker, len(starts))
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _normalize_rows(x: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = x[i] / |x[i]|`` (``|x[i]|`` summed in float64, rounded to float32; a zero row is copied as it is)."""
+    for i in range(x.shape[0]):
+        s = 0.0
+        for j in range(x.shape[1]):
+            v = np.float64(x[i, j])
+            s += v * v
+        norm = np.float32(np.sqrt(s)) if s > 0 else np.float32(1.0)
+        for j in range(x.shape[1]):
+            out[i, j] = x[i, j] / norm
 
 
 def check_k(k: Any, n_base: int, exclude_self: bool) -> int:

@@ -8,6 +8,7 @@ from selectkit.errors import ConfigError
 from selectkit.neighbors.config import NeighborConfig
 
 F32 = 4
+BF16 = 2
 I64 = 8
 GB = 1e9
 TILE_FRACTION = 0.25
@@ -77,7 +78,7 @@ def index_bytes(n_base: int, d: int, config: NeighborConfig) -> int:
     """Memory held by a built index over ``n_base`` points, including the float32 copy of the base."""
     base = n_base * d * F32
     if config.backend == "flat":
-        return base + n_base * F32
+        return base + n_base * F32 + (n_base * d * BF16 if _bf16(config, d) else 0)
     if config.backend == "ivf":
         from selectkit.neighbors.backend import auto_nlist
 
@@ -105,6 +106,12 @@ def estimate_memory_bytes(n_base: int, n_query: int, d: int, k: int, config: Nei
         query = min(blocks.query, n_query)
         if config.backend == "flat":
             tile = blocks.workers * _tile_bytes(query, blocks.base, k, d)
+            if n_query > blocks.query:  # the queries' copy in locality order
+                tile += n_query * d * F32
+            if _bf16(config, d):  # each worker's bfloat16 tile and its wider candidate heap
+                from selectkit.neighbors.lowp import heap_width
+
+                tile += blocks.workers * query * (blocks.base * BF16 + heap_width(k) * (F32 + I64 + 8))
         else:
             tile = query * _faiss_tile_per_query(n_base, k, d)
         results = n_query * (k + 1) * (F32 + I64) * 2
@@ -124,3 +131,10 @@ def check_cap(n_base: int, n_query: int, d: int, k: int, config: NeighborConfig,
             f"raise neighbors.memory_cap_gb{hint}"
         )
     return need
+
+
+def _bf16(config: NeighborConfig, d: int) -> bool:
+    """Whether a flat search of ``config`` on the layer's CPU engine runs the bfloat16 pass."""
+    from selectkit.neighbors.config import flat_precision
+
+    return config.engine == "auto" and config.device != "cuda" and flat_precision(config, d) == "bf16"

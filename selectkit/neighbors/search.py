@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from selectkit.neighbors.backend import build_faiss_index, check_gpu_k, use_gpu
-from selectkit.neighbors.config import NeighborConfig, effective, log_fallback, resolve
+from selectkit.neighbors.config import NeighborConfig, effective, flat_precision, log_fallback, resolve
 from selectkit.neighbors.inputs import as_float32, check_dims, check_k, normalized, shape_of
 from selectkit.neighbors.memory import check_cap, plan_blocks
 
@@ -56,6 +56,10 @@ class NeighborIndex(BaseEstimator):
         The backend the index runs (``'flat'`` after a fallback).
     exact_fallback_:
         True when the configured approximate backend was replaced by exact search.
+    precision_:
+        ``'bf16'`` when exact searches against other queries run the certified bfloat16 pass
+        (`selectkit.neighbors.lowp`: the same results as float32, faster on CPUs with bfloat16
+        instructions), else ``'fp32'`` (self-searches always run float32).
     """
 
     def __init__(self, n_neighbors: int = 5, config: NeighborConfig | None = None) -> None:
@@ -80,7 +84,7 @@ class NeighborIndex(BaseEstimator):
         if self._layer and config.backend == "flat":
             from selectkit.neighbors.flat import FlatEngine
 
-            self._engine: Any = FlatEngine(base, l2=config.metric == "l2")
+            self._engine: Any = FlatEngine(base, l2=config.metric == "l2", precision=flat_precision(config, d))
         elif self._layer:
             from selectkit.neighbors.backend import auto_nlist
             from selectkit.neighbors.ivf import IVFEngine
@@ -93,6 +97,7 @@ class NeighborIndex(BaseEstimator):
         self.n_features_in_ = d
         self.backend_ = config.backend
         self.exact_fallback_ = fallback
+        self.precision_ = "bf16" if getattr(self._engine, "low", None) is not None else "fp32"
         with _builds_lock:
             _builds[0] += 1
         return self
