@@ -38,7 +38,7 @@ from selectkit.neighbors.flat import FAST, scan_tile, sweep
 U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 U_F32 = 2.0**-24
 SLACK = 1.01  # rounding of the bound's own terms, and the relative term's 1 / (1 - u)
-MIN_DIM = 64  # 'auto' runs the bfloat16 pass from this width up (below it the scan, not the product, dominates)
+MIN_DIM = 32  # 'auto' runs the bfloat16 pass from this width up (narrower, the scan and certificate failures eat the gain)
 PROBE_ROWS = 384
 
 
