@@ -224,19 +224,25 @@ class FlatEngine:
     def __init__(self, base: np.ndarray, l2: bool, precision: str = "fp32") -> None:
         """``base``: float32 C-contiguous ``[n, d]`` (kept by reference); ``l2`` ranks by Euclidean distance;
         ``precision='bf16'`` runs `search` through the certified bfloat16 pass (`selectkit.neighbors.lowp`,
-        same results), keeping a bfloat16 copy of the base."""
+        same results) with a bfloat16 copy of the base, made by the first search that needs it."""
         import torch
 
         self.base = torch.from_numpy(base)
         self.bias = score_bias(base, l2)
         self.l2 = l2
-        self.low = None
-        if precision == "bf16":
-            from selectkit.neighbors.lowp import Bf16Base
-
-            self.low = Bf16Base(base, self.bias)
+        self.precision = precision
+        self._low: Any = None  # the bfloat16 copy, made by the first `search` that runs the pass
+        self._lock = threading.Lock()
         self.rechecked = 0  # queries of bfloat16 searches whose certificate failed (searched again in float32)
-        self._rechecked_lock = threading.Lock()
+
+    def _bf16_base(self) -> Any:
+        """The base's `selectkit.neighbors.lowp.Bf16Base`, made once (self-searches never need it)."""
+        from selectkit.neighbors.lowp import Bf16Base
+
+        with self._lock:
+            if self._low is None:
+                self._low = Bf16Base(self.base.numpy(), self.bias)
+            return self._low
 
     def search(self, queries: np.ndarray, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
         """Scores (largest first) and indices ``[nq, k]``; for L2 the score is ``q . x - |x|^2 / 2``.
@@ -246,7 +252,11 @@ class FlatEngine:
         and far fewer tile rows beat some query's ``k``-th best and need walking again (a third of
         the scan's time on clustered data). Results come back in the queries' own order.
         """
+        from selectkit.neighbors.lowp import heap_width
+
         nq = queries.shape[0]
+        if self.precision == "bf16" and heap_width(k) < self.base.shape[0]:
+            self._bf16_base()  # made here, on the calling thread, before the workers need it
         reorder = nq > blocks.query and k > 1
         if reorder:
             order = locality_order(queries, self.l2, blocks)
@@ -350,7 +360,7 @@ class FlatEngine:
         n = self.base.shape[0]
         size = blocks.query * min(blocks.base, n)
         buffer = torch.empty(size, dtype=torch.float32)
-        low = self.low if self.low is not None and heap_width(k) < n else None
+        low = self._low if self.precision == "bf16" and heap_width(k) < n else None
         half = torch.empty(size, dtype=torch.bfloat16) if low is not None else None
         q_all = torch.from_numpy(queries)
         rechecked = 0
@@ -364,7 +374,7 @@ class FlatEngine:
                         low, self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, (half, buffer)
                     )
         if rechecked:
-            with self._rechecked_lock:
+            with self._lock:
                 self.rechecked += rechecked
 
 

@@ -97,7 +97,7 @@ class NeighborIndex(BaseEstimator):
         self.n_features_in_ = d
         self.backend_ = config.backend
         self.exact_fallback_ = fallback
-        self.precision_ = "bf16" if getattr(self._engine, "low", None) is not None else "fp32"
+        self.precision_ = getattr(self._engine, "precision", "fp32")
         with _builds_lock:
             _builds[0] += 1
         return self

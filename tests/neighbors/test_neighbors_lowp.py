@@ -149,3 +149,13 @@ def test_query_locality_order_leaves_results_in_query_order():
     many = engine.search(q, 7, Blocks(query=32, base=512, workers=2))
     np.testing.assert_array_equal(one[1], many[1])
     np.testing.assert_allclose(one[0], many[0], rtol=1e-5, atol=1e-4)
+
+
+@needs_bf16
+def test_the_bfloat16_copy_is_made_only_for_searches_of_other_queries():
+    base, q = clustered(3_000, 64, seed=8, queries=50)
+    index = NeighborIndex(config=NeighborConfig(precision="bf16")).fit(base)
+    index.search(None, 5, exclude_self=True)  # a self-search runs float32 products
+    assert index._engine._low is None
+    index.search(q, 5)
+    assert index._engine._low is not None and index._engine._low.rows.dtype == torch.bfloat16
