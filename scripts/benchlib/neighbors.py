@@ -77,7 +77,7 @@ def knn_comparison(n_base: int = 100_000, n_query: int = 10_000, d: int = 64, k:
     base = rng.standard_normal((n_base, d), dtype=np.float32)
     queries = rng.standard_normal((n_query, d), dtype=np.float32)
     flops = 2 * n_query * n_base * d
-    auto = flat_precision(NeighborConfig(), d)
+    auto = flat_precision(NeighborConfig(), d, n_base)
 
     def selectkit_flat():
         return NeighborIndex(config=NeighborConfig(precision="fp32")).fit(base).search(queries, k)

@@ -42,7 +42,7 @@ class NeighborConfig:
     ef_construction: int = 200  # HNSW: candidate list size while building
     train_size: int = 100_000  # IVF: at most this many base points (a seeded sample) train the coarse quantizer
     seed: int = 0  # seed of IVF training samples and of k-means
-    precision: str = "auto"  # exact search's products on CPU: 'bf16' certified bfloat16 pass + float32 rescoring (same results) | 'fp32' | 'auto' (bf16 where the CPU has bfloat16 instructions and d >= 32)
+    precision: str = "auto"  # exact search's products on CPU: 'bf16' certified bfloat16 pass + float32 rescoring (same results) | 'fp32' | 'auto' (bf16 where the CPU has bfloat16 instructions, d >= 32 and the base has >= 16384 points)
     exact_below: int | None = EXACT_BELOW  # IVF/HNSW: bases of fewer points (at d=64, times sqrt(64/d)) are searched exactly, faster there; None or 0: never
 
     def __post_init__(self) -> None:
@@ -112,10 +112,13 @@ def log_fallback(config: NeighborConfig, n_base: int, d: int) -> None:
     )
 
 
-def flat_precision(config: NeighborConfig, d: int) -> str:
-    """The products the layer's exact CPU engine runs at dimension ``d``: ``'bf16'`` or ``'fp32'``.
+def flat_precision(config: NeighborConfig, d: int, n_base: int | None = None) -> str:
+    """The products the layer's exact CPU engine runs at dimension ``d`` over ``n_base`` points (None:
+    a large base): ``'bf16'`` or ``'fp32'``.
 
-    ``'auto'`` takes the certified bfloat16 pass where it pays: a CPU with bfloat16 matrix instructions,
+    ``'auto'`` takes the certified bfloat16 pass where it pays: a base of at least 16,384 points (below
+    that, e.g. k-means' final assignment to its centroids, rescoring the candidates costs more than
+    the faster products save), a CPU with bfloat16 matrix instructions,
     ``d >= 32`` (narrower, the scan and failed certificates eat the gain: measured from d=8 to 64), and torch's bfloat16
     products within the error model the certificate assumes (`selectkit.neighbors.lowp.bf16_products_ok`).
     ``'bf16'`` asked for explicitly is refused only when that model does not hold.
@@ -131,4 +134,5 @@ def flat_precision(config: NeighborConfig, d: int) -> str:
                 "the certified search needs; set neighbors.precision=auto or fp32"
             )
         return "bf16"
-    return "bf16" if d >= lowp.MIN_DIM and lowp.fast_bf16_cpu() and lowp.bf16_products_ok() else "fp32"
+    large = n_base is None or n_base >= lowp.MIN_BASE
+    return "bf16" if large and d >= lowp.MIN_DIM and lowp.fast_bf16_cpu() and lowp.bf16_products_ok() else "fp32"

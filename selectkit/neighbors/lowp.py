@@ -39,6 +39,7 @@ U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 U_F32 = 2.0**-24
 SLACK = 1.01  # rounding of the bound's own terms, and the relative term's 1 / (1 - u)
 MIN_DIM = 32  # 'auto' runs the bfloat16 pass from this width up (narrower, the scan and certificate failures eat the gain)
+MIN_BASE = 16_384  # 'auto' runs it on bases of at least this many points (smaller ones: the rescoring costs more than the products save)
 PROBE_ROWS = 384
 
 

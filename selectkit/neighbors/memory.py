@@ -78,7 +78,7 @@ def index_bytes(n_base: int, d: int, config: NeighborConfig) -> int:
     """Memory held by a built index over ``n_base`` points, including the float32 copy of the base."""
     base = n_base * d * F32
     if config.backend == "flat":
-        return base + n_base * F32 + (n_base * d * BF16 if _bf16(config, d) else 0)
+        return base + n_base * F32 + (n_base * d * BF16 if _bf16(config, d, n_base) else 0)
     if config.backend == "ivf":
         from selectkit.neighbors.backend import auto_nlist
 
@@ -108,7 +108,7 @@ def estimate_memory_bytes(n_base: int, n_query: int, d: int, k: int, config: Nei
             tile = blocks.workers * _tile_bytes(query, blocks.base, k, d)
             if n_query > blocks.query:  # the queries' copy in locality order
                 tile += n_query * d * F32
-            if _bf16(config, d):  # each worker's bfloat16 tile and its wider candidate heap
+            if _bf16(config, d, n_base):  # each worker's bfloat16 tile and its wider candidate heap
                 from selectkit.neighbors.lowp import heap_width
 
                 tile += blocks.workers * query * (blocks.base * BF16 + heap_width(k) * (F32 + I64 + 8))
@@ -133,8 +133,8 @@ def check_cap(n_base: int, n_query: int, d: int, k: int, config: NeighborConfig,
     return need
 
 
-def _bf16(config: NeighborConfig, d: int) -> bool:
-    """Whether a flat search of ``config`` on the layer's CPU engine runs the bfloat16 pass."""
+def _bf16(config: NeighborConfig, d: int, n_base: int) -> bool:
+    """Whether a flat search of ``config`` over ``n_base`` points on the layer's CPU engine runs the bfloat16 pass."""
     from selectkit.neighbors.config import flat_precision
 
-    return config.engine == "auto" and config.device != "cuda" and flat_precision(config, d) == "bf16"
+    return config.engine == "auto" and config.device != "cuda" and flat_precision(config, d, n_base) == "bf16"

@@ -84,7 +84,7 @@ class NeighborIndex(BaseEstimator):
         if self._layer and config.backend == "flat":
             from selectkit.neighbors.flat import FlatEngine
 
-            self._engine: Any = FlatEngine(base, l2=config.metric == "l2", precision=flat_precision(config, d))
+            self._engine: Any = FlatEngine(base, l2=config.metric == "l2", precision=flat_precision(config, d, n))
         elif self._layer:
             from selectkit.neighbors.backend import auto_nlist
             from selectkit.neighbors.ivf import IVFEngine

@@ -113,6 +113,10 @@ def test_precision_settings():
     assert flat_precision(NeighborConfig(precision="auto"), lowp.MIN_DIM - 1) == "fp32"
     auto = "bf16" if lowp.fast_bf16_cpu() and lowp.bf16_products_ok() else "fp32"
     assert flat_precision(NeighborConfig(precision="auto"), lowp.MIN_DIM) == auto
+    assert flat_precision(NeighborConfig(precision="auto"), 512, lowp.MIN_BASE) == auto
+    assert flat_precision(NeighborConfig(precision="auto"), 512, lowp.MIN_BASE - 1) == "fp32"  # e.g. k-means' centroids
+    if lowp.bf16_products_ok():  # asked for explicitly, it runs on any base
+        assert flat_precision(NeighborConfig(precision="bf16"), 512, 100) == "bf16"
     x = np.random.default_rng(5).standard_normal((500, 8)).astype(np.float32)
     assert NeighborIndex(config=NeighborConfig(precision="auto")).fit(x).precision_ == "fp32"  # d=8
 
