@@ -6,21 +6,23 @@ leverage score of row ``i`` is ``a_i^T (A^T A)^+ a_i``, the squared norm of row 
 basis of the column space; the ridge score with ``lam > 0`` is ``a_i^T (A^T A + lam I)^{-1} a_i``.
 
 Exact scores (`exact_scores`) use Cholesky-QR in its eigen form: pass 1 accumulates the Gram matrix
-``G = A^T A`` (float32 products of `CHUNK` rows at a time, summed in float64) and whitens it,
-``W = V L^{-1/2}``; the scores are the squared row norms of ``A W``. Their accuracy falls with the
-condition number ``kappa`` of ``A`` (the Gram matrix squares it). Pass 1 also forms the Gram matrix
-of a sample of rows in float64; the difference, scaled to the whole matrix, estimates the rounding
-``E`` of ``G``, and ``||W^T E W||`` bounds the relative error it causes in any score. That estimate
-and ``kappa`` pick the path:
+``G = A^T A`` in float64 (each sub-block converted on its own and multiplied by numpy's BLAS as a
+symmetric rank-k update) and whitens it, ``W = V L^{-1/2}``; the
+scores are the squared row norms of ``A W``. Their accuracy falls with the condition number
+``kappa`` of ``A`` (the Gram matrix squares it). The float64 Gram matrix's own rounding is bounded
+(`one_pass_error`), so the error of one float32 scoring pass is known from ``kappa``, which picks
+the path:
 
-* estimated error (`one_pass_error`) at most `ONE_PASS_TOL`: one more pass gives the scores (float32);
-* ``kappa <= FLOAT32_KAPPA``: Cholesky-QR2: a second pass accumulates the Gram matrix of ``A W``
-  (nearly the identity), whose whitening corrects ``W``; a third gives the scores (float32);
-* otherwise (ill-conditioned or rank-deficient): the Gram matrix and the refinement in float64,
-  each block converted on its own (never the whole matrix), then the scores. Directions whose
-  singular value is below ``rtol`` times the largest are dropped: the scores are those of the
-  numerical rank ``r`` (they sum to ``r``). All-zero features have rank 0: the scores are then all
-  zero and the caller falls back to uniform.
+* estimated error (`one_pass_error`) at most `ONE_PASS_TOL` (``kappa`` up to about 250 at 1M x 64): one more
+  pass gives the scores (float32);
+* a float32 scoring pass alone within `ONE_PASS_TOL` (`SCORE_ERROR`): Cholesky-QR2: a second pass
+  accumulates the Gram matrix of ``A W`` (nearly the identity), whose whitening corrects ``W``; a
+  third gives the scores (float32);
+* otherwise (``kappa`` above about 316, or rank-deficient): the refinement and the scores in float64, each
+  block converted on its own (never the whole matrix). Directions whose singular value is below
+  ``rtol`` times the largest are dropped: the scores are those of the numerical rank ``r`` (they
+  sum to ``r``). All-zero features have rank 0: the scores are then all zero and the caller falls
+  back to uniform.
 
 Every pass cuts each block into sub-blocks of `SUB_BYTES` that run on ``torch.get_num_threads()``
 worker threads, torch's own kernels on one thread meanwhile (its count is restored afterwards; do
@@ -51,24 +53,13 @@ import numpy as np
 import torch
 
 #: Relative error (per row) that the one-pass route, scores straight from the first Gram matrix, must
-#: stay within by its estimate (the Gram matrix's float32 rounding, sampled against float64, plus
-#: the scoring pass's own rounding); otherwise Cholesky-QR2 runs.
+#: stay within by its estimate (`one_pass_error`); otherwise Cholesky-QR2 runs.
 ONE_PASS_TOL = 1.0e-5
-#: Condition number up to which float32 Cholesky-QR2 is used; above it the float64 path runs.
-FLOAT32_KAPPA = 1.0e3
 #: Bytes of one block of rows (as float32) read at a time.
 BLOCK_BYTES = 64 << 20
-#: Rows per float32 product of the Gram matrix, the products summed in float64: the float32
-#: accumulation stays short (one product per 64 MiB block erred 40x more per row at ``kappa`` 100,
-#: 2.7e-4 against 6.8e-6 at 1M x 64; 64 rows erred 2.7e-6 but made the pass ~1.3x slower).
-CHUNK = 256
 #: Bytes (as float32) of the sub-blocks a block is cut into, which run on ``torch.get_num_threads()``
 #: worker threads: small enough for a sub-block and its products to stay in the core's cache.
 SUB_BYTES = 1 << 20
-#: Factor on the estimated rounding of the Gram matrix (`_gram32`) in the one-pass test: against the
-#: float64 truth the estimate came out between 0.50 and 1.77 times ``||W^T E W||`` over 19 matrices of
-#: 20,000 to 1M rows, 12 to 64 columns, ``kappa`` 30 and 100, 2% or 1% of rows scaled by 10.
-ESTIMATE_SAFETY = 2.0
 #: Relative error (per row) of one float32 scoring pass: ``SCORE_ERROR[0] + SCORE_ERROR[1] * kappa``
 #: (measured with a float64 Gram matrix over 1M x 64 rows: 3e-7 at ``kappa`` 1, 2.1e-6 at 100,
 #: 1.8e-5 at 1000; 5.8e-7 at ``kappa`` 10 on 50,000 x 12).
@@ -171,10 +162,14 @@ def _pool(count: int) -> ThreadPoolExecutor:
         return _pools[key]
 
 
+def _sub_rows(d: int) -> int:
+    """Rows of a sub-block: `SUB_BYTES` as float32, a multiple of 256."""
+    return max(1, SUB_BYTES // (4 * max(1, d)) // 256) * 256
+
+
 def _sub_blocks(rows: int, d: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the sub-blocks of a block of ``rows`` rows: `SUB_BYTES` each, a multiple of
-    `CHUNK` rows."""
-    size = max(1, SUB_BYTES // (4 * max(1, d)) // CHUNK) * CHUNK
+    """``(start, stop)`` of the sub-blocks of a block of ``rows`` rows (`_sub_rows` each)."""
+    size = _sub_rows(d)
     return [(s, min(rows, s + size)) for s in range(0, rows, size)]
 
 
@@ -190,121 +185,63 @@ def _each_sub_block(
     The next block is read while the current one is worked on; blocks are read in order, by the
     calling thread only.
     """
+    from selectkit.neighbors.lloyd import single_threaded_blas
+
     threads = max(1, torch.get_num_threads())
     pool = _pool(threads) if threads > 1 else None
     torch.set_num_threads(1)
     try:
-        it = blocks.iterate(dtype)
-        item = next(it, None)
-        index = 0
-        while item is not None:
-            start, block = item
-            jobs = [(index + j, start + s, block[s:e]) for j, (s, e) in enumerate(_sub_blocks(block.shape[0], blocks.d))]
-            index += len(jobs)
-            if pool is None:
-                results = [work(*job) for job in jobs]
-                item = next(it, None)
-            else:
-                futures = [pool.submit(work, *job) for job in jobs]
-                try:
+        with single_threaded_blas():  # numpy's BLAS (the Gram pass) on one thread per worker as well
+            it = blocks.iterate(dtype)
+            item = next(it, None)
+            index = 0
+            while item is not None:
+                start, block = item
+                jobs = [(index + j, start + s, block[s:e]) for j, (s, e) in enumerate(_sub_blocks(block.shape[0], blocks.d))]
+                index += len(jobs)
+                if pool is None:
+                    results = [work(*job) for job in jobs]
                     item = next(it, None)
-                finally:
-                    results = [f.result() for f in futures]
-            if combine is not None:
-                for r in results:
-                    combine(r)
+                else:
+                    futures = [pool.submit(work, *job) for job in jobs]
+                    try:
+                        item = next(it, None)
+                    finally:
+                        results = [f.result() for f in futures]
+                if combine is not None:
+                    for r in results:
+                        combine(r)
     finally:
         torch.set_num_threads(threads)
 
 
-def _gram32(blocks: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(G, column sums, E)`` of ``A``: float32 products of `CHUNK` rows summed in float64, and ``E``,
-    an estimate of ``G``'s rounding error.
+def gram(blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
+    """``(A^T A, column sums)`` in float64, `NonFiniteError` on NaN/inf.
 
-    In every sub-block the chunk of largest trace (the largest products, where the rounding is
-    largest) is also multiplied in float64; the sum of the differences is scaled by ``sqrt`` of the
-    sum of all chunks' squared traces over the sampled chunks' (the rounding of independent chunks
-    adds up like a random walk, each chunk's in proportion to its size).
+    Each worker converts its sub-block to float64 in a reused buffer and forms ``X^T X`` with numpy's
+    BLAS (a symmetric rank-k update: half the products of a general one); 1M x 64 takes 0.09 s here,
+    no longer than float32 products of 256-row chunks summed in float64.
     """
     d = blocks.d
     local = threading.local()
 
-    def work(_index: int, _start: int, x: torch.Tensor):
+    def work(_index: int, _start: int, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         rows = x.shape[0]
-        m = rows // CHUNK * CHUNK
-        k = m // CHUNK
-        g = torch.zeros((d, d), dtype=torch.float64)
-        tr2 = sample_tr2 = 0.0
-        diff = None
-        if k:
-            buf = getattr(local, "buf", None)
-            if buf is None or buf.shape[0] < k:
-                buf = local.buf = torch.empty((k, d, d), dtype=torch.float32)
-                local.buf64 = torch.empty((k, d * d), dtype=torch.float64)
-            v = x[:m].view(k, CHUNK, d)
-            prods = torch.bmm(v.transpose(1, 2), v, out=buf[:k])
-            prods64 = local.buf64[:k].copy_(prods.view(k, d * d))
-            g += prods64.sum(0).view(d, d)
-            traces = prods64.view(k, d, d).diagonal(dim1=1, dim2=2).sum(1)
-            tr2 = float(traces.square().sum())
-            j = int(traces.argmax())
-            xs = x[j * CHUNK : (j + 1) * CHUNK].double()
-            diff = xs.T @ xs - prods64[j].view(d, d)
-            sample_tr2 = float(traces[j]) ** 2
-        if m < rows:
-            r = x[m:]
-            gr = (r.T @ r).double()
-            g += gr
-            tr2 += float(torch.trace(gr)) ** 2
-            if not k:  # fewer rows than a chunk: their one product is the sample
-                xs = r.double()
-                diff, sample_tr2 = xs.T @ xs - gr, tr2
-        return g, x.sum(0).double(), tr2, diff, sample_tr2
+        buf = getattr(local, "buf", None)
+        if buf is None or buf.shape[0] < rows:
+            buf = local.buf = np.empty((rows, d), dtype=np.float64)
+        x64 = buf[:rows]
+        x64[...] = x.numpy()
+        return x64.T @ x64, x64.sum(0)
 
-    g = torch.zeros((d, d), dtype=torch.float64)
-    s = torch.zeros(d, dtype=torch.float64)
-    e = torch.zeros((d, d), dtype=torch.float64)
-    tr2s = [0.0, 0.0]
+    g = np.zeros((d, d), dtype=np.float64)
+    s = np.zeros(d, dtype=np.float64)
 
-    def combine(result) -> None:
-        gi, si, tr2, diff, str2 = result
-        g.add_(gi)
-        s.add_(si)
-        tr2s[0] += tr2
-        if diff is not None:
-            e.add_(diff)
-            tr2s[1] += str2
+    def combine(result: tuple[np.ndarray, np.ndarray]) -> None:
+        np.add(g, result[0], out=g)
+        np.add(s, result[1], out=s)
 
     _each_sub_block(blocks, torch.float32, work, combine)
-    tr2_all, tr2_sampled = tr2s
-    g, s, e = g.numpy(), s.numpy(), e.numpy()
-    _check_finite(g)
-    _check_finite(s)
-    if tr2_sampled > 0:
-        e *= math.sqrt(tr2_all / tr2_sampled)
-    return g, s, np.nan_to_num(e)
-
-
-def gram(blocks: Blocks, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
-    """``(A^T A, column sums)`` in float64; float32 products of `CHUNK` rows summed in float64, or
-    float64 products with ``dtype=torch.float64``. `NonFiniteError` on NaN/inf."""
-    if dtype == torch.float32:
-        g, s, _ = _gram32(blocks)
-        return g, s
-
-    def work(_index: int, _start: int, x: torch.Tensor):
-        return x.T @ x, x.sum(0)
-
-    d = blocks.d
-    g = torch.zeros((d, d), dtype=torch.float64)
-    s = torch.zeros(d, dtype=torch.float64)
-
-    def combine(result) -> None:
-        g.add_(result[0])
-        s.add_(result[1])
-
-    _each_sub_block(blocks, torch.float64, work, combine)
-    g, s = g.numpy(), s.numpy()
     _check_finite(g)
     _check_finite(s)
     return g, s
@@ -388,14 +325,18 @@ def _refine(blocks: Blocks, w: np.ndarray, ridge: float, dtype: torch.dtype) -> 
     return w @ w2
 
 
-def one_pass_error(w: np.ndarray, e: np.ndarray, kappa: float) -> float:
-    """Estimated largest relative error of scores from ``W`` in one float32 pass, given ``E``, the
-    estimated rounding of ``G``: `ESTIMATE_SAFETY` times ``||W^T E W||_2`` (a row's score ``|a W|^2``
-    is off by at most that fraction when ``G`` is off by ``E``) plus `SCORE_ERROR` for the pass's own
-    rounding."""
-    f = w.T @ e @ w
-    spread = float(np.max(np.abs(np.linalg.eigvalsh(0.5 * (f + f.T)))))
-    return ESTIMATE_SAFETY * spread + SCORE_ERROR[0] + SCORE_ERROR[1] * kappa
+def one_pass_error(kappa: float, blocks: Blocks) -> float:
+    """Estimated largest relative error of scores from the float64 Gram matrix in one float32 pass:
+    the pass's own rounding (`SCORE_ERROR`, measured) plus a bound on the Gram matrix's rounding.
+
+    Each sub-block's product sums at most `_sub_rows` terms and the sub-blocks' sum adds one term per
+    sub-block, so every entry of the (Jacobi-scaled) Gram matrix is off by at most ``(rows + count)
+    2^-53``; ``d`` times that bounds the spectral norm of the error ``E``, and a row's score is off by
+    at most ``||W^T E W|| <= ||E|| kappa^2`` relative.
+    """
+    count = -(-blocks.n // _sub_rows(blocks.d))
+    gram_error = blocks.d * (min(blocks.n, _sub_rows(blocks.d)) + count) * 2.0**-53 * kappa**2
+    return gram_error + SCORE_ERROR[0] + SCORE_ERROR[1] * kappa
 
 
 def exact_scores(blocks: Blocks, *, ridge: float = 0.0, rtol: float = 1e-6) -> Scores:
@@ -404,7 +345,7 @@ def exact_scores(blocks: Blocks, *, ridge: float = 0.0, rtol: float = 1e-6) -> S
     ``ridge`` is the absolute ``lam`` of ``A^T A + lam I``. Raises `NonFiniteError` on NaN/inf.
     """
     t0 = time.perf_counter()
-    g, colsum, err = _gram32(blocks)
+    g, colsum = gram(blocks)
     w, rank, kappa = whitening(g, ridge, rtol)
     passes = 1
     estimate = None
@@ -412,20 +353,19 @@ def exact_scores(blocks: Blocks, *, ridge: float = 0.0, rtol: float = 1e-6) -> S
         values = np.zeros(blocks.n)
         method = "cholesky_qr32"
     else:
-        if kappa <= FLOAT32_KAPPA:
-            estimate = one_pass_error(w, err, kappa)
+        if math.isfinite(kappa):
+            estimate = one_pass_error(kappa, blocks)
         if estimate is not None and estimate <= ONE_PASS_TOL:
             method, dtype = "cholesky_qr32", torch.float32
-        elif kappa <= FLOAT32_KAPPA:
+        elif math.isfinite(kappa) and SCORE_ERROR[0] + SCORE_ERROR[1] * kappa <= ONE_PASS_TOL:
+            # the Gram matrix's rounding is what the estimate could not rule out: refined away here
             method, dtype = "cholesky_qr2_32", torch.float32
             w = _refine(blocks, w, ridge, dtype)
             passes += 1
         else:
             method, dtype = "cholesky_qr2_64", torch.float64
-            g, colsum = gram(blocks, torch.float64)
-            w, rank, kappa = whitening(g, ridge, rtol)
             w = _refine(blocks, w, ridge, dtype)
-            passes += 2
+            passes += 1
         values = _row_norms(blocks, w, dtype)
         passes += 1
     meta = {"method": method, "rank": rank, "kappa": _num(kappa), "passes": passes, "seconds": round(time.perf_counter() - t0, 6)}

@@ -60,7 +60,7 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_note_fork)
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """A context that holds the BLAS libraries at one thread; links scipy's ``sgemm`` (Fortran
     interface) for the kernels on first use. The controller is made once per process (making one
     scans the loaded libraries, about 4 ms)."""
@@ -250,7 +250,7 @@ def lloyd(
     before = 0 if serial else numba.get_num_threads()
     done = 0
     sq_norms = None
-    with _single_threaded_blas():
+    with single_threaded_blas():
         if not serial:
             numba.set_num_threads(threads)
         try:
