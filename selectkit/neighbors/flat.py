@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from numba import njit
 
-from selectkit.neighbors.memory import Blocks
+from selectkit.neighbors.memory import Blocks, search_workers
 
 # Kernels use every fast-math flag but "ninf": the heaps start at -inf, which "ninf" would assume away.
 FAST = {"nnan", "nsz", "arcp", "contract", "afn", "reassoc"}
+MAX_FAILED = 0.25  # when more of the first bfloat16 blocks' certificates fail, the rest of the search runs float32
 SELF_BLOCK = 768  # points per block of the self-join: a 768 x 768 tile (2.25 MiB), fastest of 384 to 1024 here
 
 
@@ -234,6 +235,7 @@ class FlatEngine:
         self._low: Any = None  # the bfloat16 copy, made by the first `search` that runs the pass
         self._lock = threading.Lock()
         self.rechecked = 0  # queries of bfloat16 searches whose certificate failed (searched again in float32)
+        self.abandoned = 0  # searches that went on in float32 after their first blocks failed more than MAX_FAILED of their certificates
 
     def _bf16_base(self) -> Any:
         """The base's `selectkit.neighbors.lowp.Bf16Base`, made once (self-searches never need it)."""
@@ -241,7 +243,7 @@ class FlatEngine:
 
         with self._lock:
             if self._low is None:
-                self._low = Bf16Base(self.base.numpy(), self.bias)
+                self._low = Bf16Base(self.base.numpy(), self.l2)
             return self._low
 
     def search(self, queries: np.ndarray, k: int, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -341,43 +343,69 @@ class FlatEngine:
         return scores[:, 0], labels, np.bincount(labels, minlength=self.base.shape[0])
 
     def _parallel(self, queries, k, blocks, scores, indices) -> None:
-        """Spread the query blocks over the workers."""
+        """Spread the query blocks over the workers.
+
+        Through the bfloat16 pass, the first blocks (one per worker) go first; when more than
+        `MAX_FAILED` of their queries fail the certificate (data whose scores crowd the k-th best
+        more closely than bfloat16 can tell apart), the other blocks run float32 products, which are
+        faster there. The choice depends on the data alone, never on the thread schedule.
+        """
+        from selectkit.neighbors.lowp import heap_width
+
         nq = queries.shape[0]
         if nq == 0:
             return
-        next_start = task_source(range(0, nq, blocks.query))
+        starts = list(range(0, nq, blocks.query))
+        low = self._low if self.precision == "bf16" and heap_width(k) < self.base.shape[0] else None
+        if low is not None and len(starts) > 1:
+            workers = max(1, min(blocks.workers or search_workers(), len(starts)))
+            pilot, starts = starts[:workers], starts[workers:]
+            failed = self._blocks(queries, k, blocks, pilot, scores, indices, low)
+            tried = min(nq, pilot[-1] + blocks.query)
+            if failed > MAX_FAILED * tried:
+                low = None
+                with self._lock:
+                    self.abandoned += 1
+        self._blocks(queries, k, blocks, starts, scores, indices, low)
+
+    def _blocks(self, queries, k, blocks, starts, scores, indices, low) -> int:
+        """The query blocks at ``starts`` on the workers (bfloat16 pass when ``low``); returns the
+        queries whose certificate failed."""
+        next_start = task_source(starts)
+        failed = [0]
 
         def worker() -> None:
-            self._run(queries, k, blocks, next_start, scores, indices)
+            count = self._run(queries, k, blocks, next_start, scores, indices, low)
+            with self._lock:
+                failed[0] += count
+                self.rechecked += count
 
-        run_workers(worker, -(-nq // blocks.query), blocks.workers)
+        if starts:
+            run_workers(worker, len(starts), blocks.workers)
+        return failed[0]
 
-    def _run(self, queries, k, blocks, next_start, scores, indices) -> None:
-        """One worker: take query blocks until none is left; each sweeps the base tile by tile (through
-        the bfloat16 pass when the engine has one and the base is wider than its candidate heap)."""
+    def _run(self, queries, k, blocks, next_start, scores, indices, low) -> int:
+        """One worker: take query blocks until none is left; each sweeps the base tile by tile, through
+        the bfloat16 pass with ``low`` (a `selectkit.neighbors.lowp.Bf16Base`). Returns the queries whose
+        certificate failed (searched again in float32)."""
         import torch
 
-        from selectkit.neighbors.lowp import certified_sweep, heap_width
+        from selectkit.neighbors.lowp import certified_sweep
 
         n = self.base.shape[0]
         size = blocks.query * min(blocks.base, n)
         buffer = torch.empty(size, dtype=torch.float32)
-        low = self._low if self.precision == "bf16" and heap_width(k) < n else None
         half = torch.empty(size, dtype=torch.bfloat16) if low is not None else None
         q_all = torch.from_numpy(queries)
-        rechecked = 0
+        failed = 0
         with torch.inference_mode():
             while (i := next_start()) is not None:
                 m = min(blocks.query, queries.shape[0] - i)
                 if low is None:
                     sweep(self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, buffer)
                 else:
-                    rechecked += certified_sweep(
-                        low, self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, (half, buffer)
-                    )
-        if rechecked:
-            with self._lock:
-                self.rechecked += rechecked
+                    failed += certified_sweep(low, self.base, self.bias, q_all[i : i + m], scores[i : i + m], indices[i : i + m], blocks.base, (half, buffer))
+        return failed
 
 
 LOCALITY_GROUP = 128  # points per seed of `locality_order`'s grouping

@@ -102,15 +102,24 @@ def _run_probe() -> bool:
 
 
 class Bf16Base:
-    """The bfloat16 copy of a float32 base and the constants of its error bound."""
+    """The bfloat16 copy of a float32 base and the constants of its error bound.
 
-    def __init__(self, base: np.ndarray, bias: np.ndarray) -> None:
+    With ``l2`` the copy is of the centred rows ``x - mu`` (``mu`` the base's mean): squared distances
+    do not change, and the products, whose bfloat16 rounding is relative to their size, get smaller,
+    so far fewer certificates fail on data away from the origin (raw pixels, say). ``bias`` then
+    holds ``|x - mu|^2 / 2``, the centred rows' own bias.
+    """
+
+    def __init__(self, base: np.ndarray, l2: bool) -> None:
         import torch
 
         from selectkit.neighbors.flat import run_workers, task_source
 
         n, d = base.shape
         self.d = d
+        self.l2 = l2
+        self.center = (base.mean(axis=0, dtype=np.float64).astype(np.float32) if l2 else np.zeros(d, dtype=np.float32))
+        self.bias = np.zeros(n, dtype=np.float32)
         bits = np.empty((n, d), dtype=np.uint16)
         step = 16_384
         starts = list(range(0, n, step))
@@ -120,15 +129,15 @@ class Bf16Base:
         def worker() -> None:
             while (job := take()) is not None:
                 b, i = job
-                stats[b] = _to_bf16(base[i : i + step], bits[i : i + step])
+                stats[b] = _to_bf16(base[i : i + step], self.center, bits[i : i + step], self.bias[i : i + step], l2)
 
         run_workers(worker, len(starts))
         self.rows = torch.from_numpy(bits).view(torch.bfloat16)
         top = stats.max(axis=0) if starts else np.zeros(3)
-        self.residual = float(np.sqrt(top[0]))  # max |x - x~|
-        self.norm = float(np.sqrt(top[1]))  # max |x|
-        self.rounded_norm = float(np.sqrt(top[2]))  # max |x~|
-        self.bias_max = float(np.max(np.abs(bias))) if bias.size else 0.0
+        self.residual = float(np.sqrt(top[0]))  # max |y - y~| over the (centred) rows y
+        self.norm = float(np.sqrt(top[1]))  # max |y|
+        self.rounded_norm = float(np.sqrt(top[2]))  # max |y~|
+        self.bias_max = float(np.max(np.abs(self.bias))) if n else 0.0
 
     def query_slack(self, q_norm: np.ndarray, q_residual: np.ndarray) -> np.ndarray:
         """Per query, the part of the bound that does not depend on the score: the inputs' rounding and
@@ -137,28 +146,33 @@ class Bf16Base:
 
 
 @njit(nogil=True, cache=True)
-def _to_bf16(x: np.ndarray, out: np.ndarray) -> tuple[float, float, float]:
-    """Round ``x`` (finite float32) to bfloat16 bits in ``out`` (round to nearest, ties to even); returns
-    the largest squared row norms of the residual ``x - x~``, of ``x`` and of ``x~`` (float64 sums)."""
-    flat_in = x.reshape(-1).view(np.uint32)
-    flat_out = out.reshape(-1)
+def _to_bf16(x: np.ndarray, center: np.ndarray, out: np.ndarray, bias: np.ndarray, l2: bool) -> tuple[float, float, float]:
+    """Round the rows ``y = x - center`` (finite float32) to bfloat16 bits in ``out`` (round to nearest,
+    ties to even); with ``l2`` write ``|y|^2 / 2`` to ``bias``. Returns the largest squared row norms of
+    the residual ``y - y~``, of ``y`` and of ``y~`` (float64 sums)."""
     d = x.shape[1]
+    row = np.empty(d, dtype=np.float32)
+    row_in = row.view(np.uint32)
     row_bits = np.empty(d, dtype=np.uint32)
     row_back = row_bits.view(np.float32)  # the rounded row read back as float32
     worst_res = worst_norm = worst_low = 0.0
     for i in range(x.shape[0]):
         for j in range(d):
-            b = flat_in[i * d + j]
+            row[j] = x[i, j] - center[j]
+        for j in range(d):
+            b = row_in[j]
             r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-            flat_out[i * d + j] = np.uint16(r)
+            out[i, j] = np.uint16(r)
             row_bits[j] = r << np.uint32(16)
         res = norm = low = 0.0
         for j in range(d):
-            v = np.float64(x[i, j])
+            v = np.float64(row[j])
             w = np.float64(row_back[j])
             res += (v - w) * (v - w)
             norm += v * v
             low += w * w
+        if l2:
+            bias[i] = np.float32(0.5 * norm)
         worst_res = max(worst_res, res)
         worst_norm = max(worst_norm, norm)
         worst_low = max(worst_low, low)
@@ -166,8 +180,9 @@ def _to_bf16(x: np.ndarray, out: np.ndarray) -> tuple[float, float, float]:
 
 
 @njit(nogil=True, fastmath=FAST, cache=True)
-def rescore(q: np.ndarray, base: np.ndarray, bias: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
-    """``out[i, j] = q[i] . base[idx[i, j]] - bias[idx[i, j]]`` summed in float64 (``-inf`` where ``idx < 0``)."""
+def rescore(q: np.ndarray, base: np.ndarray, center: np.ndarray, l2: bool, idx: np.ndarray, out: np.ndarray) -> None:
+    """Each candidate's score from the float32 inputs, summed in float64 (``-inf`` where ``idx < 0``):
+    ``q . x`` for inner products; ``(q - c) . (x - c) - |x - c|^2 / 2`` with ``l2`` (``c = center``)."""
     m, width = idx.shape
     d = q.shape[1]
     for i in range(m):
@@ -177,9 +192,12 @@ def rescore(q: np.ndarray, base: np.ndarray, bias: np.ndarray, idx: np.ndarray, 
                 out[i, j] = -np.inf
                 continue
             s = 0.0
+            half = 0.0
             for c in range(d):
-                s += np.float64(q[i, c]) * np.float64(base[r, c])
-            out[i, j] = s - np.float64(bias[r])
+                y = np.float64(base[r, c]) - np.float64(center[c])
+                s += (np.float64(q[i, c]) - np.float64(center[c])) * y
+                half += y * y
+            out[i, j] = s - 0.5 * half if l2 else s
 
 
 def certified_sweep(
@@ -195,8 +213,9 @@ def certified_sweep(
     """The exact ``k`` best base rows of one query block through the bfloat16 pass; returns how many
     queries failed their certificate and were searched again in float32.
 
-    ``base_f32`` ``[n, d]`` and ``q`` ``[m, d]`` float32 torch tensors, ``heap_s``/``heap_i`` the block's
-    ``[m, k]`` results (written), ``buffers`` a bfloat16 and a float32 tile buffer of at least
+    ``base_f32`` ``[n, d]`` and ``q`` ``[m, d]`` float32 torch tensors, ``bias`` the engine's float32
+    bias (for the re-search), ``heap_s``/``heap_i`` the block's ``[m, k]`` results in the engine's
+    convention (written), ``buffers`` a bfloat16 and a float32 tile buffer of at least
     ``m * min(base_block, n)`` elements each (the float32 one also serves the float32 re-search).
     """
     import torch
@@ -205,10 +224,12 @@ def certified_sweep(
     m, k = heap_s.shape
     width = heap_width(k)
     tile16, tile32 = buffers
-    q16 = q.bfloat16()
+    center = torch.from_numpy(low.center)
+    qc = q - center if low.l2 else q
+    q16 = qc.bfloat16()
     q_back = q16.float()
     q_norm = q_back.norm(dim=1).double().numpy()
-    q_residual = (q - q_back).norm(dim=1).double().numpy()
+    q_residual = (qc - q_back).norm(dim=1).double().numpy()
     wide_s = np.full((m, width), -np.inf, dtype=np.float32)
     wide_i = np.full((m, width), -1, dtype=np.int64)
     worst = wide_s[:, 0].copy()
@@ -218,23 +239,25 @@ def certified_sweep(
         t32 = tile32[: m * w].view(w, m)
         torch.mm(low.rows[j : j + w], q16.T, out=t16)
         t32.copy_(t16)
-        scan_tile(t32.numpy(), bias[j : j + w], np.arange(j, j + w), wide_s, wide_i, worst)
+        scan_tile(t32.numpy(), low.bias[j : j + w], np.arange(j, j + w), wide_s, wide_i, worst)
     exact = np.empty((m, width), dtype=np.float64)
-    rescore(q.numpy(), base_f32.numpy(), bias, wide_i, exact)
+    q_np = q.numpy()
+    rescore(q_np, base_f32.numpy(), low.center, low.l2, wide_i, exact)
     order = np.lexsort((wide_i, -exact), axis=-1)[:, :k]
     best_s = np.take_along_axis(exact, order, 1)
     best_i = np.take_along_axis(wide_i, order, 1)
     # worst[c] is the heap's minimum approximate score: every point outside the heap scored at most that.
     h = worst.astype(np.float64)
     upper = h + low.query_slack(q_norm, q_residual) + SLACK * U_BF16 * (np.abs(h) + low.bias_max)
-    kth = best_s[:, k - 1] - SLACK * q.shape[1] * 2.0**-52 * q_norm * low.norm
+    kth = best_s[:, k - 1] - SLACK * q.shape[1] * 2.0**-52 * (q_norm + 1.0) * (low.norm + 1.0)
     certified = np.isneginf(h) | (upper < kth)  # a heap that is not full holds every point
+    if low.l2:  # back from centred scores to the engine's q . x - |x|^2 / 2 (a constant per query)
+        shift = q_np.astype(np.float64) @ low.center.astype(np.float64) - 0.5 * float(np.dot(low.center.astype(np.float64), low.center))
+        best_s = best_s + shift[:, None]
     heap_s[:] = best_s.astype(np.float32)
     heap_i[:] = best_i
     failed = np.flatnonzero(~certified)
     if failed.size:
-        heap_s[failed] = -np.inf
-        heap_i[failed] = -1
         sub_s = np.full((failed.size, k), -np.inf, dtype=np.float32)
         sub_i = np.full((failed.size, k), -1, dtype=np.int64)
         sweep(base_f32, bias, q[torch.from_numpy(failed)], sub_s, sub_i, base_block, tile32)

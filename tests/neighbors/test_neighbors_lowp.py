@@ -8,7 +8,7 @@ from selectkit.errors import ConfigError
 from selectkit.neighbors import NeighborConfig, NeighborIndex, estimate_memory_bytes, knn
 from selectkit.neighbors import lowp
 from selectkit.neighbors.config import flat_precision
-from selectkit.neighbors.flat import FlatEngine, score_bias
+from selectkit.neighbors.flat import FlatEngine
 from selectkit.neighbors.memory import Blocks
 
 needs_bf16 = pytest.mark.skipif(not lowp.bf16_products_ok(), reason="torch's bfloat16 products here do not meet the certificate's error model")
@@ -80,8 +80,7 @@ def test_near_ties_fail_the_certificate_and_are_searched_again_in_float32():
 def test_the_error_bound_holds_on_real_products():
     """|bfloat16 tile score - float64 score| stays within the bound the certificate uses, for every pair."""
     base, q = clustered(4_000, 200, seed=3, queries=256)
-    bias = score_bias(base, True)
-    low = lowp.Bf16Base(base, bias)
+    low = lowp.Bf16Base(base, l2=False)
     q16 = torch.from_numpy(q).bfloat16()
     q_back = q16.float()
     approx = torch.mm(low.rows, q16.T).float().numpy().T  # [queries, base], bfloat16 output
@@ -97,7 +96,7 @@ def test_bf16_bits_round_to_nearest_even_like_torch():
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((300, 37)) * 10.0 ** rng.integers(-6, 6, (300, 1))).astype(np.float32)
     x[0, :4] = [1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, -(1.0 + 2.0**-8), 0.0]  # exact ties round to even
-    low = lowp.Bf16Base(x, np.zeros(x.shape[0], np.float32))
+    low = lowp.Bf16Base(x, l2=False)
     ours = low.rows.view(torch.int16).numpy()
     theirs = torch.from_numpy(x).bfloat16().view(torch.int16).numpy()
     np.testing.assert_array_equal(ours, theirs)
@@ -163,3 +162,31 @@ def test_the_bfloat16_copy_is_made_only_for_searches_of_other_queries():
     assert index._engine._low is None
     index.search(q, 5)
     assert index._engine._low is not None and index._engine._low.rows.dtype == torch.bfloat16
+
+
+@needs_bf16
+def test_l2_rows_are_centred_so_data_far_from_the_origin_still_certifies():
+    base, q = clustered(20_000, 64, seed=9, queries=600)
+    base, q = base + 100.0, q + 100.0  # every product ~640,000: bfloat16's rounding of it alone is ~2,500
+    index = NeighborIndex(config=NeighborConfig(metric="l2", precision="bf16", block_size=128)).fit(base)
+    dist, idx = index.search(q, 8)
+    assert index._engine.rechecked < 0.05 * q.shape[0] and index._engine.abandoned == 0
+    # exact to well below the spacing of neighbours' distances (~1): float32 products of these rows are
+    # not (their q . x - |x|^2 / 2 cancels to 0.06 resolution), the centred float64 rescoring is
+    assert_exact(idx, brute(base, q, "l2"), 8, tol=1e-3)
+
+
+@needs_bf16
+def test_a_search_whose_first_blocks_fail_goes_on_in_float32_with_the_same_results():
+    rng = np.random.default_rng(10)
+    d = 64
+    point = rng.standard_normal(d).astype(np.float32)
+    base = np.concatenate([3.0 * rng.standard_normal((4000, d)), point + 1e-4 * rng.standard_normal((2000, d))]).astype(np.float32)
+    q = point + 1e-4 * rng.standard_normal((400, d)).astype(np.float32)  # every query inside the crowd
+    index = NeighborIndex(config=NeighborConfig(metric="l2", precision="bf16", block_size=50)).fit(base)
+    dist, idx = index.search(q, 6)
+    engine = index._engine
+    workers = min(torch.get_num_threads(), 8)
+    assert engine.abandoned == 1 and engine.rechecked == 50 * workers  # only the first blocks tried bfloat16
+    ref = knn(base, q, k=6, config=NeighborConfig(metric="l2", precision="fp32", block_size=50))
+    np.testing.assert_array_equal(idx, ref[1])
