@@ -22,6 +22,11 @@ Each term is measured from the data (the residual norms of the rounding), so the
 the ``k``-th rescored score is itself lowered by the float64 rescoring's error. The model of the
 product (float32 accumulation, one rounding at the end) is checked once per process on a probe
 product (`bf16_products_ok`): a backend that does otherwise is not used.
+
+For L2 the pass works on rows centred on the base's mean (distances do not change, the products and
+their rounding shrink). Data whose scores crowd the ``k``-th best more closely than bfloat16 can
+resolve fails many certificates; the engine then runs the rest of that search in float32
+(`selectkit.neighbors.flat.MAX_FAILED`).
 """
 
 from __future__ import annotations
