@@ -74,6 +74,11 @@ def main() -> None:
         cfg = compose(out, overrides("random", 0, train, val, args.epochs, SCHEDULE, args.total, args.initial, args.batch_size, args.min_steps))
         result["throughput"] = scoring_throughput(cfg)
         print(f"bench_active: throughput {json.dumps({k: v for k, v in result['throughput'].items() if k != 'seconds'})}", flush=True)
+    # runs of strategies not asked for this time (earlier invocations into the same folder) are
+    # reported too: read their acquisition seconds from their summaries
+    for summary_path in sorted((out / "runs").glob("*/seed_*/summary.json")):
+        key = f"{summary_path.parent.parent.name}/{summary_path.parent.name}"
+        result["runs"].setdefault(key, json.loads(summary_path.read_text())["select_s"])
     report_main([str(out / "runs"), "--out", str(out / "report")])
     curves = label_curves(load_runs([out / "runs"]))
     result["curves"] = curves

@@ -16,6 +16,7 @@ STRATEGIES: dict[str, list[str]] = {
     "least_confidence": ["rounds.acquire.name=least_confidence"],
     "entropy": ["rounds.acquire.name=entropy"],
     "power_entropy": ["rounds.acquire.name=entropy", "+rounds.acquire.stochastic=power", "+rounds.acquire.temperature=1.0"],
+    "power_entropy_t05": ["rounds.acquire.name=entropy", "+rounds.acquire.stochastic=power", "+rounds.acquire.temperature=0.5"],
     "bald": ["rounds.acquire.name=bald", "+rounds.acquire.passes=10"],
     "power_bald": ["rounds.acquire.name=bald", "+rounds.acquire.passes=10", "+rounds.acquire.stochastic=power", "+rounds.acquire.temperature=1.0"],
     "kcenter": ["rounds.acquire.name=kcenter"],
