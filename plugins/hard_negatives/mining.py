@@ -67,6 +67,7 @@ class Mined:
         depth: int64 ``[m]`` the search depth each anchor ended at.
         removed: candidates removed by each filter of `FILTERS`, summed over anchors.
         retrieved: candidates retrieved in all, at each anchor's final depth.
+        search: how the neighbour search ran (`selectkit.neighbors.NeighborIndex.info`).
     """
 
     negatives: np.ndarray
@@ -76,6 +77,7 @@ class Mined:
     depth: np.ndarray
     removed: dict[str, int] = field(default_factory=dict)
     retrieved: int = 0
+    search: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short(self) -> np.ndarray:
@@ -219,7 +221,7 @@ def mine(
     padded = np.zeros(m, dtype=np.int64)
     if s.on_short == "pad":
         _pad(neg, sc, padded, anchor_vectors, corpus_vectors, anchor_items, corpus_items, positive_keys, n_items, labelled, anchor_labels, corpus_labels, metric, seed, setting)
-    return Mined(neg, sc, found, padded, depth_of, removed, retrieved)
+    return Mined(neg, sc, found, padded, depth_of, removed, retrieved, index.info())
 
 
 def _thresholds(s: MiningSettings, ref: np.ndarray) -> dict[str, np.ndarray]:

@@ -50,7 +50,8 @@ class HardNegatives(Selector):
     ``meta``), or ``pad`` (random non-excluded corpus items, counted).
 
     ``meta`` holds the table of what was mined and filtered: retrieved candidates, removals per
-    filter, short, skipped and padded anchors, depths, score means, and (from the second mining on)
+    filter, short, skipped and padded anchors, depths, score means, how the search ran (``search``:
+    backend, precision, queries rechecked in float32), and (from the second mining on)
     the share of anchors whose negatives changed since the previous mining. The latest mined tuples
     (global ids: anchors, positives, negatives) and their epoch are the selector's state, so they
     travel in checkpoints.
@@ -342,6 +343,7 @@ class HardNegatives(Selector):
             "negatives": k,
             "corpus": int(corpus_size),
             "retrieved": int(result.retrieved),
+            "search": result.search,
             "removed": {f: int(result.removed.get(f, 0)) for f in FILTERS},
             "short": int(result.short.sum()),
             "skipped_short": int((~keep).sum()),

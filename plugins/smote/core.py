@@ -184,8 +184,9 @@ class LayerFitted:
 
     @property
     def info(self) -> dict[str, Any]:
-        """How this search runs: base size, the backend the index runs, whether it fell back to exact search."""
-        return {"n": int(self.base.shape[0]), "backend": self.index.backend_, "exact_fallback": bool(self.index.exact_fallback_)}
+        """How this search runs (`selectkit.neighbors.NeighborIndex.info`): base size, the backend the
+        index runs, whether it fell back to exact search, its precision."""
+        return self.index.info()
 
     def __call__(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
         with renamed(self.names):

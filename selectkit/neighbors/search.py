@@ -102,6 +102,21 @@ class NeighborIndex(BaseEstimator):
             _builds[0] += 1
         return self
 
+    def info(self) -> dict[str, Any]:
+        """How this index searches, for manifests: base size ``n``, the ``backend`` it runs, whether it
+        fell back to exact search, the exact engine's ``precision``, and ``rechecked`` (queries the
+        bfloat16 pass searched again in float32) with ``bf16_abandoned`` (searches it handed to
+        float32 after their first blocks), both counted since `fit`."""
+        self._check_fitted()
+        return {
+            "n": int(self.n_samples_fit_),
+            "backend": self.backend_,
+            "exact_fallback": bool(self.exact_fallback_),
+            "precision": self.precision_,
+            "rechecked": int(getattr(self._engine, "rechecked", 0)),
+            "bf16_abandoned": int(getattr(self._engine, "abandoned", 0)),
+        }
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "_engine"):
             raise RuntimeError("NeighborIndex is not built yet; call fit(base) first")

@@ -184,6 +184,8 @@ def test_false_negative_guard_and_margins_hold_in_the_scores():
     assert np.all(np.diff(neg, axis=1) <= 0), "negatives best first"
     removed = out.meta["removed"]
     assert set(removed) == set(FILTERS) and removed["same_label"] > 0 and removed["absolute_margin"] + removed["relative_margin"] > 0
+    search = out.meta["search"]  # how the neighbour search ran, for the manifest
+    assert search["backend"] == "flat" and search["n"] == len(x) and search["precision"] in ("fp32", "bf16") and search["rechecked"] >= 0
 
 
 # ----------------------------------------------------------------------------------- sampling
