@@ -195,6 +195,18 @@ def _pool(count: int) -> ThreadPoolExecutor:
         return pool
 
 
+def each_row_block(n: int, step: int, work: Callable[[int, int], None]) -> None:
+    """``work(start, stop)`` for consecutive blocks of ``step`` rows out of ``n``, spread over the workers."""
+    starts = range(0, n, step)
+    take = task_source(starts)
+
+    def worker() -> None:
+        while (i := take()) is not None:
+            work(i, min(n, i + step))
+
+    run_workers(worker, len(starts))
+
+
 def run_workers(worker: Callable[[], None], jobs: int, workers: int = 0) -> None:
     """Run ``worker`` on as many threads as torch has (or ``workers``), never more than ``jobs``,
     with torch single-threaded meanwhile; a worker's exception is raised here.
@@ -237,10 +249,13 @@ class FlatEngine:
         self.rechecked = 0  # queries of bfloat16 searches whose certificate failed (searched again in float32)
         self.abandoned = 0  # searches that went on in float32 after their first blocks failed more than MAX_FAILED of their certificates
 
-    def _bf16_base(self) -> Any:
-        """The base's `selectkit.neighbors.lowp.Bf16Base`, made once (self-searches never need it)."""
-        from selectkit.neighbors.lowp import Bf16Base
+    def _bf16_for(self, k: int) -> Any:
+        """The base's `selectkit.neighbors.lowp.Bf16Base` when a search of ``k`` runs the bfloat16 pass
+        (made on first use, on the calling thread; self-searches never ask), else None."""
+        from selectkit.neighbors.lowp import Bf16Base, heap_width
 
+        if self.precision != "bf16" or heap_width(k) >= self.base.shape[0]:
+            return None
         with self._lock:
             if self._low is None:
                 self._low = Bf16Base(self.base.numpy(), self.l2)
@@ -254,11 +269,7 @@ class FlatEngine:
         and far fewer tile rows beat some query's ``k``-th best and need walking again (a third of
         the scan's time on clustered data). Results come back in the queries' own order.
         """
-        from selectkit.neighbors.lowp import heap_width
-
         nq = queries.shape[0]
-        if self.precision == "bf16" and heap_width(k) < self.base.shape[0]:
-            self._bf16_base()  # made here, on the calling thread, before the workers need it
         # seeds of the queries' grouping: at most 1/64 of the base, so that it costs under 2% of the search
         seeds = min(LOCALITY_SEEDS, nq // LOCALITY_GROUP, self.base.shape[0] // 64)
         reorder = nq > blocks.query and k > 1 and seeds >= 2
@@ -350,13 +361,11 @@ class FlatEngine:
         more closely than bfloat16 can tell apart), the other blocks run float32 products, which are
         faster there. The choice depends on the data alone, never on the thread schedule.
         """
-        from selectkit.neighbors.lowp import heap_width
-
         nq = queries.shape[0]
         if nq == 0:
             return
         starts = list(range(0, nq, blocks.query))
-        low = self._low if self.precision == "bf16" and heap_width(k) < self.base.shape[0] else None
+        low = self._bf16_for(k)
         if low is not None and len(starts) > 1:
             workers = max(1, min(blocks.workers or search_workers(), len(starts)))
             pilot, starts = starts[:workers], starts[workers:]

@@ -55,19 +55,11 @@ def normalized(x: np.ndarray) -> np.ndarray:
 
     One pass over ``x`` on the layer's worker threads, a block of rows at a time.
     """
-    from selectkit.neighbors.flat import run_workers, task_source
+    from selectkit.neighbors.flat import each_row_block
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty_like(x)
-    step = 16_384
-    starts = range(0, x.shape[0], step)
-    take = task_source(starts)
-
-    def worker() -> None:
-        while (i := take()) is not None:
-            _normalize_rows(x[i : i + step], out[i : i + step])
-
-    run_workers(worker, len(starts))
+    each_row_block(x.shape[0], 16_384, lambda i, j: _normalize_rows(x[i:j], out[i:j]))
     return out
 
 

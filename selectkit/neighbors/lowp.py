@@ -118,7 +118,7 @@ class Bf16Base:
     def __init__(self, base: np.ndarray, l2: bool) -> None:
         import torch
 
-        from selectkit.neighbors.flat import run_workers, task_source
+        from selectkit.neighbors.flat import each_row_block
 
         n, d = base.shape
         self.d = d
@@ -127,18 +127,14 @@ class Bf16Base:
         self.bias = np.zeros(n, dtype=np.float32)
         bits = np.empty((n, d), dtype=np.uint16)
         step = 16_384
-        starts = list(range(0, n, step))
-        stats = np.zeros((len(starts), 3), dtype=np.float64)
-        take = task_source(enumerate(starts))
+        stats = np.zeros((-(-n // step), 3), dtype=np.float64)
 
-        def worker() -> None:
-            while (job := take()) is not None:
-                b, i = job
-                stats[b] = _to_bf16(base[i : i + step], self.center, bits[i : i + step], self.bias[i : i + step], l2)
+        def work(i: int, j: int) -> None:
+            stats[i // step] = _to_bf16(base[i:j], self.center, bits[i:j], self.bias[i:j], l2)
 
-        run_workers(worker, len(starts))
+        each_row_block(n, step, work)
         self.rows = torch.from_numpy(bits).view(torch.bfloat16)
-        top = stats.max(axis=0) if starts else np.zeros(3)
+        top = stats.max(axis=0) if n else np.zeros(3)
         self.residual = float(np.sqrt(top[0]))  # max |y - y~| over the (centred) rows y
         self.norm = float(np.sqrt(top[1]))  # max |y|
         self.rounded_norm = float(np.sqrt(top[2]))  # max |y~|
