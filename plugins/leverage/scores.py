@@ -13,12 +13,11 @@ scores are the squared row norms of ``A W``. Their accuracy falls with the condi
 (`one_pass_error`), so the error of one float32 scoring pass is known from ``kappa``, which picks
 the path:
 
-* estimated error (`one_pass_error`) at most `ONE_PASS_TOL` (``kappa`` up to about 250 at 1M x 64): one more
+* estimated error (`one_pass_error`) at most `ONE_PASS_TOL` (``kappa`` up to about 200): one more
   pass gives the scores (float32);
-* a float32 scoring pass alone within `ONE_PASS_TOL` (`SCORE_ERROR`): Cholesky-QR2: a second pass
-  accumulates the Gram matrix of ``A W`` (nearly the identity), whose whitening corrects ``W``; a
-  third gives the scores (float32);
-* otherwise (``kappa`` above about 316, or rank-deficient): the refinement and the scores in float64, each
+* otherwise (larger ``kappa``, or rank-deficient):
+  Cholesky-QR2 in float64: a second pass accumulates the Gram matrix of ``A W`` (nearly the
+  identity), whose whitening corrects ``W``, and a third gives the scores, each
   block converted on its own (never the whole matrix). Directions whose singular value is below
   ``rtol`` times the largest are dropped: the scores are those of the numerical rank ``r`` (they
   sum to ``r``). All-zero features have rank 0: the scores are then all zero and the caller falls
@@ -62,8 +61,8 @@ BLOCK_BYTES = 64 << 20
 SUB_BYTES = 1 << 20
 #: Relative error (per row) of one float32 scoring pass: ``SCORE_ERROR[0] + SCORE_ERROR[1] * kappa``
 #: (measured with a float64 Gram matrix over 1M x 64 rows: 3e-7 at ``kappa`` 1, 2.1e-6 at 100,
-#: 1.8e-5 at 1000; 5.8e-7 at ``kappa`` 10 on 50,000 x 12).
-SCORE_ERROR = (5.0e-7, 3.0e-8)
+#: 1.8e-5 at 1000; 5.8e-7 at ``kappa`` 10 and 1.07e-5 at 279 on 50,000 x 12, the largest per kappa).
+SCORE_ERROR = (5.0e-7, 4.0e-8)
 
 
 class NonFiniteError(ValueError):
@@ -129,7 +128,7 @@ class Scores:
     Attributes:
         values: float64 ``[n]`` scores.
         rank: numerical rank used (``d`` when full rank).
-        method: ``cholesky_qr32`` | ``cholesky_qr2_32`` | ``cholesky_qr2_64`` | ``sketch``.
+        method: ``cholesky_qr32`` | ``cholesky_qr2_64`` | ``sketch``.
         gram: the (exact or sketched) Gram matrix ``A^T A`` in float64, ``d x d``.
         colsum: column sums of ``A`` (float64 ``[d]``), for centring.
         meta: JSON-friendly facts (condition estimate, passes, error estimate, seconds).
@@ -334,8 +333,10 @@ def one_pass_error(kappa: float, blocks: Blocks) -> float:
     2^-53``; ``d`` times that bounds the spectral norm of the error ``E``, and a row's score is off by
     at most ``||W^T E W|| <= ||E|| kappa^2`` relative.
     """
-    count = -(-blocks.n // _sub_rows(blocks.d))
-    gram_error = blocks.d * (min(blocks.n, _sub_rows(blocks.d)) + count) * 2.0**-53 * kappa**2
+    sub, rows = _sub_rows(blocks.d), blocks.rows
+    full, rest = divmod(blocks.n, rows)
+    count = full * -(-rows // sub) + -(-rest // sub)  # sub-blocks are cut within each block
+    gram_error = blocks.d * (min(blocks.n, rows, sub) + count) * 2.0**-53 * kappa**2
     return gram_error + SCORE_ERROR[0] + SCORE_ERROR[1] * kappa
 
 
@@ -357,11 +358,6 @@ def exact_scores(blocks: Blocks, *, ridge: float = 0.0, rtol: float = 1e-6) -> S
             estimate = one_pass_error(kappa, blocks)
         if estimate is not None and estimate <= ONE_PASS_TOL:
             method, dtype = "cholesky_qr32", torch.float32
-        elif math.isfinite(kappa) and SCORE_ERROR[0] + SCORE_ERROR[1] * kappa <= ONE_PASS_TOL:
-            # the Gram matrix's rounding is what the estimate could not rule out: refined away here
-            method, dtype = "cholesky_qr2_32", torch.float32
-            w = _refine(blocks, w, ridge, dtype)
-            passes += 1
         else:
             method, dtype = "cholesky_qr2_64", torch.float64
             w = _refine(blocks, w, ridge, dtype)
