@@ -65,6 +65,24 @@ def test_non_finite_features(cls, bad, data3):
     _raises(lambda: SMOTE().fit_resample(X, y), "X must be finite", "NaN or inf")
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_finite_check_value_by_value(dtype):
+    """The row-sum shortcut of the finiteness check: finite rows whose sums overflow still pass, and a
+    NaN or inf is found wherever it sits, in C or Fortran order."""
+    from selectkit_plugins.smote.core import all_finite
+
+    big = np.full((50, 7), np.finfo(dtype).max / 2, dtype=dtype)
+    assert all_finite(big)
+    for order in ("C", "F"):
+        for bad in (np.nan, np.inf, -np.inf):
+            X = np.array(big, order=order)
+            X[31, 6] = bad
+            assert not all_finite(X)
+    X = np.full((50, 7), 1.0, dtype=dtype)
+    X[3, 0], X[3, 1] = np.inf, -np.inf  # the row sums to NaN
+    assert not all_finite(X)
+
+
 def test_non_finite_embeddings_name_embeddings(data3):
     X, y = data3
     E = X.copy()
