@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from numba import njit
 from sklearn.base import BaseEstimator
 
 from selectkit.neighbors.backend import build_faiss_index, check_gpu_k, use_gpu
@@ -249,13 +250,56 @@ def _drop_self(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _exact_l2(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Squared L2 distances of the selected pairs computed directly (no expansion error), re-sorted."""
+    """Squared L2 distances of the selected pairs computed directly (no expansion error; float64 sums,
+    rounded once to float32), each row re-sorted by distance, stably (equal distances keep their
+    order). Rows of ``block`` queries run on the engine's worker threads; index ``-1`` gets ``inf``."""
+    from selectkit.neighbors.flat import run_workers, task_source
+
     nq, k = idx.shape
     dist = np.empty((nq, k), dtype=np.float32)
-    for i in range(0, nq, block):
-        rows = idx[i : i + block]
-        diff = base[np.maximum(rows, 0)] - queries[i : i + block, None, :]
-        dist[i : i + block] = np.einsum("qkd,qkd->qk", diff, diff)
-    dist[idx < 0] = np.inf
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+    out = np.empty_like(idx)
+    rows = max(1, min(block, -(-nq // 8)))
+    next_start = task_source(range(0, nq, rows))
+
+    def worker() -> None:
+        while (i := next_start()) is not None:
+            j = min(i + rows, nq)
+            _exact_l2_rows(base, queries[i:j], idx[i:j], dist[i:j], out[i:j])
+
+    if nq:
+        run_workers(worker, -(-nq // rows))
+    return dist, out
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})  # float64 sums in any order (vectorised)
+def _exact_l2_rows(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, dist: np.ndarray, out: np.ndarray) -> None:
+    """`_exact_l2` for one run of rows: distances into ``dist``, indices re-sorted into ``out``."""
+    k, d = idx.shape[1], base.shape[1]
+    row = np.empty(k, dtype=np.float32)
+    pos = np.empty(k, dtype=np.int64)
+    for q in range(idx.shape[0]):
+        for j in range(k):
+            b = idx[q, j]
+            if b < 0:
+                row[j] = np.inf
+            else:
+                acc = 0.0
+                for c in range(d):
+                    t = np.float64(base[b, c]) - np.float64(queries[q, c])
+                    acc += t * t
+                row[j] = np.float32(acc)
+        if k <= 32:  # insertion sort: stable, no allocation
+            for j in range(k):
+                pos[j] = j
+            for j in range(1, k):
+                p, v = pos[j], row[pos[j]]
+                m = j - 1
+                while m >= 0 and row[pos[m]] > v:
+                    pos[m + 1] = pos[m]
+                    m -= 1
+                pos[m + 1] = p
+        else:
+            pos[:] = np.argsort(row, kind="mergesort")
+        for j in range(k):
+            dist[q, j] = row[pos[j]]
+            out[q, j] = idx[q, pos[j]]

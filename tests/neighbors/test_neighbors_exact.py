@@ -173,3 +173,24 @@ def test_locality_order_is_a_data_only_permutation_that_groups_clusters():
     changes = np.count_nonzero(np.diff(labels[order]))
     assert changes < 2000 // 128
     assert changes < np.count_nonzero(np.diff(labels)) / 50
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_returned_l2_distances_are_direct_and_sorted(k):
+    """The distances of the chosen pairs are computed directly (float64 sums, not the expansion the
+    scan ranks by): within float32 rounding of a float64 reference, far from the origin too; each row
+    comes back nearest first, a missing neighbour (-1) last with distance inf."""
+    from selectkit.neighbors.search import _exact_l2
+
+    rng = np.random.default_rng(3)
+    base = (rng.standard_normal((500, 24)) + 100.0).astype(np.float32)  # far from the origin
+    queries = (rng.standard_normal((70, 24)) + 100.0).astype(np.float32)
+    idx = np.stack([rng.permutation(500)[:k] for _ in range(70)])
+    idx[5, 2] = -1
+    dist, out = _exact_l2(base, queries, idx, block=16)
+    ref = ((base.astype(np.float64)[np.maximum(out, 0)] - queries.astype(np.float64)[:, None, :]) ** 2).sum(-1)
+    ok = out >= 0
+    np.testing.assert_allclose(dist[ok], ref[ok], rtol=2e-7)
+    assert np.all(np.diff(dist, axis=1) >= 0)
+    assert out[5, -1] == -1 and np.isinf(dist[5, -1]) and (out[5] >= 0).sum() == k - 1
+    assert all(sorted(map(int, a)) == sorted(map(int, b)) for a, b in zip(out, idx))
