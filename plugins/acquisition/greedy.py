@@ -15,12 +15,21 @@ import numpy as np
 class MinDistances:
     """Squared L2 distance of each row of ``x`` to its nearest centre, updated one centre at a time.
 
+    Rows far from the origin against their spread are centred on their mean first (the layer's
+    `selectkit.neighbors.inputs.l2_shift`; a float32 copy of ``x`` then), so that the float32 products
+    of each pass keep the distances' precision.
+
     Args:
         x: float32 ``[n, d]`` rows (C-contiguous).
     """
 
     def __init__(self, x: np.ndarray) -> None:
+        from selectkit.neighbors.inputs import l2_shift, shifted
+
         self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.shift = l2_shift(self.x)
+        if self.shift is not None:
+            self.x = shifted(self.x, self.shift)
         self.sq = np.einsum("ij,ij->i", self.x, self.x, dtype=np.float64)
         self.min = np.full(self.x.shape[0], np.inf)
 
@@ -31,7 +40,10 @@ class MinDistances:
         from selectkit.neighbors import NeighborConfig, knn
 
         exact = NeighborConfig(**{**vars(config or NeighborConfig()), "backend": "flat", "metric": "l2"})
-        dist, _ = knn(np.ascontiguousarray(ref, dtype=np.float32), self.x, k=1, config=exact)
+        ref = np.ascontiguousarray(ref, dtype=np.float32)
+        if self.shift is not None:
+            ref = ref - self.shift
+        dist, _ = knn(ref, self.x, k=1, config=exact)
         np.minimum(self.min, dist[:, 0].astype(np.float64), out=self.min)
 
     def distances_to(self, row: int) -> np.ndarray:

@@ -76,6 +76,55 @@ def _normalize_rows(x: np.ndarray, out: np.ndarray) -> None:
             out[i, j] = x[i, j] / norm
 
 
+def l2_shift(base: np.ndarray) -> np.ndarray | None:
+    """The float32 mean of ``base``'s rows when L2 search should run on rows centred on it, else None.
+
+    Exact L2 search ranks by ``q . x - |x|^2 / 2`` in float32, whose rounding grows with ``|x| |q|``: on
+    data far from the origin against its spread (features such as a year, or raw counts) it can
+    misrank almost every neighbour. Distances do not change under a shift, so the layer centres base
+    and queries on the base mean whenever the mean carries more of the rows' squared norm than their
+    spread does (``|mean|^2 > mean |x - mean|^2``), which at least halves that rounding. Sums are
+    float64, in one pass.
+    """
+    total, squares = _moments(base)
+    n = base.shape[0]
+    mean = total / n
+    offset = float(mean @ mean)
+    spread = squares / n - offset
+    return mean.astype(np.float32) if offset > spread else None
+
+
+@njit(nogil=True, cache=True)
+def _moments(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Column sums and the sum of squares of ``x``, in float64."""
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    squares = np.zeros(x.shape[1], dtype=np.float64)  # per column, so that the row loop vectorises
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = np.float64(x[i, j])
+            total[j] += v
+            squares[j] += v * v
+    return total, squares.sum()
+
+
+def shifted(x: np.ndarray, shift: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """``x - shift`` row by row in float32, on the layer's worker threads (into ``x`` when ``in_place``)."""
+    from selectkit.neighbors.flat import each_row_block
+
+    out = x if in_place else np.empty_like(x)
+    each_row_block(x.shape[0], 16_384, lambda i, j: np.subtract(x[i:j], shift, out=out[i:j]))
+    return out
+
+
+def shares_input(arr: np.ndarray, source: Any) -> bool:
+    """Whether ``arr`` may be (a view of) the caller's ``source``, which the layer must then not write."""
+    if hasattr(source, "detach") and hasattr(source, "cpu"):
+        source = source.detach().cpu().numpy()
+    if isinstance(source, np.ndarray):
+        return bool(np.shares_memory(arr, source))
+    return not isinstance(source, (list, tuple))  # other containers (frames, ...) may hand out their own buffer
+
+
 def check_k(k: Any, n_base: int, exclude_self: bool) -> int:
     """``k`` as an int in ``[1, n_base]`` (``n_base - 1`` when each query's own point is excluded)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

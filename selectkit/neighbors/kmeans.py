@@ -18,7 +18,7 @@ import numpy as np
 from selectkit.errors import ConfigError
 from selectkit.neighbors.backend import import_faiss, use_gpu
 from selectkit.neighbors.config import NeighborConfig, resolve
-from selectkit.neighbors.inputs import as_float32, normalized, shape_of
+from selectkit.neighbors.inputs import as_float32, l2_shift, normalized, shape_of, shares_input, shifted
 from selectkit.neighbors.lloyd import lloyd, partial_sums_bytes
 from selectkit.neighbors.memory import F32, GB, I64, MemoryCapExceeded, estimate_memory_bytes
 
@@ -93,6 +93,11 @@ def kmeans(
     if config.metric == "cosine":
         data = normalized(data)
     start = _initial_centroids(init, data, k, seed, config.metric == "cosine")
+    # L2 iterations run on points centred on their mean where that cuts float32 rounding (`l2_shift`)
+    shift = None if config.metric == "cosine" else l2_shift(data)
+    if shift is not None:
+        data = shifted(data, shift, in_place=not shares_input(data, x))
+        start = shifted(start, shift, in_place=not shares_input(start, init))
 
     train, train_weights = data, weights
     if max_points_per_centroid and n > k * max_points_per_centroid:
@@ -110,6 +115,8 @@ def kmeans(
     dist, idx = NeighborIndex(n_neighbors=1, config=exact).fit(centroids).search(data, 1)
     distances = np.ascontiguousarray(dist[:, 0])
     inertia = distances.sum(dtype=np.float64) if weights is None else np.dot(distances.astype(np.float64), weights)
+    if shift is not None:
+        centroids = shifted(centroids, -shift, in_place=True)
     return KMeansResult(centroids, idx[:, 0].copy(), distances, float(inertia), int(done))
 
 

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator
 
 from selectkit.neighbors.backend import build_faiss_index, check_gpu_k, use_gpu
 from selectkit.neighbors.config import NeighborConfig, effective, flat_precision, log_fallback, resolve
-from selectkit.neighbors.inputs import as_float32, check_dims, check_k, normalized, shape_of
+from selectkit.neighbors.inputs import as_float32, check_dims, check_k, l2_shift, normalized, shape_of, shares_input, shifted
 from selectkit.neighbors.memory import check_cap, plan_blocks
 
 _builds = [0]
@@ -78,6 +78,10 @@ class NeighborIndex(BaseEstimator):
         base = as_float32(X, "base")
         if config.metric == "cosine":
             base = normalized(base)
+        # L2 runs on rows centred on the base mean where that cuts float32 rounding (`l2_shift`)
+        self._shift = l2_shift(base) if config.metric == "l2" else None
+        if self._shift is not None:
+            base = shifted(base, self._shift, in_place=not shares_input(base, X))
         self._config = config
         self._base = base
         self._gpu = use_gpu(config)
@@ -149,6 +153,8 @@ class NeighborIndex(BaseEstimator):
             q = as_float32(queries, "queries")
             if config.metric == "cosine":
                 q = normalized(q)
+            elif self._shift is not None:
+                q = shifted(q, self._shift)
         if self._layer and config.backend == "ivf":
             blocks = plan_blocks(self._engine.largest_list, want, d, replace(config, backend="flat"))
         else:

@@ -194,3 +194,47 @@ def test_returned_l2_distances_are_direct_and_sorted(k):
     assert np.all(np.diff(dist, axis=1) >= 0)
     assert out[5, -1] == -1 and np.isinf(dist[5, -1]) and (out[5] >= 0).sum() == k - 1
     assert all(sorted(map(int, a)) == sorted(map(int, b)) for a, b in zip(out, idx))
+
+
+@pytest.mark.parametrize("backend", ["flat", "ivf"])
+def test_far_from_the_origin_is_still_exact(backend):
+    """Features far from the origin against their spread (offset 1000, unit spread: a year, a raw
+    count): float32 scores expanded around the origin misrank nearly every neighbour there; the layer
+    centres on the base mean and finds the float64 reference's neighbours, and the caller's arrays
+    are left as they were."""
+    from selectkit.neighbors.inputs import l2_shift
+
+    rng = np.random.default_rng(5)
+    base = (rng.standard_normal((3000, 16)) + 1000.0).astype(np.float32)
+    queries = (rng.standard_normal((200, 16)) + 1000.0).astype(np.float32)
+    kept_base, kept_queries = base.copy(), queries.copy()
+    assert l2_shift(base) is not None and l2_shift(base - base.mean(0)) is None
+    config = NeighborConfig(backend=backend, nlist=4, nprobe=4, exact_below=0)
+    index = NeighborIndex(5, config).fit(base)
+    dist, idx = index.search(queries, 5)
+    full = ((queries.astype(np.float64)[:, None] - base.astype(np.float64)[None]) ** 2).sum(-1)
+    ref = np.argsort(full, axis=1, kind="stable")[:, :5]
+    assert np.mean([set(a) == set(b) for a, b in zip(idx, ref)]) == 1.0
+    np.testing.assert_allclose(dist, np.take_along_axis(full, ref, 1), rtol=1e-5)
+    _, own = index.search(None, 5, exclude_self=True)
+    np.fill_diagonal(selfd := ((base.astype(np.float64)[:, None] - base.astype(np.float64)[None]) ** 2).sum(-1), np.inf)
+    assert np.mean([set(a) == set(b) for a, b in zip(own, np.argsort(selfd, axis=1, kind="stable")[:, :5])]) == 1.0
+    assert np.array_equal(base, kept_base) and np.array_equal(queries, kept_queries)
+
+
+def test_kmeans_far_from_the_origin_matches_scikit_learn():
+    """The same centring for Lloyd's iterations: at offset 1000 the assignment equals scikit-learn's
+    float64 Lloyd from the same start, and the centroids come back in the data's own coordinates."""
+    from sklearn.cluster import KMeans
+
+    from selectkit.neighbors.kmeans import kmeans
+
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((4000, 12)) + 3.0 * rng.integers(0, 4, (4000, 1)) + 1000.0).astype(np.float32)
+    init = X[:16].copy()
+    ours = kmeans(X, 16, n_iter=15, init=init)
+    ref = KMeans(16, init=init.astype(np.float64), n_init=1, max_iter=15, tol=0, algorithm="lloyd").fit(X.astype(np.float64))
+    assert np.array_equal(ours.assignment, ref.labels_)
+    np.testing.assert_allclose(ours.centroids, ref.cluster_centers_, atol=1e-3)
+    assert ours.inertia == pytest.approx(ref.inertia_, rel=1e-5)
+    assert np.array_equal(init, X[:16])

@@ -79,6 +79,20 @@ def test_kcenter_matches_the_brute_force_traversal(labelled):
         assert out.scores[0] == pytest.approx(full[0], rel=1e-4)
 
 
+def test_kcenter_far_from_the_origin_matches_the_brute_force_traversal():
+    """Raw features far from the origin against their spread (offset 1000): the float32 passes run on
+    centred rows, so the traversal is still the float64 reference's."""
+    from selectkit.selector import Pool
+
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((160, 5)) + 1000.0).astype(np.float32)
+    ref = (rng.standard_normal((20, 5)) + 1000.0).astype(np.float32)
+    pool = Pool(np.arange(160), features=x, labelled=Pool(np.arange(160, 180), features=ref))
+    ctx = SelectContext(seed=3, round=1)
+    out = KCenter(budget=30, space="features").select(pool, ctx)
+    assert np.array_equal(out.indices, _kcenter_reference(x, ref, 30, tie_key(ctx, len(pool))))
+
+
 def test_kcenter_covers_what_the_labelled_set_leaves_out():
     # three far-apart blobs; the labelled set sits in two of them: every pick before the third blob is
     # exhausted of far points must come from it

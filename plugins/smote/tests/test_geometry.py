@@ -251,3 +251,20 @@ def test_interpolation_is_bit_exact_against_the_numpy_expression(dtype):
     out = np.zeros((40_010, 7), dtype=X.dtype)
     interpolate(X, parents, lam, out=out[10:])
     assert np.array_equal(out[10:], want) and not out[:10].any()
+
+
+def test_features_far_from_the_origin_keep_true_neighbours():
+    """Tabular features far from the origin against their spread (a year, a price): every synthetic
+    row still steps towards one of its seed's true 5 nearest same-class neighbours, as imbalanced-learn's
+    float64 search finds them, and the input is not modified."""
+    rng = np.random.default_rng(11)
+    X = (rng.standard_normal((1200, 6)) * np.array([1, 2, 1, 3, 1, 1]) + np.array([2000, 50, 1e4, 300, 7, 1e3])).astype(np.float32)
+    y = (rng.random(1200) < 0.15).astype(np.int64)
+    kept = X.copy()
+    est = SMOTE(k_neighbors=5, random_state=0)
+    est.fit_resample(X, y)
+    rows = np.flatnonzero(y == 1)
+    near = brute_knn(X, rows, rows, 5)
+    reference = {int(r): set(map(int, nn)) for r, nn in zip(rows, near)}
+    assert_neighbours(est.synthetic_parents_, reference)
+    assert np.array_equal(X, kept)
