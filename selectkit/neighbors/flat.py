@@ -303,9 +303,9 @@ class FlatEngine:
 
         n = self.base.shape[0]
         # blocks of equal size (at most the cap), not a remainder block of a few points
-        count = max(1, -(-n // max(1, min(SELF_BLOCK, int(np.sqrt(blocks.query * blocks.base))))))
-        edges = [n * b // count for b in range(count + 1)]
-        size = -(-n // count)  # the largest block
+        size = max(1, min(SELF_BLOCK, int(np.sqrt(blocks.query * blocks.base))))
+        edges = list(range(0, n, size)) + [n]
+        count = len(edges) - 1
         reorder = count > 1 and k > 1
         if reorder:
             order = locality_order(self.base.numpy(), self.l2, blocks)
