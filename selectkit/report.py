@@ -463,12 +463,34 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
 
 
+def _palette(count: int) -> list[Any]:
+    """``count`` distinct line colours: matplotlib's default cycle, then tab20's for more than ten."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [f"C{i}" for i in range(count)]
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(count)]
+
+
+def strategy_groups(runs: Sequence[Run]) -> dict[tuple[str, tuple[str, ...]], list[Run]]:
+    """Runs by strategy, in first-seen order: runs whose overrides differ only by seed (and output
+    paths) and whose ``strategy`` agrees share a group (see `label_curves`)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[_strategy_key(run)].append(run)
+    return groups
+
+
 def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], headline: float | None = None) -> list[Path]:
-    """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png`` (one line per completed run)."""
+    """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png``: one line per completed run, one colour
+    and one legend entry per strategy (runs that differ only by seed share them, thinner)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     done = [r for r in runs if r.completed]
+    groups = strategy_groups(done)
+    palette = _palette(len(groups))
     paths = []
     for filename, xlabel, x_of in (
         ("acc_vs_wallclock.png", "wall-clock seconds (train_s + select_s)", lambda m: (_num(m.get("train_s")) or 0.0) + (_num(m.get("select_s")) or 0.0)),
@@ -477,12 +499,17 @@ def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], head
         fig = Figure(figsize=(8, 5), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        for run in done:
-            points = [(x_of(m), _num(m.get("val_acc"))) for m in run.metrics]
-            points = [(x, y) for x, y in points if x is not None and y is not None]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=run.label)
+        for colour, members in zip(palette, groups.values()):
+            label = members[0].label if len(members) == 1 else f"{_strategy_key(members[0])[0]} ({len(members)} runs)"
+            for run in members:
+                points = [(x_of(m), _num(m.get("val_acc"))) for m in run.metrics]
+                points = [(x, y) for x, y in points if x is not None and y is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    many = len(members) > 1
+                    ax.plot(xs, ys, color=colour, marker="o", markersize=2 if many else 3, linewidth=0.8 if many else 1.5,
+                            alpha=0.6 if many else 1.0, label=label)
+                    label = None
         for t in targets:
             ax.axhline(t, color="grey", linestyle=":", linewidth=1)
         if headline is not None:
@@ -492,7 +519,7 @@ def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], head
         ax.set_ylabel("validation accuracy")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small", loc="lower right")
+            ax.legend(fontsize="small", loc="lower right", ncol=2 if len(groups) > 8 else 1)
         fig.tight_layout()
         path = out_dir / filename
         fig.savefig(path, format="png")

@@ -87,3 +87,22 @@ def test_a_real_round_loop_over_two_seeds(compose_cfg, tmp_path):
     assert curves[0]["labels"] == [20, 30] and curves[0]["n"] == [2, 2]
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "acc_vs_labels.png").stat().st_size > 10_000
+
+
+def test_many_seeds_share_one_colour_and_legend_entry(tmp_path, recwarn):
+    """Sixty round runs (three strategies, twenty seeds): the per-run plots group them by strategy, so
+    the legend has three entries and the layout fits (no matplotlib warning)."""
+    from selectkit.report import strategy_groups
+
+    job = 0
+    for strategy in ("badge", "entropy", "random"):
+        for seed in range(20):
+            _write_round_run(tmp_path / "runs" / str(job), strategy, seed, {10: 0.4 + 0.001 * seed, 30: 0.6, 60: 0.7})
+            job += 1
+    runs = load_runs([tmp_path / "runs"])
+    groups = strategy_groups(runs)
+    assert [label for label, _ in groups] == ["badge", "entropy", "random"]
+    assert [len(members) for members in groups.values()] == [20, 20, 20]
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) in (0, None)
+    assert (tmp_path / "report" / "acc_vs_wallclock.png").read_bytes()[:8] == PNG_MAGIC
+    assert not [w for w in recwarn if "layout" in str(w.message).lower()], [str(w.message) for w in recwarn]
