@@ -302,7 +302,6 @@ class FlatEngine:
         import torch
 
         n = self.base.shape[0]
-        # blocks of equal size (at most the cap), not a remainder block of a few points
         size = max(1, min(SELF_BLOCK, int(np.sqrt(blocks.query * blocks.base))))
         edges = list(range(0, n, size)) + [n]
         count = len(edges) - 1

@@ -86,8 +86,10 @@ def l2_shift(base: np.ndarray) -> np.ndarray | None:
     spread does (``|mean|^2 > mean |x - mean|^2``), which at least halves that rounding. Sums are
     float64, in one pass.
     """
-    total, squares = _moments(base)
     n = base.shape[0]
+    if n == 0:
+        return None
+    total, squares = _moments(base)
     mean = total / n
     offset = float(mean @ mean)
     spread = squares / n - offset

@@ -258,7 +258,7 @@ def _drop_self(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _exact_l2(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Squared L2 distances of the selected pairs computed directly (no expansion error; float64 sums,
     rounded once to float32), each row re-sorted by distance, stably (equal distances keep their
-    order). Rows of ``block`` queries run on the engine's worker threads; index ``-1`` gets ``inf``."""
+    order). Runs of at most ``block`` rows go to the engine's worker threads; index ``-1`` gets ``inf``."""
     from selectkit.neighbors.flat import run_workers, task_source
 
     nq, k = idx.shape
