@@ -482,6 +482,19 @@ def strategy_groups(runs: Sequence[Run]) -> dict[tuple[str, tuple[str, ...]], li
     return groups
 
 
+def group_names(groups: Mapping[tuple[str, tuple[str, ...]], Any]) -> dict[tuple[str, tuple[str, ...]], str]:
+    """Each group's name: its strategy label, and where two groups share one, the overrides that set
+    this group apart, in brackets (``margin [rounds.warm_start=true]``)."""
+    shared: dict[str, set[str] | None] = {}
+    for label, rest in groups:
+        shared[label] = set(rest) if shared.get(label) is None else shared[label] & set(rest)
+    names = {}
+    for label, rest in groups:
+        differs = [o for o in rest if o not in (shared[label] or set())]
+        names[(label, rest)] = f"{label} [{' '.join(differs)}]" if differs else label
+    return names
+
+
 def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], headline: float | None = None) -> list[Path]:
     """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png``: one line per completed run, one colour
     and one legend entry per strategy (runs that differ only by seed share them, thinner)."""
@@ -490,6 +503,7 @@ def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], head
 
     done = [r for r in runs if r.completed]
     groups = strategy_groups(done)
+    names = group_names(groups)
     palette = _palette(len(groups))
     paths = []
     for filename, xlabel, x_of in (
@@ -499,8 +513,8 @@ def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], head
         fig = Figure(figsize=(8, 5), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        for colour, members in zip(palette, groups.values()):
-            label = members[0].label if len(members) == 1 else f"{_strategy_key(members[0])[0]} ({len(members)} runs)"
+        for colour, (key, members) in zip(palette, groups.items()):
+            label = members[0].label if len(members) == 1 else f"{names[key]} ({len(members)} runs)"
             for run in members:
                 points = [(x_of(m), _num(m.get("val_acc"))) for m in run.metrics]
                 points = [(x, y) for x, y in points if x is not None and y is not None]
@@ -549,13 +563,8 @@ def label_curves(runs: Sequence[Run]) -> list[dict[str, Any]]:
     items each round trained on) the ``mean``, ``std``, ``min``, ``max`` validation accuracy and ``n``
     (the runs that reached that count).
     """
-    groups: dict[tuple[str, tuple[str, ...]], list[Run]] = defaultdict(list)
-    for run in runs:
-        if run.completed and isinstance(run.summary.get("rounds"), list) and run.summary["rounds"]:
-            groups[_strategy_key(run)].append(run)
-    shared: dict[str, set[str] | None] = {}
-    for label, rest in groups:
-        shared[label] = set(rest) if shared.get(label) is None else shared[label] & set(rest)
+    groups = strategy_groups([r for r in runs if r.completed and isinstance(r.summary.get("rounds"), list) and r.summary["rounds"]])
+    names = group_names(groups)
     curves = []
     for (label, rest), members in groups.items():
         points: dict[int, list[float]] = defaultdict(list)
@@ -566,8 +575,7 @@ def label_curves(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 if acc is not None and count is not None:
                     points[int(count)].append(acc)
         xs = sorted(points)
-        differs = [o for o in rest if o not in (shared[label] or set())]
-        name = f"{label} [{' '.join(differs)}]" if differs else label
+        name = names[(label, rest)]
         stats = [(sum(v) / len(v), v) for v in (points[x] for x in xs)]
         curves.append({
             "strategy": name,
