@@ -38,11 +38,12 @@ class MinDistances:
         if ref.shape[0] == 0:
             return
         from selectkit.neighbors import NeighborConfig, knn
+        from selectkit.neighbors.inputs import shifted
 
         exact = NeighborConfig(**{**vars(config or NeighborConfig()), "backend": "flat", "metric": "l2"})
         ref = np.ascontiguousarray(ref, dtype=np.float32)
         if self.shift is not None:
-            ref = ref - self.shift
+            ref = shifted(ref, self.shift)
         dist, _ = knn(ref, self.x, k=1, config=exact)
         np.minimum(self.min, dist[:, 0].astype(np.float64), out=self.min)
 
