@@ -162,17 +162,124 @@ def test_locality_order_is_a_data_only_permutation_that_groups_clusters():
     from selectkit.neighbors.memory import Blocks
 
     rng = np.random.default_rng(8)
-    centres = rng.normal(scale=50.0, size=(4, 8))
-    labels = rng.integers(0, 4, 2000)
+    centres = rng.normal(scale=50.0, size=(12, 8))
+    labels = rng.integers(0, 12, 2000)
     base = (centres[labels] + rng.standard_normal((2000, 8))).astype(np.float32)
-    order = locality_order(base, True, Blocks(64, 512, 2))
+    order, groups = locality_order(base, True, Blocks(64, 512, 2))
     assert np.array_equal(np.sort(order), np.arange(2000))
-    assert np.array_equal(order, locality_order(base, True, Blocks(32, 256, 1))), "no randomness, no thread dependence"
-    # Far-apart clusters: every seed's group lies in one cluster, so the order changes cluster
-    # only where it moves from one seed's group to the next (at most one change per seed).
-    changes = np.count_nonzero(np.diff(labels[order]))
-    assert changes < 2000 // 128
-    assert changes < np.count_nonzero(np.diff(labels)) / 50
+    again, groups_again = locality_order(base, True, Blocks(32, 256, 1))
+    assert np.array_equal(order, again) and np.array_equal(groups, groups_again), "no randomness, no thread dependence"
+    assert np.all(np.diff(groups) >= 0) and groups.max() == 2000 // 128 - 1
+    # 15 seeds, 12 far-apart clusters: the farthest-first spread gives every cluster a seed of its
+    # own, so no group holds two clusters.
+    for g in np.unique(groups):
+        assert np.unique(labels[order][groups == g]).size == 1
+
+
+def test_farthest_first_spreads_over_far_clusters():
+    from selectkit.neighbors.flat import farthest_first
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(scale=100.0, size=(6, 5))
+    labels = np.repeat(np.arange(6), 50)
+    points = (centres[labels] + rng.standard_normal((300, 5))).astype(np.float32)
+    taken = farthest_first(points, 6)
+    assert taken[0] == 0 and np.unique(labels[taken]).size == 6  # one per cluster, whatever their sizes
+    assert np.array_equal(taken, farthest_first(points, 6))
+
+
+def _kth_reference(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every point's k nearest others by float64 brute force, ties to the smaller index."""
+    p = points.astype(np.float64)
+    d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(len(p)), d2.shape), d2), axis=1)[:, :k]
+    return np.take_along_axis(d2, order, 1), order
+
+
+def _check_against_plain_and_reference(index: NeighborIndex, points: np.ndarray, k: int) -> None:
+    """The self-join equals the plain search of the points as queries (which skips nothing) exactly,
+    and its distances are a float64 brute force's to within float32 scores' resolution (no
+    neighbour nearer than the k-th was lost)."""
+    dist, idx = index.search(None, k, exclude_self=True)
+    plain_d, plain_i = index.search(points, k + 1)
+    keep = plain_i != np.arange(len(points))[:, None]
+    keep[keep.all(axis=1), -1] = False
+    assert np.array_equal(idx, plain_i[keep].reshape(-1, k))
+    assert np.array_equal(dist, plain_d[keep].reshape(-1, k))
+    ref_d, _ = _kth_reference(points, k)
+    centred = points.astype(np.float64) - points.mean(axis=0)
+    resolution = 2.0**-22 * points.shape[1] * (centred**2).sum(axis=1).max()  # of a float32 score
+    assert resolution < 0.01 * np.median(ref_d[:, -1])
+    np.testing.assert_allclose(dist, ref_d, rtol=0, atol=resolution)
+
+
+@pytest.mark.parametrize("spread, k", [(12.0, 5), (0.0, 5), (12.0, 20)])  # k = 20: heap walks, not sorted inserts
+def test_self_join_skips_far_chunk_pairs_and_keeps_the_exact_result(spread, k):
+    """Far-apart clusters: most chunk pairs lie farther apart than their k-th distances, so their
+    products are skipped (the share of pair scores computed is small), and the result is that of a
+    search that skips nothing. Without clusters (spread 0) nothing can be skipped."""
+    rng = np.random.default_rng(11)
+    centres = rng.normal(scale=spread, size=(20, 16))
+    points = (centres[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, 16)) + 500.0).astype(np.float32)
+    index = NeighborIndex(config=NeighborConfig(block_size=32)).fit(points)  # self blocks of 256 points
+    _check_against_plain_and_reference(index, points, k)
+    index.search(None, k, exclude_self=True)
+    share = index._engine.self_join_share
+    if spread:
+        assert share < 0.2, share
+    else:
+        assert share > 0.9, share
+
+
+def test_self_join_with_tiny_clusters_and_duplicates():
+    """Clusters smaller than k + 1 (a chunk's own search cannot fill its heaps, so nothing may be
+    skipped for it) beside far clusters and duplicated points."""
+    rng = np.random.default_rng(12)
+    big = rng.normal(scale=15.0, size=(8, 6))[rng.integers(0, 8, 1500)] + rng.standard_normal((1500, 6))
+    tiny = rng.normal(scale=15.0, size=(30, 6))[np.repeat(np.arange(30), 3)] + rng.standard_normal((90, 6))
+    points = np.concatenate([big, tiny, big[:200]]).astype(np.float32)
+    index = NeighborIndex(config=NeighborConfig(block_size=16)).fit(points)
+    _check_against_plain_and_reference(index, points, 6)
+
+
+def test_sorted_scan_matches_the_heap_scan():
+    """`scan_tile_sorted` leaves the same k best as `scan_tile`, from empty and from part-filled heaps,
+    with tied scores (duplicate rows) broken by the smaller index."""
+    from selectkit.neighbors.flat import _sorted, scan_tile, scan_tile_sorted
+
+    rng = np.random.default_rng(13)
+    tile = rng.standard_normal((90, 40)).astype(np.float32)
+    tile[50:60] = tile[10:20]  # ties
+    bias = rng.random(90).astype(np.float32)
+    bias[50:60] = bias[10:20]
+    ids = rng.permutation(1000)[:90].astype(np.int64)
+    for start in (None, 30):
+        results = []
+        for scan in (scan_tile, scan_tile_sorted):
+            heap_s = np.full((40, 7), -np.inf, dtype=np.float32)
+            heap_i = np.full((40, 7), -1, dtype=np.int64)
+            worst = np.full(40, -np.inf, dtype=np.float32)
+            if start:
+                scan_tile(tile[:start], bias[:start], ids[:start], heap_s, heap_i, worst)
+            rest = slice(start or 0, None)
+            scan(tile[rest], bias[rest], ids[rest], heap_s, heap_i, worst)
+            assert np.array_equal(worst, heap_s.min(axis=1))
+            results.append(_sorted(heap_s, heap_i))
+        assert np.array_equal(results[0][0], results[1][0]) and np.array_equal(results[0][1], results[1][1])
+
+
+def test_short_jobs_run_on_the_calling_thread():
+    import threading
+
+    from selectkit.neighbors.flat import PARALLEL_MIN, run_workers
+
+    seen = []
+    run_workers(lambda: seen.append(threading.get_ident()), 4, workers=2, per_job=PARALLEL_MIN / 2)
+    assert seen == [threading.get_ident()]  # one worker, on this thread
+    seen.clear()
+    run_workers(lambda: seen.append(threading.get_ident()), 4, workers=2, per_job=PARALLEL_MIN * 2)
+    assert len(seen) == 2 and threading.get_ident() not in seen  # two workers, on the pool
 
 
 @pytest.mark.parametrize("k", [5, 40])
