@@ -261,15 +261,15 @@ def each_row_block(n: int, step: int, work: Callable[[int, int], None]) -> None:
     run_workers(worker, len(starts))
 
 
-PARALLEL_MIN = 1 << 18  # tile entries a job must score on average for a search to spread over threads
+PARALLEL_MIN = 1 << 23  # multiply-adds a job must do on average for a search to spread over threads
 
 
 def run_workers(worker: Callable[[], None], jobs: int, workers: int = 0, per_job: float | None = None) -> None:
     """Run ``worker`` on as many threads as torch has (or ``workers``), never more than ``jobs``,
     with torch single-threaded meanwhile; a worker's exception is raised here.
 
-    ``per_job``: the tile entries one job scores on average. Below `PARALLEL_MIN` (a few tenths of
-    a millisecond of work) the jobs run on the calling thread: between such short jobs the
+    ``per_job``: the multiply-adds of one job's products on average (tile entries times the
+    dimension). Below `PARALLEL_MIN` (a few tenths of a millisecond of work) the jobs run on the calling thread: between such short jobs the
     threads would spend more time handing each other Python's lock than working side by side.
     The threads come from a pool kept for the process, so a search pays no thread start-up; a call
     made from inside a worker runs its worker inline instead of waiting on the pool."""
@@ -422,7 +422,7 @@ class FlatEngine:
                         step(task, buffer)
 
             if tasks:
-                run_workers(worker, len(tasks), blocks.workers, entries / len(tasks))
+                run_workers(worker, len(tasks), blocks.workers, entries * d / len(tasks))
 
         own_entries = float(np.square(np.diff(chunks)).sum())
         run(own, list(range(count)), own_entries)
@@ -488,7 +488,7 @@ class FlatEngine:
                 self.rechecked += count
 
         if starts:
-            run_workers(worker, len(starts), blocks.workers, float(blocks.query) * self.base.shape[0])
+            run_workers(worker, len(starts), blocks.workers, float(blocks.query) * self.base.shape[0] * self.base.shape[1])
         return failed[0]
 
     def _run(self, queries, k, blocks, next_start, scores, indices, low) -> int:
@@ -658,7 +658,7 @@ def self_join_spans(centres: np.ndarray, radii: np.ndarray, reach: np.ndarray, c
     return out[:p]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})  # float64 sums in any order (vectorised)
 def chunk_balls(points: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each chunk's mean ``[c, d]`` and its farthest point's distance from it ``[c]`` (float64), chunk
     ``i`` being rows ``edges[i]:edges[i + 1]`` of ``points``."""
