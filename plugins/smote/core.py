@@ -145,8 +145,9 @@ class FittedNeighbors(Protocol):
 class NeighborSource(Protocol):
     """Builds a `FittedNeighbors` over a base; ``source(base, k, rows)`` builds and queries once."""
 
-    def fit(self, base: np.ndarray) -> FittedNeighbors:
-        """The search over ``base`` (float32 ``[n, d]``), built once."""
+    def fit(self, base: np.ndarray, self_join: bool = False) -> FittedNeighbors:
+        """The search over ``base`` (float32 ``[n, d]``), built once; ``self_join``: it will be asked
+        for every base row's neighbours (``rows=None``), which may choose a faster search."""
 
     def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
         """``fit(base)(k, rows)``."""
@@ -179,16 +180,16 @@ class LayerNeighbors:
         self.config = config
         self.names = names
 
-    def fit(self, base: np.ndarray) -> "LayerFitted":
-        """One `NeighborIndex` over ``base``."""
+    def fit(self, base: np.ndarray, self_join: bool = False) -> "LayerFitted":
+        """One `NeighborIndex` over ``base`` (with the self-join's exact fallback when ``self_join``)."""
         from selectkit.neighbors import NeighborIndex
 
         with renamed(self.names):
-            index = NeighborIndex(config=self.config).fit(base)
+            index = NeighborIndex(config=self.config, self_join=self_join).fit(base)
         return LayerFitted(index, base, self.names)
 
     def __call__(self, base: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
-        return self.fit(base)(k, rows)
+        return self.fit(base, self_join=rows is None)(k, rows)
 
 
 class LayerFitted:
@@ -242,8 +243,8 @@ class EstimatorNeighbors:
                 pass
         return copy.deepcopy(self.prototype)
 
-    def fit(self, base: np.ndarray) -> "EstimatorFitted":
-        """A fresh copy of the object, fitted on ``base``."""
+    def fit(self, base: np.ndarray, self_join: bool = False) -> "EstimatorFitted":
+        """A fresh copy of the object, fitted on ``base`` (``self_join`` does not change it)."""
         est = self._fresh()
         est.fit(base)
         return EstimatorFitted(est, base, self.names)
@@ -405,8 +406,8 @@ def draw(
     built: dict[str, FittedNeighbors] = {}
     searches: list[dict[str, Any]] = []
 
-    def fit(name: Any, base: np.ndarray) -> FittedNeighbors:
-        fitted = source.fit(base)
+    def fit(name: Any, base: np.ndarray, self_join: bool = False) -> FittedNeighbors:
+        fitted = source.fit(base, self_join)
         info = getattr(fitted, "info", None)
         if info is not None:
             searches.append({"base": name, **info})
@@ -423,7 +424,7 @@ def draw(
             continue
         rows = members[c]
         if method == "smote":
-            nn = fit(names.key(c), X[rows])(k)
+            nn = fit(names.key(c), X[rows], True)(k)
             seeds, near = _pick(nn, even_counts(rows.size, g, rng), rng)
             p0, p1 = rows[seeds], rows[near]
             lam = rng.random(seeds.size, dtype=np.float32)
@@ -464,7 +465,7 @@ def draw(
                 alloc = even_counts(rows.size, g, rng)
             else:
                 alloc = proportional_counts(hard, g, rng)
-            nn = fit(names.key(c), X[rows])(k)
+            nn = fit(names.key(c), X[rows], True)(k)
             seeds, near = _pick(nn, alloc, rng)
             p0, p1 = rows[seeds], rows[near]
             lam = rng.random(seeds.size, dtype=np.float32)

@@ -255,8 +255,8 @@ def crossover_comparison(
 
     methods = {
         "exact": NeighborConfig(),
-        "ivf": NeighborConfig(backend="ivf", exact_below=None),
-        "hnsw": NeighborConfig(backend="hnsw", exact_below=None),
+        "ivf": NeighborConfig(backend="ivf", exact_below=None, exact_self_below=None),
+        "hnsw": NeighborConfig(backend="hnsw", exact_below=None, exact_self_below=None),
     }
     warm = clustered(4000, 16, seed)
     for name in ("exact", "ivf"):

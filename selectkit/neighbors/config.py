@@ -19,6 +19,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # the crossover moves with 1 / sqrt(d): about 74k points at d=32 and 37k at d=128 (scripts/bench_knn.py
 # --crossover, docs/benchmarks.md). HNSW's build is slower still, so the same bound is safe for it.
 EXACT_BELOW = 52_000
+# The same for a search of the base against itself (SMOTE's, k-center's), whose exact self-join skips
+# the chunk pairs that lie too far apart: on clustered data it beat IVF at every size measured, up to
+# 400k points at d=64; where IVF was faster (unclustered noise) it found a quarter of the neighbours.
+EXACT_SELF_BELOW = 400_000
 EXACT_BELOW_DIM = 64
 
 
@@ -44,6 +48,7 @@ class NeighborConfig:
     seed: int = 0  # seed of IVF training samples and of k-means
     precision: str = "auto"  # exact search's products on CPU: 'bf16' certified bfloat16 pass + float32 rescoring (same results) | 'fp32' | 'auto' (bf16 where the CPU has bfloat16 instructions, d >= 32 and the base has >= 16384 points)
     exact_below: int | None = EXACT_BELOW  # IVF/HNSW: bases of fewer points (at d=64, times sqrt(64/d)) are searched exactly, faster there; None or 0: never
+    exact_self_below: int | None = EXACT_SELF_BELOW  # the same for an index searched against its own base (a self-join); None or 0: never
 
     def __post_init__(self) -> None:
         """Reject unknown choices and out-of-range numbers with a message naming the field."""
@@ -59,8 +64,10 @@ class NeighborConfig:
             value = getattr(self, name)
             if not (_is_int(value) and value >= 1):
                 raise ConfigError(f"neighbors.{name}={value!r} must be a positive integer")
-        if self.exact_below is not None and not (_is_int(self.exact_below) and self.exact_below >= 0):
-            raise ConfigError(f"neighbors.exact_below={self.exact_below!r} must be a non-negative integer or null")
+        for name in ("exact_below", "exact_self_below"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value >= 0):
+                raise ConfigError(f"neighbors.{name}={value!r} must be a non-negative integer or null")
         if not _is_int(self.seed):
             raise ConfigError(f"neighbors.seed={self.seed!r} must be an integer")
         if isinstance(self.memory_cap_gb, bool) or not isinstance(self.memory_cap_gb, (int, float)) or not self.memory_cap_gb > 0:
@@ -83,32 +90,36 @@ def resolve(config: NeighborConfig | None) -> NeighborConfig:
     return config
 
 
-def exact_threshold(config: NeighborConfig, d: int) -> int:
-    """Base size below which ``config`` searches exactly at dimension ``d``: ``exact_below`` at
-    d=64, scaled by ``sqrt(64 / d)`` (0 when the fallback is off)."""
-    if not config.exact_below:
+def exact_threshold(config: NeighborConfig, d: int, self_join: bool = False) -> int:
+    """Base size below which ``config`` searches exactly at dimension ``d``: ``exact_below`` (or, for
+    an index searched against its own base, ``exact_self_below``) at d=64, scaled by
+    ``sqrt(64 / d)`` (0 when the fallback is off)."""
+    bound = config.exact_self_below if self_join else config.exact_below
+    if not bound:
         return 0
-    return int(round(config.exact_below * math.sqrt(EXACT_BELOW_DIM / max(1, d))))
+    return int(round(bound * math.sqrt(EXACT_BELOW_DIM / max(1, d))))
 
 
-def effective(config: NeighborConfig, n_base: int, d: int) -> tuple[NeighborConfig, bool]:
+def effective(config: NeighborConfig, n_base: int, d: int, self_join: bool = False) -> tuple[NeighborConfig, bool]:
     """The config a search over ``n_base`` points of dimension ``d`` runs with, and whether it falls
     back to exact search.
 
     An approximate backend (``ivf``, ``hnsw``) over fewer than `exact_threshold` points becomes
     ``flat``: below that measured crossover building and searching the approximate index takes
-    longer than the exact search. The same settings otherwise.
+    longer than the exact search. ``self_join``: the index will be searched against its own base,
+    whose crossover lies higher. The same settings otherwise.
     """
-    if config.backend != "flat" and n_base < exact_threshold(config, d):
+    if config.backend != "flat" and n_base < exact_threshold(config, d, self_join):
         return replace(config, backend="flat"), True
     return config, False
 
 
-def log_fallback(config: NeighborConfig, n_base: int, d: int) -> None:
+def log_fallback(config: NeighborConfig, n_base: int, d: int, self_join: bool = False) -> None:
     """One log line saying that a search over ``n_base`` points runs exactly instead of ``config.backend``."""
+    name = "exact_self_below" if self_join else "exact_below"
     log.info(
-        "n=%d below crossover %d (neighbors.exact_below=%d at d=%d, here d=%d): exact search instead of %s",
-        n_base, exact_threshold(config, d), config.exact_below, EXACT_BELOW_DIM, d, config.backend,
+        "n=%d below crossover %d (neighbors.%s=%d at d=%d, here d=%d): exact search instead of %s",
+        n_base, exact_threshold(config, d, self_join), name, getattr(config, name), EXACT_BELOW_DIM, d, config.backend,
     )
 
 

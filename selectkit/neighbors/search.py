@@ -42,7 +42,8 @@ class NeighborIndex(BaseEstimator):
     An approximate backend over fewer than ``config.exact_below`` base points (at d=64; the bound
     scales with ``sqrt(64 / d)``, see `selectkit.neighbors.config.exact_threshold`) builds an exact
     index instead (faster at that size), logs it on the ``selectkit.neighbors`` logger, and says so
-    in ``exact_fallback_``.
+    in ``exact_fallback_``. An index made with ``self_join=True`` (searched against its own base, as
+    `knn` without queries does) uses the self-join's crossover, ``config.exact_self_below``, instead.
 
     Parameters
     ----------
@@ -50,6 +51,9 @@ class NeighborIndex(BaseEstimator):
         Default number of neighbours of `kneighbors`.
     config:
         `NeighborConfig` (None = exact L2 search on CPU).
+    self_join:
+        The index will be searched against its own base (``queries=None``): the exact fallback
+        follows ``config.exact_self_below``.
 
     Attributes
     ----------
@@ -63,18 +67,19 @@ class NeighborIndex(BaseEstimator):
         instructions), else ``'fp32'`` (self-searches always run float32).
     """
 
-    def __init__(self, n_neighbors: int = 5, config: NeighborConfig | None = None) -> None:
+    def __init__(self, n_neighbors: int = 5, config: NeighborConfig | None = None, self_join: bool = False) -> None:
         self.n_neighbors = n_neighbors
         self.config = config
+        self.self_join = self_join
 
     def fit(self, X: Any, y: Any = None) -> "NeighborIndex":
         """Build the index over ``X`` ``[n, d]`` (after checking the memory cap); returns ``self``."""
         configured = resolve(self.config)
         n, d = shape_of(X, "base")
-        config, fallback = effective(configured, n, d)
+        config, fallback = effective(configured, n, d, bool(self.self_join))
         check_cap(n, 0, d, 1, config, what="index")
         if fallback:
-            log_fallback(configured, n, d)
+            log_fallback(configured, n, d, bool(self.self_join))
         base = as_float32(X, "base")
         if config.metric == "cosine":
             base = normalized(base)
@@ -220,7 +225,8 @@ def knn(
     out of its own list. Distances are squared L2 for ``metric='l2'`` (ascending) and similarities
     for 'ip' and 'cosine' (descending). The memory cap is checked for the whole job before the
     index is built. An approximate backend over fewer base points than its measured crossover
-    (``config.exact_below``, see `NeighborIndex`) runs exact search instead.
+    (``config.exact_below``, or ``config.exact_self_below`` without queries; see `NeighborIndex`)
+    runs exact search instead.
     """
     config = resolve(config)
     n, d = shape_of(base, "base")
@@ -233,7 +239,8 @@ def knn(
         raise ValueError("exclude_self=True needs queries=None: a query's own point is only known when the queries are the base")
     kk = check_k(k, n, exclude_self)
     check_cap(n, nq, d, kk + 1 if exclude_self else kk, config)
-    return NeighborIndex(n_neighbors=kk, config=config).fit(base).search(queries, kk, exclude_self=exclude_self)
+    index = NeighborIndex(n_neighbors=kk, config=config, self_join=queries is None)
+    return index.fit(base).search(queries, kk, exclude_self=exclude_self)
 
 
 def _faiss_search(index: Any, queries: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:

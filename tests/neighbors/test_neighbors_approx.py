@@ -27,7 +27,7 @@ def test_recall_against_exact(backend, metric):
     _, truth = knn(base, queries, k=10, config=NeighborConfig(metric=metric))
     # Inner products are not a metric; the HNSW graph needs a wider search to hold the same recall.
     ef = 256 if (backend, metric) == ("hnsw", "ip") else NeighborConfig.ef_search
-    dist, found = knn(base, queries, k=10, config=NeighborConfig(exact_below=None, backend=backend, metric=metric, ef_search=ef))
+    dist, found = knn(base, queries, k=10, config=NeighborConfig(exact_below=None, exact_self_below=None, backend=backend, metric=metric, ef_search=ef))
     assert recall(found, truth) >= 0.9
     assert dist.dtype == np.float32 and found.dtype == np.int64
 
@@ -38,14 +38,14 @@ def test_exclude_self_approximate(backend):
         pytest.importorskip("faiss")  # HNSW is a FAISS index (the `faiss` extra)
     base = clustered(4000, 16, 2)
     _, truth = knn(base, k=5, exclude_self=True)
-    dist, found = knn(base, k=5, config=NeighborConfig(exact_below=None, backend=backend), exclude_self=True)
+    dist, found = knn(base, k=5, config=NeighborConfig(exact_below=None, exact_self_below=None, backend=backend), exclude_self=True)
     assert not (found == np.arange(len(base))[:, None]).any()
     assert recall(found, truth) >= 0.9
     assert (np.diff(dist, axis=1) >= 0).all()
 
 
 def test_ivf_defaults_probe_more_than_one_list():
-    config = NeighborConfig(exact_below=None, backend="ivf")
+    config = NeighborConfig(exact_below=None, exact_self_below=None, backend="ivf")
     assert config.nprobe == 16
     index = NeighborIndex(config=config).fit(clustered(4000, 8, 3))
     assert index._engine.nprobe == 16 and index._engine.nlist > 16
@@ -53,7 +53,7 @@ def test_ivf_defaults_probe_more_than_one_list():
 
 def test_ivf_training_sample_is_seeded():
     base = clustered(6000, 8, 4)
-    config = NeighborConfig(exact_below=None, backend="ivf", train_size=2000, seed=7, nprobe=2)
+    config = NeighborConfig(exact_below=None, exact_self_below=None, backend="ivf", train_size=2000, seed=7, nprobe=2)
     a = knn(base, base[:50], k=5, config=config)
     b = knn(base, base[:50], k=5, config=config)
     assert np.array_equal(a[1], b[1])
@@ -64,7 +64,7 @@ def test_ivf_probing_every_list_is_exact(metric):
     # With nprobe = nlist every base point is scanned, so the layer's IVF must equal exact search.
     base = clustered(3000, 12, 5)
     queries = clustered(200, 12, 6)
-    config = NeighborConfig(exact_below=None, backend="ivf", metric=metric, nlist=20, nprobe=20)
+    config = NeighborConfig(exact_below=None, exact_self_below=None, backend="ivf", metric=metric, nlist=20, nprobe=20)
     dist, idx = knn(base, queries, k=7, config=config)
     ref_dist, ref_idx = knn(base, queries, k=7, config=NeighborConfig(metric=metric))
     assert np.array_equal(idx, ref_idx)
@@ -75,7 +75,7 @@ def test_ivf_results_do_not_depend_on_thread_count():
     import torch
 
     base = clustered(5000, 16, 7)
-    config = NeighborConfig(exact_below=None, backend="ivf", nprobe=3)
+    config = NeighborConfig(exact_below=None, exact_self_below=None, backend="ivf", nprobe=3)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -95,7 +95,7 @@ def test_faiss_engine_on_cpu(backend):
     base = clustered(6000, 16, 8)
     queries = clustered(300, 16, 9)
     _, truth = knn(base, queries, k=10)
-    index = NeighborIndex(config=NeighborConfig(exact_below=None, backend=backend, engine="faiss")).fit(base)
+    index = NeighborIndex(config=NeighborConfig(exact_below=None, exact_self_below=None, backend=backend, engine="faiss")).fit(base)
     assert type(index._engine).__module__.startswith("faiss")
     _, found = index.search(queries, 10)
     if backend == "flat":

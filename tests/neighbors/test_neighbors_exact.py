@@ -316,7 +316,7 @@ def test_far_from_the_origin_is_still_exact(backend):
     queries = (rng.standard_normal((200, 16)) + 1000.0).astype(np.float32)
     kept_base, kept_queries = base.copy(), queries.copy()
     assert l2_shift(base) is not None and l2_shift(base - base.mean(0)) is None
-    config = NeighborConfig(backend=backend, nlist=4, nprobe=4, exact_below=0)
+    config = NeighborConfig(backend=backend, nlist=4, nprobe=4, exact_below=0, exact_self_below=0)
     index = NeighborIndex(5, config).fit(base)
     dist, idx = index.search(queries, 5)
     full = ((queries.astype(np.float64)[:, None] - base.astype(np.float64)[None]) ** 2).sum(-1)

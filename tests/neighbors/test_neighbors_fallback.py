@@ -65,3 +65,23 @@ def test_memory_estimate_follows_the_fallback():
     approx, flat = NeighborConfig(backend="ivf"), NeighborConfig()
     assert estimate_memory_bytes(n, n, d, 5, approx) == estimate_memory_bytes(n, n, d, 5, flat)
     assert estimate_memory_bytes(n + 1, n + 1, d, 5, approx) != estimate_memory_bytes(n + 1, n + 1, d, 5, flat)
+
+
+def test_self_joins_fall_back_below_their_own_crossover(caplog):
+    """An index searched against its own base follows ``exact_self_below``; one searched with other
+    queries follows ``exact_below``; `knn` tells them apart by whether it has queries."""
+    import logging
+
+    config = NeighborConfig(backend="ivf", exact_below=1_000, exact_self_below=5_000)
+    base = points(3_000, 64, 4)
+    assert NeighborIndex(config=config, self_join=True).fit(base).exact_fallback_
+    assert not NeighborIndex(config=config).fit(base).exact_fallback_
+    with caplog.at_level(logging.INFO, logger="selectkit.neighbors"):
+        knn(base, k=3, exclude_self=True, config=config)
+    assert "neighbors.exact_self_below=5000" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="selectkit.neighbors"):
+        knn(base, base[:10], k=3, config=config)
+    assert "below crossover" not in caplog.text
+    with pytest.raises(Exception, match="neighbors.exact_self_below"):
+        NeighborConfig(exact_self_below=-1)

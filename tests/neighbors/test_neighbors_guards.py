@@ -125,9 +125,9 @@ def test_without_faiss_cpu_search_runs_and_faiss_settings_say_what_to_install(mo
     monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails, as without the extra
     x = np.random.default_rng(3).standard_normal((500, 8)).astype(np.float32)
     exact = knn(x, k=4, exclude_self=True)[1]
-    ivf = knn(x, k=4, config=NeighborConfig(backend="ivf", nlist=4, nprobe=4, exact_below=None), exclude_self=True)[1]
+    ivf = knn(x, k=4, config=NeighborConfig(backend="ivf", nlist=4, nprobe=4, exact_below=None, exact_self_below=None), exclude_self=True)[1]
     assert np.array_equal(exact, ivf), "all lists probed: IVF is exhaustive"
     assert np.array_equal(exact, knn(x, k=4, config=NeighborConfig(backend="hnsw"), exclude_self=True)[1]), "small base: exact fallback"
-    for config in (NeighborConfig(backend="hnsw", exact_below=None), NeighborConfig(engine="faiss")):
+    for config in (NeighborConfig(backend="hnsw", exact_below=None, exact_self_below=None), NeighborConfig(engine="faiss")):
         with pytest.raises(MissingDependencyError, match=r"selectkit\[faiss\]"):
             knn(x, k=4, config=config)

@@ -54,7 +54,7 @@ class Rebuilding:
 
         self.layer = LayerNeighbors(config)
 
-    def fit(self, base):
+    def fit(self, base, self_join=False):
         return lambda k, rows=None: self.layer(base, k, rows)
 
 

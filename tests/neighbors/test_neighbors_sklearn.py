@@ -30,10 +30,10 @@ def test_kneighbors_matches_sklearn(metric, sk_metric):
 
 
 def test_params_round_trip_and_clone():
-    est = NeighborIndex(n_neighbors=3, config=NeighborConfig(backend="hnsw"))
-    assert est.get_params() == {"n_neighbors": 3, "config": NeighborConfig(backend="hnsw")}
+    est = NeighborIndex(n_neighbors=3, config=NeighborConfig(backend="hnsw"), self_join=True)
+    assert est.get_params() == {"n_neighbors": 3, "config": NeighborConfig(backend="hnsw"), "self_join": True}
     copy = clone(est).set_params(n_neighbors=7)
-    assert copy.n_neighbors == 7 and est.n_neighbors == 3
+    assert copy.n_neighbors == 7 and est.n_neighbors == 3 and copy.self_join
     with pytest.raises(RuntimeError, match="fit"):
         NeighborIndex().kneighbors(np.zeros((1, 2)))
 
