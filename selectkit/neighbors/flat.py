@@ -269,8 +269,9 @@ def run_workers(worker: Callable[[], None], jobs: int, workers: int = 0, per_job
     with torch single-threaded meanwhile; a worker's exception is raised here.
 
     ``per_job``: the multiply-adds of one job's products on average (tile entries times the
-    dimension). Below `PARALLEL_MIN` (a few tenths of a millisecond of work) the jobs run on the calling thread: between such short jobs the
-    threads would spend more time handing each other Python's lock than working side by side.
+    dimension). Below `PARALLEL_MIN` (a few tenths of a millisecond of work) the jobs run on the
+    calling thread: between such short jobs the threads would spend more time handing each other
+    Python's lock than working side by side.
     The threads come from a pool kept for the process, so a search pays no thread start-up; a call
     made from inside a worker runs its worker inline instead of waiting on the pool."""
 
