@@ -19,7 +19,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # the crossover moves with 1 / sqrt(d): about 74k points at d=32 and 37k at d=128 (scripts/bench_knn.py
 # --crossover, docs/benchmarks.md). HNSW's build is slower still, so the same bound is safe for it.
 EXACT_BELOW = 52_000
-# The same for a search of the base against itself (SMOTE's, k-center's), whose exact self-join skips
+# The same for a search of the base against itself (SMOTE's per-class search), whose exact self-join skips
 # the chunk pairs that lie too far apart: on clustered data it beat IVF at every size measured, up to
 # 400k points at d=64; where IVF was faster (unclustered noise) it found a quarter of the neighbours.
 EXACT_SELF_BELOW = 400_000

@@ -238,7 +238,8 @@ def knn(
     if exclude_self and queries is not None:
         raise ValueError("exclude_self=True needs queries=None: a query's own point is only known when the queries are the base")
     kk = check_k(k, n, exclude_self)
-    check_cap(n, nq, d, kk + 1 if exclude_self else kk, config)
+    # the cap is checked for the search that will run (after the exact fallback, if any)
+    check_cap(n, nq, d, kk + 1 if exclude_self else kk, effective(config, n, d, queries is None)[0])
     index = NeighborIndex(n_neighbors=kk, config=config, self_join=queries is None)
     return index.fit(base).search(queries, kk, exclude_self=exclude_self)
 

@@ -85,3 +85,20 @@ def test_self_joins_fall_back_below_their_own_crossover(caplog):
     assert "below crossover" not in caplog.text
     with pytest.raises(Exception, match="neighbors.exact_self_below"):
         NeighborConfig(exact_self_below=-1)
+
+
+def test_knn_checks_the_memory_cap_of_the_search_that_runs(monkeypatch):
+    """A self-search below ``exact_self_below`` runs exactly, so `knn` checks the exact search's
+    estimate; with other queries the same base runs IVF and IVF's estimate is checked."""
+    import selectkit.neighbors.search as search
+
+    checked = []
+    real = search.check_cap
+    monkeypatch.setattr(search, "check_cap", lambda *a, **kw: checked.append(a[4].backend) or real(*a, **kw))
+    config = NeighborConfig(backend="ivf", exact_below=1_000, exact_self_below=5_000)
+    base = points(3_000, 64, 5)
+    knn(base, k=3, exclude_self=True, config=config)
+    assert checked[0] == "flat"
+    checked.clear()
+    knn(base, base[:10], k=3, config=config)
+    assert checked[0] == "ivf"
