@@ -15,8 +15,9 @@ class BADGE(Selector):
     """k-means++ seeding over the last layer's gradient embeddings (``grad_embeddings``: the loss
     gradient at the predicted label, whose norm grows with the model's uncertainty).
 
-    The first item is the one with the largest gradient embedding (ties by a random key from
-    ``ctx.rng``); each further item is drawn with probability proportional to its squared distance to
+    The first item is the one with the largest gradient embedding norm, measured on the rows as given
+    (the neighbour layer may centre them for its distance passes; distances do not change, norms do;
+    ties by a random key from ``ctx.rng``); each further item is drawn with probability proportional to its squared distance to
     the nearest item drawn so far (D² sampling, draws from ``ctx.rng``). Items already drawn (and exact
     duplicates of them) have distance 0, so the batch is distinct; should every remaining item be at
     distance 0, the next is drawn uniformly among them. A running minimum-distance vector is updated
@@ -42,7 +43,7 @@ class BADGE(Selector):
         key = tie_key(ctx, n)
         rng = ctx.rng(SAMPLING)
         dist = MinDistances(g)
-        ties = np.flatnonzero(dist.sq == dist.sq.max())
+        ties = np.flatnonzero(dist.norms == dist.norms.max())
         first = int(ties[np.argmax(key[ties])])
         picks, d2 = d2_seeding(dist, budget, rng, first)
         return Acquisition(picks, meta={"budget": budget, "pool": n, "d2": d2.astype(np.float32)})

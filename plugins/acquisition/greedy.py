@@ -17,7 +17,9 @@ class MinDistances:
 
     Rows far from the origin against their spread are centred on their mean first (the layer's
     `selectkit.neighbors.inputs.l2_shift`; a float32 copy of ``x`` then), so that the float32 products
-    of each pass keep the distances' precision.
+    of each pass keep the distances' precision. Distances do not change under the shift; norms do, so
+    ``sq`` (the working rows' squared norms) is an internal of the distance passes and ``norms`` holds
+    the squared norms of the rows as given.
 
     Args:
         x: float32 ``[n, d]`` rows (C-contiguous).
@@ -27,10 +29,14 @@ class MinDistances:
         from selectkit.neighbors.inputs import l2_shift, shifted
 
         self.x = np.ascontiguousarray(x, dtype=np.float32)
+        #: float64 ``[n]`` squared norms of the rows as given (before any centring)
+        self.norms = np.einsum("ij,ij->i", self.x, self.x, dtype=np.float64)
         self.shift = l2_shift(self.x)
         if self.shift is not None:
             self.x = shifted(self.x, self.shift)
-        self.sq = np.einsum("ij,ij->i", self.x, self.x, dtype=np.float64)
+            self.sq = np.einsum("ij,ij->i", self.x, self.x, dtype=np.float64)
+        else:
+            self.sq = self.norms
         self.min = np.full(self.x.shape[0], np.inf)
 
     def add_reference(self, ref: np.ndarray, config: Any = None) -> None:
@@ -62,7 +68,7 @@ class MinDistances:
 def d2_seeding(dist: MinDistances, k: int, rng: np.random.Generator, first: int) -> tuple[np.ndarray, np.ndarray]:
     """k-means++ seeding: ``first``, then ``k - 1`` rows each drawn with probability proportional to its
     squared distance to the nearest row drawn so far; returns the rows (distinct, in draw order) and
-    each one's squared distance when drawn (the first: its squared norm).
+    each one's squared distance when drawn (the first: its squared norm as given, ``dist.norms``).
 
     Rows already drawn weigh 0, so no row is drawn twice; if every remaining row is at distance 0 (exact
     duplicates), the next is drawn uniformly among the rows not drawn yet. Updates ``dist`` in place.
@@ -70,7 +76,7 @@ def d2_seeding(dist: MinDistances, k: int, rng: np.random.Generator, first: int)
     n = dist.x.shape[0]
     picks = np.empty(k, dtype=np.int64)
     d2 = np.empty(k, dtype=np.float64)
-    picks[0], d2[0] = first, dist.sq[first]
+    picks[0], d2[0] = first, dist.norms[first]
     taken = np.zeros(n, dtype=bool)
     taken[first] = True
     dist.add(first)

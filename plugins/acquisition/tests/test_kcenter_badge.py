@@ -151,3 +151,20 @@ def test_badge_is_distinct_with_duplicated_rows():
 def test_yaml_is_typed_by_its_schema(name, cls, kit):
     sel = check_selector_config(name, kit.CONF / f"{name}.yaml")
     assert isinstance(sel, cls) and sel.budget == 10
+
+
+def test_badge_first_pick_is_the_largest_norm_of_rows_far_from_the_origin():
+    # rows far from the origin against their spread are centred for the distance passes; the first
+    # pick and its meta.d2 must still be those of the rows as given, and the later d2 are distances
+    from selectkit.selector import Pool
+
+    rng = np.random.default_rng(0)
+    g = (rng.standard_normal((500, 8)) + 5).astype(np.float32)
+    out = BADGE(budget=5).select(Pool(500, grad_embeddings=g), SelectContext(seed=0))
+    norms = (g.astype(np.float64) ** 2).sum(1)
+    assert out.indices[0] == int(np.argmax(norms))
+    assert out.meta["d2"][0] == pytest.approx(norms.max(), rel=1e-6)
+    picks = out.indices
+    for step in range(1, 5):
+        expected = _dense(g[picks[step : step + 1]], g[picks[:step]]).min()
+        assert out.meta["d2"][step] == pytest.approx(expected, rel=1e-4)
