@@ -370,7 +370,37 @@ def exact_scores(blocks: Blocks, *, ridge: float = 0.0, rtol: float = 1e-6) -> S
     return Scores(values, rank, method, g, colsum, meta)
 
 
-def sketched_scores(
+@dataclass
+class Sketch:
+    """A sketched whitening and its error estimate, before the scoring pass (`sketch`).
+
+    Attributes:
+        m: ``d x r`` (or ``d x p`` with a projection) matrix whose product with a row gives its score
+            as a squared norm; None for rank 0.
+        rank: numerical rank of the sketch.
+        gram: the sketched Gram matrix ``(S A)^T (S A)`` in float64.
+        colsum: column sums of ``A`` (float64 ``[d]``).
+        estimate: the per-row relative error estimate of the scores (``rel_error_estimate``).
+        meta: JSON-friendly facts (as `Scores.meta`).
+        started: ``time.perf_counter()`` when the sketch pass began.
+    """
+
+    m: np.ndarray | None
+    rank: int
+    gram: np.ndarray
+    colsum: np.ndarray
+    estimate: float
+    meta: dict[str, Any]
+    started: float
+
+    def scores(self, blocks: Blocks) -> Scores:
+        """The sketched scores of every row of ``blocks`` (one more pass, the second)."""
+        values = np.zeros(blocks.n) if self.m is None else _row_norms(blocks, self.m, torch.float32)
+        meta = {**self.meta, "passes": 2, "seconds": round(time.perf_counter() - self.started, 6)}
+        return Scores(values, self.rank, "sketch", self.gram, self.colsum, meta)
+
+
+def sketch(
     blocks: Blocks,
     *,
     sketch_size: int,
@@ -378,17 +408,9 @@ def sketched_scores(
     rng: np.random.Generator,
     ridge: float = 0.0,
     rtol: float = 1e-6,
-) -> Scores:
-    """Approximate leverage scores from a CountSketch of ``sketch_size`` rows (module docstring).
-
-    ``projection`` columns of a Gaussian map shrink the scoring pass (None: no projection, the scores
-    are those of ``A W`` exactly). The reported ``rel_error_estimate`` is
-    ``exp(2 eps) - 1 + 3 sqrt(2 / p)`` where ``eps`` is the largest ``|log sigma|`` over the singular
-    values of the second sketch times ``W`` (how far ``A W`` is from orthonormal, read through an
-    independent sketch, so it also counts that sketch's own distortion) and ``3 sqrt(2 / p)`` three
-    standard deviations of a squared norm under a ``p``-column Gaussian projection: a per-row bound that
-    the tests check holds for at least 99% of rows.
-    """
+) -> Sketch:
+    """The sketch pass of `sketched_scores`: the whitening from a CountSketch of ``sketch_size``
+    rows and its error estimate, so a caller can judge the estimate before the scoring pass."""
     t0 = time.perf_counter()
     d, k = blocks.d, int(sketch_size)
     sa = torch.zeros((k, d), dtype=torch.float32)
@@ -407,10 +429,9 @@ def sketched_scores(
     _check_finite(g)
     _check_finite(colsum)
     w, rank, kappa = whitening(g, ridge, rtol)
-    if rank == 0:
-        values = np.zeros(blocks.n)
-        eps = 0.0
-    else:
+    m = None
+    eps = 0.0
+    if rank:
         t = sb.double() @ torch.from_numpy(np.ascontiguousarray(w))
         gt = (t.T @ t).numpy() + (ridge * (w.T @ w) if ridge else 0.0)
         sv = np.sqrt(np.clip(eigh(gt)[0], 1e-300, None))
@@ -418,7 +439,6 @@ def sketched_scores(
         m = w
         if projection is not None and projection < w.shape[1]:
             m = w @ (rng.standard_normal((w.shape[1], int(projection))) / math.sqrt(projection))
-        values = _row_norms(blocks, m, torch.float32)
     p = projection if projection is not None and projection < max(rank, 1) else None
     estimate = math.expm1(2 * eps) + (3 * math.sqrt(2.0 / p) if p else 0.0)
     meta = {
@@ -429,10 +449,33 @@ def sketched_scores(
         "projection": p,
         "sketch_distortion": round(eps, 6),
         "rel_error_estimate": round(estimate, 6),
-        "passes": 2,
+        "passes": 1,
         "seconds": round(time.perf_counter() - t0, 6),
     }
-    return Scores(values, rank, "sketch", g, colsum, meta)
+    return Sketch(m, rank, g, colsum, estimate, meta, t0)
+
+
+def sketched_scores(
+    blocks: Blocks,
+    *,
+    sketch_size: int,
+    projection: int | None,
+    rng: np.random.Generator,
+    ridge: float = 0.0,
+    rtol: float = 1e-6,
+) -> Scores:
+    """Approximate leverage scores from a CountSketch of ``sketch_size`` rows (module docstring):
+    `sketch`, then its scoring pass.
+
+    ``projection`` columns of a Gaussian map shrink the scoring pass (None: no projection, the scores
+    are those of ``A W`` exactly). The reported ``rel_error_estimate`` is
+    ``exp(2 eps) - 1 + 3 sqrt(2 / p)`` where ``eps`` is the largest ``|log sigma|`` over the singular
+    values of the second sketch times ``W`` (how far ``A W`` is from orthonormal, read through an
+    independent sketch, so it also counts that sketch's own distortion) and ``3 sqrt(2 / p)`` three
+    standard deviations of a squared norm under a ``p``-column Gaussian projection: a per-row bound that
+    the tests check holds for at least 99% of rows.
+    """
+    return sketch(blocks, sketch_size=sketch_size, projection=projection, rng=rng, ridge=ridge, rtol=rtol).scores(blocks)
 
 
 def _count_sketch(bucket: np.ndarray, sign: np.ndarray, k: int) -> torch.Tensor:

@@ -13,13 +13,13 @@ from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
 from selectkit import sampling
-from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketched_scores
+from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketch
 
 _DRAW = 0x4C56
 _TREE = 0x4C54
 _SKETCH = 0x4C53
 
-#: ``method: auto`` sketches from this many feature columns on (below it exact scores are cheaper).
+#: ``method: auto`` tries a sketch from this many feature columns on (below it exact scores are cheaper).
 SKETCH_FROM_D = 256
 
 
@@ -61,7 +61,9 @@ class LeverageSampling(Selector):
             Sensitivity Sampling").
         method: ``exact`` (blocked Cholesky-QR with a conditioning check and float64 fallback),
             ``sketch`` (CountSketch plus a Gaussian projection, error estimate in the metadata) or
-            ``auto`` (sketch from 256 columns on).
+            ``auto``: from 256 columns on, and when the sketch has fewer rows than the pool, the sketch
+            pass runs and its scores are kept if its own error estimate is at most ``sketch_tol``;
+            otherwise exact scores (the metadata's ``method`` says which ran).
         source: ``features`` (raw inputs) or ``embeddings`` (the model's).
         ridge: for ``score: ridge``, ``lambda`` as a multiple of the mean eigenvalue of ``A^T A``
             (its trace over d), > 0.
@@ -69,6 +71,8 @@ class LeverageSampling(Selector):
         sketch_size: rows of the CountSketch (``method: sketch``); null: ``min(n, 16 d)``. At least the
             number of columns, at most the pool's size.
         projection: columns of the Gaussian projection of the sketched scores; null: none.
+        sketch_tol: ``method: auto`` keeps sketched scores only when their per-row relative error
+            estimate (``rel_error_estimate``) is at most this, > 0; else it runs exact.
         uniform_mix: share of the sampling weight spread uniformly, in [0, 1).
         tree_dims: principal directions the pivotal tree is built in.
         block_rows: rows read per block; null: 64 MiB of float32 per block.
@@ -86,6 +90,7 @@ class LeverageSampling(Selector):
         "p": Interval(1.0, 2.0),
         "sketch_size": AnyOf((IsNone(), Interval(1, None, integer=True))),
         "projection": AnyOf((IsNone(), Interval(1, None, integer=True))),
+        "sketch_tol": Interval(0.0, None, low_closed=False),
         "uniform_mix": Interval(0.0, 1.0, high_closed=False),
         "tree_dims": Interval(1, None, integer=True),
         "block_rows": AnyOf((IsNone(), Interval(1, None, integer=True))),
@@ -103,6 +108,7 @@ class LeverageSampling(Selector):
         p: float = 1.0,
         sketch_size: int | None = None,
         projection: int | None = None,
+        sketch_tol: float = 0.05,
         uniform_mix: float = 0.0,
         tree_dims: int = 8,
         block_rows: int | None = None,
@@ -116,6 +122,7 @@ class LeverageSampling(Selector):
         self.p = p
         self.sketch_size = sketch_size
         self.projection = projection
+        self.sketch_tol = sketch_tol
         self.uniform_mix = uniform_mix
         self.tree_dims = tree_dims
         self.block_rows = block_rows
@@ -155,7 +162,14 @@ class LeverageSampling(Selector):
 
     def _scores(self, blocks: Blocks, ctx: SelectContext):
         d, n = blocks.d, blocks.n
-        sketch = self.method == "sketch" or (self.method == "auto" and d >= SKETCH_FROM_D)
+        k = self.sketch_size if self.sketch_size is not None else min(n, 16 * d)
+        auto = None
+        if self.method == "auto":
+            if d < SKETCH_FROM_D:
+                auto = f"exact: fewer than {SKETCH_FROM_D} columns"
+            elif self.sketch_size is None and k >= n:
+                auto = "exact: a sketch would have as many rows as the pool"
+        sketched = self.method == "sketch" or (self.method == "auto" and auto is None)
         ridge = 0.0
         if self.score == "ridge":
             # lambda relative to the mean eigenvalue: a first pass reads the trace (cheap next to the rest)
@@ -166,16 +180,30 @@ class LeverageSampling(Selector):
                 raise self.param_error("source", f"is {self.source!r}, whose values include NaN or infinity; clean them or use another source")
             ridge = self.ridge * trace / max(d, 1)
         try:
-            if sketch:
-                k = self.sketch_size if self.sketch_size is not None else min(n, 16 * d)
-                if k < d:
-                    raise self.param_error("sketch_size", f"is {k}, fewer rows than the {d} columns it must embed; give at least {d}")
-                if k > n:
-                    raise self.param_error("sketch_size", f"is {k}, more rows than the pool's {n} items; give at most {n}")
-                if self.projection is not None and self.projection > d:
-                    raise self.param_error("projection", f"is {self.projection}, more than the {d} columns; give at most {d} or null")
-                return sketched_scores(blocks, sketch_size=int(k), projection=self.projection, rng=ctx.rng(_SKETCH, per_epoch=False), ridge=ridge)
-            return exact_scores(blocks, ridge=ridge)
+            if not sketched:
+                scores = exact_scores(blocks, ridge=ridge)
+                if auto is not None:
+                    scores.meta["auto"] = auto
+                return scores
+            if k < d:
+                raise self.param_error("sketch_size", f"is {k}, fewer rows than the {d} columns it must embed; give at least {d}")
+            if k > n:
+                raise self.param_error("sketch_size", f"is {k}, more rows than the pool's {n} items; give at most {n}")
+            if self.projection is not None and self.projection > d:
+                raise self.param_error("projection", f"is {self.projection}, more than the {d} columns; give at most {d} or null")
+            sk = sketch(blocks, sketch_size=int(k), projection=self.projection, rng=ctx.rng(_SKETCH, per_epoch=False), ridge=ridge)
+            if self.method == "sketch":
+                return sk.scores(blocks)
+            tol = float(self.sketch_tol)
+            facts = {"sketch_error_estimate": sk.meta["rel_error_estimate"], "sketch_tol": tol, "sketch_pass_s": sk.meta["seconds"]}
+            if sk.estimate <= tol:
+                scores = sk.scores(blocks)
+                facts["auto"] = "sketch: its error estimate is within sketch_tol"
+            else:
+                scores = exact_scores(blocks, ridge=ridge)
+                facts["auto"] = "exact: the sketch's error estimate is above sketch_tol"
+            scores.meta.update(facts)
+            return scores
         except NonFiniteError:
             raise self.param_error("source", f"is {self.source!r}, whose values include NaN or infinity; clean them or use another source") from None
 

@@ -43,6 +43,7 @@ def test_contract(scheme, score):
             "p": [0.5, 3.0],
             "sketch_size": [0, 2.5],
             "projection": [0],
+            "sketch_tol": [0.0, -0.1, "x"],
             "uniform_mix": [1.0, -0.1],
             "tree_dims": [0],
             "block_rows": [0],
@@ -181,6 +182,23 @@ def test_sketched_scores_within_their_stated_tolerance():
         assert np.mean(rel <= tol) >= 0.99, f"projection {projection}: {np.mean(rel <= tol):.3f} of rows within {tol:.3f}"
         # the estimate is not vacuous: it is at most a few times the median error
         assert tol <= 20 * np.median(rel) + 0.05
+
+
+def test_auto_runs_exact_when_the_sketch_bound_exceeds_its_tolerance():
+    # 8,192 x 256: the default sketch (4,096 rows) states an error far above 5%, so auto keeps exact
+    a = _matrix(8192, 256, 5.0, seed=3)
+    pool = Pool(8192, features=a)
+    auto = LeverageSampling(budget=200).select(pool, SelectContext(seed=0))
+    exact = LeverageSampling(budget=200, method="exact").select(pool, SelectContext(seed=0))
+    assert auto.meta["method"].startswith("cholesky_qr")
+    assert auto.meta["sketch_error_estimate"] > auto.meta["sketch_tol"] == 0.05
+    assert auto.meta["auto"].startswith("exact")
+    assert np.array_equal(auto.indices, exact.indices) and np.array_equal(auto.weights, exact.weights)
+    loose = LeverageSampling(budget=200, sketch_tol=10.0).select(pool, SelectContext(seed=0))
+    assert loose.meta["method"] == "sketch" and loose.meta["auto"].startswith("sketch")
+    assert loose.meta["rel_error_estimate"] == loose.meta["sketch_error_estimate"] <= 10.0
+    narrow = LeverageSampling(budget=20).select(make_pool(), SelectContext(seed=0))
+    assert narrow.meta["method"].startswith("cholesky_qr") and "fewer than 256 columns" in narrow.meta["auto"]
 
 
 # ------------------------------------------------------------------ designs
