@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_module
 
 from benchlib.rs2 import accuracy_at_budget, loader_throughput, time_resampling
 from selectkit.data import build_datasets
-from selectkit.report import load_run, speedups, summarize, time_to_target
+from selectkit.report import load_run, reach_sentence, speedups, summarize, time_to_target
 from selectkit.train import run
 
 
@@ -85,7 +85,7 @@ def main() -> None:
         }
     )
     loaded = [v["run"] for v in runs.values()]
-    results["in_words"] = speedups(loaded, summarize(loaded))[1]
+    results["in_words"] = [reach_sentence(r) for r in speedups(loaded, summarize(loaded))]
     (args.out / "bench_rs2.json").write_text(json.dumps(results, indent=2, default=float))
     (args.out / "bench_rs2.md").write_text(render(results, args))
     print((args.out / "bench_rs2.md").read_text())

@@ -38,6 +38,7 @@ _SKIP_DIRS = {".hydra", "checkpoints", "selections", "shards", "wandb", "csv", "
 COLUMNS = [
     "run",
     "run_name",
+    "dataset",
     "selector",
     "seed",
     "epochs",
@@ -264,8 +265,10 @@ def summarize(runs: Sequence[Run], targets: Sequence[float] | None = None) -> li
     """One row per completed run, with the `COLUMNS` plus ``time_to_<target>`` (wall-clock seconds),
     ``epoch_to_<target>`` and ``examples_to_<target>`` for each target.
 
-    ``targets`` defaults to those the runs recorded. ``select_overhead_pct`` is selection time as a
-    share of training plus selection time. Missing values are None.
+    ``targets`` defaults to those the runs recorded. ``train_s`` and ``select_s`` are the whole run's
+    seconds, as ``summary.json`` has them (every round of a round loop, its acquisitions counted in
+    ``select_s``); ``select_overhead_pct`` is selection time as a share of training plus selection
+    time. Missing values are None.
     """
     done = [r for r in runs if r.completed]
     targets = sorted(float(t) for t in targets) if targets else _targets_of(done)
@@ -274,8 +277,9 @@ def summarize(runs: Sequence[Run], targets: Sequence[float] | None = None) -> li
         s = run.summary
         final = s.get("final") if isinstance(s.get("final"), dict) else {}
         last = {**(run.metrics[-1] if run.metrics else {}), **final}
-        train_s = _num(last.get("train_s", s.get("train_s")))
-        select_s = _num(last.get("select_s", s.get("select_s")))
+        # whole-run seconds, as summary.json has them (a round loop's `final` is its last round's)
+        train_s = _num(s.get("train_s", last.get("train_s")))
+        select_s = _num(s.get("select_s", last.get("select_s")))
         overhead = None
         if train_s is not None and select_s is not None and train_s + select_s > 0:
             overhead = 100.0 * select_s / (train_s + select_s)
@@ -287,6 +291,7 @@ def summarize(runs: Sequence[Run], targets: Sequence[float] | None = None) -> li
         row: dict[str, Any] = {
             "run": run.name,
             "run_name": s.get("run_name"),
+            "dataset": s.get("dataset"),
             "selector": s.get("selector"),
             "seed": s.get("seed"),
             "epochs": len(run.metrics) if run.metrics else (int(epoch) + 1 if epoch is not None else None),
@@ -343,60 +348,159 @@ def _is_full_data(row: Mapping[str, Any]) -> bool:
     return str(row.get("selector")) == "full"
 
 
-def speedups(runs: Sequence[Run], rows: list[dict[str, Any]]) -> tuple[float | None, list[str]]:
-    """The headline: each subset run's time to full data's final accuracy minus 2 points, against each
-    full-data run (the controls, e.g. full data and full data compressed to the subset's steps).
+def _dataset_name(dataset: Any) -> str:
+    return "dataset not recorded" if dataset is None or dataset == "" else str(dataset)
 
-    The target is the best final accuracy of the full-data runs that train as long as they were set to
-    (runs whose name says ``compressed`` are controls, not the reference), minus 0.02. Returns the target
-    and one sentence per subset run; ``(None, [])`` without both kinds of run.
+
+def _by_dataset(items: Iterable[Any], dataset_of: Any = lambda item: item.get("dataset")) -> dict[Any, list[Any]]:
+    """``items`` by their dataset (``summary.json``'s ``dataset``), datasets in first-seen order."""
+    groups: dict[Any, list[Any]] = defaultdict(list)
+    for item in items:
+        groups[dataset_of(item)].append(item)
+    return dict(groups)
+
+
+def _run_title(row: Mapping[str, Any]) -> str:
+    return str(row.get("run_name") or row["run"])
+
+
+def full_data_targets(rows: Sequence[Mapping[str, Any]]) -> dict[Any, float]:
+    """Each dataset's headline target: the best final accuracy of its own full-data runs that train as
+    long as they were set to (runs whose name says ``compressed`` are controls, not the reference),
+    minus 0.02. A dataset without a full-data run has none."""
+    targets = {}
+    for dataset, group in _by_dataset(rows).items():
+        controls = [r for r in group if _is_full_data(r)]
+        reference = [r for r in controls if "compress" not in _run_title(r)] or controls
+        finals = [r["final_val_acc"] for r in reference if r["final_val_acc"] is not None]
+        if finals:
+            targets[dataset] = max(finals) - 0.02
+    return targets
+
+
+def speedups(runs: Sequence[Run], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each subset run against its own dataset's target (`full_data_targets`) and that dataset's
+    full-data runs (the controls, e.g. full data and full data compressed to the subset's steps).
+
+    One dict per subset run on a dataset with a target, in the order of ``rows``: ``dataset``,
+    ``run``, ``name`` (run name), ``selector``, ``epochs``, ``target``, ``hit`` (as `time_to_target`;
+    None when never reached), ``wall_s`` (None when never reached) and ``controls``, a list of
+    ``(name, wall_s or None)`` for each full-data run on the same dataset.
     """
     by_name = {r.name: r for r in runs}
-    controls = [r for r in rows if _is_full_data(r)]
-    subsets = [r for r in rows if not _is_full_data(r)]
-    reference = [r for r in controls if "compress" not in str(r.get("run_name") or r["run"])] or controls
-    finals = [r["final_val_acc"] for r in reference if r["final_val_acc"] is not None]
-    if not controls or not subsets or not finals:
-        return None, []
-    target = max(finals) - 0.02
+    targets = full_data_targets(rows)
 
-    def seconds(row: Mapping[str, Any]) -> float | None:
-        hit = time_to_target(by_name[row["run"]], target)
+    def seconds(hit: Mapping[str, Any] | None) -> float | None:
         return _num(hit.get("wall_s")) if hit else None
 
-    def name(row: Mapping[str, Any]) -> str:
-        return str(row.get("run_name") or row["run"])
-
-    sentences = []
-    for sub in subsets:
-        mine = seconds(sub)
-        if mine is None:
-            sentences.append(f"{name(sub)} did not reach {target:.4f} (full data's final accuracy minus 2 points) in its {sub['epochs']} epochs.")
+    out = []
+    for row in rows:
+        dataset = row.get("dataset")
+        if _is_full_data(row) or dataset not in targets:
             continue
-        parts = []
-        for ctrl in controls:
-            theirs = seconds(ctrl)
-            if theirs is None:
-                parts.append(f"{name(ctrl)} never reached it")
-            elif theirs >= mine:
-                parts.append(f"{theirs / mine:.1f}x sooner than {name(ctrl)} ({theirs:.1f} s)")
-            else:
-                parts.append(f"{mine / theirs:.1f}x later than {name(ctrl)} ({theirs:.1f} s)")
-        sentences.append(f"{name(sub)} reached {target:.4f} (full data's final accuracy minus 2 points) after {mine:.1f} s of training and selection: " + ", and ".join(parts) + ".")
-    return target, sentences
+        target = targets[dataset]
+        hit = time_to_target(by_name[row["run"]], target)
+        controls = [c for c in rows if _is_full_data(c) and c.get("dataset") == dataset]
+        out.append({
+            "dataset": dataset,
+            "run": row["run"],
+            "name": _run_title(row),
+            "selector": row.get("selector"),
+            "epochs": row.get("epochs"),
+            "target": target,
+            "hit": hit,
+            "wall_s": seconds(hit),
+            "controls": [(_run_title(c), seconds(time_to_target(by_name[c["run"]], target))) for c in controls],
+        })
+    return out
 
 
-def render_markdown(rows: list[dict[str, Any]], runs: Sequence[Run], targets: Sequence[float]) -> str:
-    """``report.md``: one table row per completed run, a per-selector summary, and the incomplete runs."""
+def _goal(target: float) -> str:
+    return f"{target:.4f} (full data's final accuracy minus 2 points)"
+
+
+def _against(reach: Mapping[str, Any]) -> str:
+    """How a subset run's time to its target compares with each control's, in words."""
+    mine, parts = reach["wall_s"], []
+    for name, theirs in reach["controls"]:
+        if theirs is None:
+            parts.append(f"{name} never reached it")
+        elif mine is None:
+            parts.append(f"{name} reached it after {theirs:.1f} s")
+        elif theirs >= mine:
+            parts.append(f"{theirs / mine:.1f}x sooner than {name} ({theirs:.1f} s)" if mine > 0 else f"sooner than {name} ({theirs:.1f} s)")
+        else:
+            parts.append(f"{mine / theirs:.1f}x later than {name} ({theirs:.1f} s)")
+    return ", and ".join(parts)
+
+
+def reach_sentence(reach: Mapping[str, Any]) -> str:
+    """One `speedups` entry in words: when the run reached its target and how that compares with
+    each control, or that it did not reach it."""
+    if reach["wall_s"] is None:
+        return f"{reach['name']} did not reach {_goal(reach['target'])} in its {reach['epochs']} epochs."
+    return f"{reach['name']} reached {_goal(reach['target'])} after {reach['wall_s']:.1f} s of training and selection: {_against(reach)}."
+
+
+def headlines(reaches: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's first lines, one per dataset: the fastest subset run that reached the dataset's
+    target against each control, and how many of its subset runs reached it (every run is in the
+    "Time to full data's accuracy" table)."""
+    groups = _by_dataset(reaches)
+    sentences = []
+    for dataset, group in groups.items():
+        prefix = "" if dataset is None and len(groups) == 1 else f"{_dataset_name(dataset)}: "
+        reached = [g for g in group if g["wall_s"] is not None]
+        if len(group) == 1:
+            sentences.append(prefix + reach_sentence(group[0]))
+        elif not reached:
+            sentences.append(f"{prefix}none of the {len(group)} subset runs reached {_goal(group[0]['target'])}.")
+        else:
+            best = min(reached, key=lambda g: g["wall_s"])
+            sentences.append(f"{prefix}{reach_sentence(best)[:-1]}; {len(reached)} of {len(group)} subset runs reached it.")
+    return sentences
+
+
+def _when(hit: Mapping[str, Any] | None) -> str:
+    """`` (epoch 3)`` or, for a round loop, `` (round 2)``: where a `time_to_target` hit happened."""
+    for key in ("epoch", "round"):
+        if hit and hit.get(key) is not None:
+            return f" ({key} {hit[key]})"
+    return ""
+
+
+def render_reach_markdown(reaches: Sequence[Mapping[str, Any]]) -> str:
+    """The "Time to full data's accuracy" section: one row per subset run, with its dataset's target,
+    when it reached it (or that it did not), and how that compares with each full-data run."""
+    header = ["dataset", "run", "selector", "target", "reached after", "against full data"]
+    body = []
+    for g in reaches:
+        when = f"{g['wall_s']:.1f} s{_when(g['hit'])}" if g["wall_s"] is not None else f"not reached in {g['epochs']} epochs"
+        body.append([_fmt(_dataset_name(g["dataset"])), _fmt(g["run"]), _fmt(g["selector"]), f"{g['target']:.4f}", when, _fmt(_against(g))])
+    return (
+        "\n## Time to full data's accuracy\n\n"
+        "Each subset run against its own dataset's target: the best final accuracy of that dataset's "
+        "full-data runs (compressed controls aside) minus 2 points, reached after `train_s + select_s` seconds.\n\n"
+        + _markdown_table(header, body)
+        + "\n"
+    )
+
+
+def render_markdown(rows: list[dict[str, Any]], runs: Sequence[Run], targets: Sequence[float], reaches: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """``report.md``: the headline (one line per dataset), one table row per completed run grouped by
+    dataset, every subset run against its dataset's full-data target, a per-dataset-and-selector
+    summary, and the incomplete runs. ``reaches`` defaults to `speedups` of ``runs``."""
     keys = [_target_key(t) for t in targets]
+    reaches = speedups(runs, rows) if reaches is None else reaches
     optional = [c for c in ("final_balanced_acc", "final_minority_recall") if any(r[c] is not None for r in rows)]
-    header = ["run", "selector", "seed", "epochs", "examples seen", "train_s", "select_s", "select overhead %", "final val_acc", "best val_acc"]
+    header = ["run", "dataset", "selector", "seed", "epochs", "examples seen", "train_s (total)", "select_s (total)", "select overhead %", "final val_acc", "best val_acc"]
     header += [c.replace("final_", "final ").replace("_", " ") for c in optional]
     header += [f"time to {k}" for k in keys]
     body = []
-    for r in rows:
+    for r in (r for group in _by_dataset(rows).values() for r in group):
         cells = [
             _fmt(r["run"]),
+            _fmt(_dataset_name(r["dataset"])),
             _fmt(r["selector"]),
             _fmt(r["seed"]),
             _fmt(r["epochs"]),
@@ -413,23 +517,26 @@ def render_markdown(rows: list[dict[str, Any]], runs: Sequence[Run], targets: Se
     out = io.StringIO()
     out.write("# selectkit report\n\n")
     out.write(
-        f"{len(rows)} completed run(s). Times are seconds of training (`train_s`) and selection (`select_s`), "
-        "validation excluded; *select overhead* is `select_s / (train_s + select_s)`; *time to* a target is "
-        "`train_s + select_s` when the validation accuracy first reached it.\n\n"
+        f"{len(rows)} completed run(s). *train_s (total)* and *select_s (total)* are the whole run's seconds "
+        "of training and selection, validation excluded, as in `summary.json` (a round loop's add up over "
+        "its rounds, acquisitions counted as selection); *select overhead* is `select_s / (train_s + select_s)`; "
+        "*time to* a target is `train_s + select_s` up to the epoch whose validation accuracy first reached it.\n\n"
     )
-    _, headline = speedups(runs, rows)
-    if headline:
-        out.write("\n".join(headline) + "\n\n")
+    sentences = headlines(reaches)
+    if sentences:
+        out.write("\n".join(sentences) + "\n\n")
     out.write(_markdown_table(header, body) + "\n")
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if reaches:
+        out.write(render_reach_markdown(reaches))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[str(r["selector"])].append(r)
+        groups[(_dataset_name(r["dataset"]), str(r["selector"]))].append(r)
     if any(len(g) > 1 for g in groups.values()):
-        out.write("\n## By selector (mean over runs)\n\n")
-        g_header = ["selector", "runs", "final val_acc", "best val_acc", "train_s", "select_s"] + [f"time to {k} (reached)" for k in keys]
+        out.write("\n## By dataset and selector (mean over runs)\n\n")
+        g_header = ["dataset", "selector", "runs", "final val_acc", "best val_acc", "train_s (total)", "select_s (total)"] + [f"time to {k} (reached)" for k in keys]
         g_body = []
-        for sel, group in groups.items():
-            cells = [_fmt(sel), str(len(group))]
+        for (dataset, sel), group in groups.items():
+            cells = [_fmt(dataset), _fmt(sel), str(len(group))]
             cells += [_fmt(_mean(r["final_val_acc"] for r in group), "acc"), _fmt(_mean(r["best_val_acc"] for r in group), "acc")]
             cells += [_fmt(_mean(r["train_s"] for r in group), "s"), _fmt(_mean(r["select_s"] for r in group), "s")]
             for k in keys:
@@ -463,14 +570,55 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
 
 
-def _palette(count: int) -> list[Any]:
-    """``count`` distinct line colours: matplotlib's default cycle, then tab20's for more than ten."""
+#: legend entries per column beside a panel; more start another column
+_LEGEND_ROWS = 24
+
+
+def _styles(count: int) -> list[tuple[Any, str]]:
+    """``count`` distinct (colour, line style) pairs: matplotlib's default cycle up to ten, tab20's
+    colours beyond, then the same colours dashed, dotted and dash-dotted."""
     from matplotlib import colormaps
 
     if count <= 10:
-        return [f"C{i}" for i in range(count)]
+        return [(f"C{i}", "-") for i in range(count)]
     cmap = colormaps["tab20"]
-    return [cmap(i % 20) for i in range(count)]
+    return [(cmap(i % 20), ("-", "--", ":", "-.")[(i // 20) % 4]) for i in range(count)]
+
+
+def _panels(entries: Sequence[int], width: float = 6.5) -> tuple[Any, list[Any]]:
+    """A figure of stacked axes, one per panel, each ``width`` inches wide and as tall as a legend of
+    ``entries[i]`` lines beside it needs (4 inches at least). Axes are placed by hand and `_save`
+    keeps every artist (a tight bounding box), so a legend never covers a curve, nothing is cropped,
+    and no layout engine gives up on a long legend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    heights = []
+    for n in entries:
+        rows = math.ceil(n / max(1, math.ceil(n / _LEGEND_ROWS))) if n else 0
+        heights.append(max(4.0, 0.2 * rows + 0.5))
+    gap, title = 1.1, 0.45  # inches per panel for its title (above) and x label (below)
+    fig_w, fig_h = width + 1.0, sum(heights) + gap * len(heights)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
+    FigureCanvasAgg(fig)
+    axes, top = [], fig_h
+    for h in heights:
+        top -= title
+        axes.append(fig.add_axes((0.9 / fig_w, (top - h) / fig_h, width / fig_w, h / fig_h)))
+        top -= h + gap - title
+    return fig, axes
+
+
+def _legend_beside(ax: Any) -> None:
+    """The axes' legend to its right, in as many columns of `_LEGEND_ROWS` entries as it needs."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, ncol=max(1, math.ceil(entries / _LEGEND_ROWS)))
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, format="png", bbox_inches="tight", pad_inches=0.15)
+    return path
 
 
 def strategy_groups(runs: Sequence[Run]) -> dict[tuple[str, tuple[str, ...]], list[Run]]:
@@ -495,50 +643,73 @@ def group_names(groups: Mapping[tuple[str, tuple[str, ...]], Any]) -> dict[tuple
     return names
 
 
-def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], headline: float | None = None) -> list[Path]:
-    """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png``: one line per completed run, one colour
-    and one legend entry per strategy (runs that differ only by seed share them, thinner)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+#: the per-run plots: file name, x-axis label, and the x value of a metrics row
+_X_AXES = {
+    "wallclock": ("acc_vs_wallclock.png", "wall-clock seconds (train_s + select_s)", lambda m: (_num(m.get("train_s")) or 0.0) + (_num(m.get("select_s")) or 0.0)),
+    "examples": ("acc_vs_examples.png", "examples seen", lambda m: _num(m.get("examples_seen"))),
+}
 
-    done = [r for r in runs if r.completed]
-    groups = strategy_groups(done)
-    names = group_names(groups)
-    palette = _palette(len(groups))
-    paths = []
-    for filename, xlabel, x_of in (
-        ("acc_vs_wallclock.png", "wall-clock seconds (train_s + select_s)", lambda m: (_num(m.get("train_s")) or 0.0) + (_num(m.get("select_s")) or 0.0)),
-        ("acc_vs_examples.png", "examples seen", lambda m: _num(m.get("examples_seen"))),
-    ):
-        fig = Figure(figsize=(8, 5), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        for colour, (key, members) in zip(palette, groups.items()):
-            label = members[0].label if len(members) == 1 else f"{names[key]} ({len(members)} runs)"
+
+def runs_figure(runs: Sequence[Run], x: str, targets: Sequence[float] = (), full_targets: Mapping[Any, float] | None = None) -> Any:
+    """The figure of ``acc_vs_<x>.png`` (``x``: ``wallclock`` or ``examples``): one panel per dataset;
+    one line per completed run, one colour and one legend entry per strategy (runs that differ only
+    by seed share them, thinner); ``targets`` dotted and the dataset's own target of
+    `full_data_targets` (``full_targets``) dashed; legends beside the panels."""
+    _, xlabel, x_of = _X_AXES[x]
+    datasets = _by_dataset([r for r in runs if r.completed], lambda r: r.summary.get("dataset")) or {None: []}
+    full_targets = full_targets or {}
+    groups_of = {d: strategy_groups(members) for d, members in datasets.items()}
+    names_of = {d: group_names(groups) for d, groups in groups_of.items()}
+    # one style per strategy name, the same in every panel (full data looks alike on every dataset)
+    styles = dict.fromkeys(name for names in names_of.values() for name in names.values())
+    styles = dict(zip(styles, _styles(len(styles))))
+    fig, axes = _panels([len(g) + bool(targets) + (d in full_targets) for d, g in groups_of.items()])
+    what = f"validation accuracy against {xlabel.split(' (')[0]}"
+    for ax, (dataset, groups) in zip(axes, groups_of.items()):
+        names = names_of[dataset]
+        labels = _legend_labels(groups, names)
+        for key, members in groups.items():
+            colour, style = styles[names[key]]
+            label = labels[key]
+            many = len(members) > 1
             for run in members:
                 points = [(x_of(m), _num(m.get("val_acc"))) for m in run.metrics]
-                points = [(x, y) for x, y in points if x is not None and y is not None]
+                points = [(px, py) for px, py in points if px is not None and py is not None]
                 if points:
                     xs, ys = zip(*points)
-                    many = len(members) > 1
-                    ax.plot(xs, ys, color=colour, marker="o", markersize=2 if many else 3, linewidth=0.8 if many else 1.5,
+                    ax.plot(xs, ys, color=colour, linestyle=style, marker="o", markersize=2 if many else 3, linewidth=0.8 if many else 1.5,
                             alpha=0.6 if many else 1.0, label=label)
                     label = None
-        for t in targets:
-            ax.axhline(t, color="grey", linestyle=":", linewidth=1)
-        if headline is not None:
-            ax.axhline(headline, color="black", linestyle="--", linewidth=1, label=f"full data's final - 2 points ({headline:.4f})")
-        ax.set_title(f"validation accuracy against {xlabel.split(' (')[0]}")
+        for k, t in enumerate(targets):
+            ax.axhline(t, color="grey", linestyle=":", linewidth=1, label=None if k else f"targets ({', '.join(_target_key(t) for t in targets)})")
+        if dataset in full_targets:
+            ax.axhline(full_targets[dataset], color="black", linestyle="--", linewidth=1, label=f"full data's final - 2 points ({full_targets[dataset]:.4f})")
+        ax.set_title(what if dataset is None and len(datasets) == 1 else f"{_dataset_name(dataset)}: {what}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation accuracy")
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small", loc="lower right", ncol=2 if len(groups) > 8 else 1)
-        fig.tight_layout()
-        path = out_dir / filename
-        fig.savefig(path, format="png")
-        paths.append(path)
-    return paths
+        _legend_beside(ax)
+    return fig
+
+
+def _legend_labels(groups: Mapping[tuple[str, tuple[str, ...]], list[Run]], names: Mapping[tuple[str, tuple[str, ...]], str]) -> dict[tuple[str, tuple[str, ...]], str]:
+    """Each strategy group's legend entry: a lone run's label (`Run.label`), or the group's name and
+    its run count; a lone run whose label another entry shares gets its group's name (the overrides
+    that set it apart) and its seed instead."""
+    labels = {key: members[0].label if len(members) == 1 else f"{names[key]} ({len(members)} runs)" for key, members in groups.items()}
+    taken = defaultdict(int)
+    for label in labels.values():
+        taken[label] += 1
+    for key, members in groups.items():
+        if taken[labels[key]] > 1 and len(members) == 1:
+            seed = members[0].summary.get("seed")
+            labels[key] = names[key] if seed is None else f"{names[key]}, seed {seed}"
+    return labels
+
+
+def plot_runs(runs: Sequence[Run], out_dir: Path, targets: Sequence[float], full_targets: Mapping[Any, float] | None = None) -> list[Path]:
+    """Write ``acc_vs_wallclock.png`` and ``acc_vs_examples.png`` (`runs_figure`)."""
+    return [_save(runs_figure(runs, x, targets, full_targets), out_dir / filename) for x, (filename, _, _) in _X_AXES.items()]
 
 
 # ====================================================================================== labels (rounds)
@@ -559,7 +730,7 @@ def label_curves(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
     Runs are grouped when their ``.hydra/overrides.yaml`` differ only by ``seed`` (and output paths),
     and their ``strategy`` agrees. Each curve: ``strategy`` (label; when two groups share one, the
-    overrides that set a group apart are added in brackets), ``runs``, ``seeds``, and per label count in ``labels`` (the labelled
+    overrides that set a group apart are added in brackets), ``dataset``, ``runs``, ``seeds``, and per label count in ``labels`` (the labelled
     items each round trained on) the ``mean``, ``std``, ``min``, ``max`` validation accuracy and ``n``
     (the runs that reached that count).
     """
@@ -579,6 +750,7 @@ def label_curves(runs: Sequence[Run]) -> list[dict[str, Any]]:
         stats = [(sum(v) / len(v), v) for v in (points[x] for x in xs)]
         curves.append({
             "strategy": name,
+            "dataset": members[0].summary.get("dataset"),
             "runs": [r.name for r in members],
             "seeds": sorted({r.summary.get("seed") for r in members}, key=str),
             "labels": xs,
@@ -592,13 +764,16 @@ def label_curves(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 
 def render_labels_markdown(curves: list[dict[str, Any]]) -> str:
-    """The "Accuracy against labels" section: one row per strategy, one column per label count."""
+    """The "Accuracy against labels" section: one row per strategy, one column per label count (and a
+    dataset column, rows grouped by it, when the curves span several datasets)."""
     counts = sorted({x for c in curves for x in c["labels"]})
-    header = ["strategy", "seeds"] + [f"{x:,} labels" for x in counts]
+    datasets = _by_dataset(curves)
+    several = len(datasets) > 1
+    header = (["dataset"] if several else []) + ["strategy", "seeds"] + [f"{x:,} labels" for x in counts]
     body = []
-    for c in curves:
+    for c in (c for group in datasets.values() for c in group):
         at = {x: k for k, x in enumerate(c["labels"])}
-        cells = [_fmt(c["strategy"]), str(len(c["seeds"]))]
+        cells = ([_fmt(_dataset_name(c["dataset"]))] if several else []) + [_fmt(c["strategy"]), str(len(c["seeds"]))]
         for x in counts:
             k = at.get(x)
             if k is None:
@@ -618,40 +793,41 @@ def render_labels_markdown(curves: list[dict[str, Any]]) -> str:
 
 
 def write_labels_csv(path: Path, curves: list[dict[str, Any]]) -> None:
-    """``labels.csv``: one row per strategy and label count (mean, std, min, max, runs)."""
+    """``labels.csv``: one row per strategy and label count (mean, std, min, max, runs, dataset)."""
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["strategy", "labels", "mean_val_acc", "std_val_acc", "min_val_acc", "max_val_acc", "runs"])
+        writer.writerow(["strategy", "labels", "mean_val_acc", "std_val_acc", "min_val_acc", "max_val_acc", "runs", "dataset"])
         for c in curves:
             for k, x in enumerate(c["labels"]):
-                writer.writerow([c["strategy"], x, c["mean"][k], c["std"][k], c["min"][k], c["max"][k], c["n"][k]])
+                writer.writerow([c["strategy"], x, c["mean"][k], c["std"][k], c["min"][k], c["max"][k], c["n"][k], c.get("dataset") or ""])
+
+
+def labels_figure(curves: list[dict[str, Any]]) -> Any:
+    """The figure of ``acc_vs_labels.png``: one panel per dataset, every strategy's mean curve with a
+    min-max band over seeds, the legend beside the panel."""
+    datasets = _by_dataset(curves) or {None: []}
+    fig, axes = _panels([len(group) for group in datasets.values()], width=8.0)
+    what = "validation accuracy against labels used (mean over seeds, band: min to max)"
+    for ax, (dataset, group) in zip(axes, datasets.items()):
+        for (colour, style), c in zip(_styles(len(group)), group):
+            seeds = len(c["seeds"])
+            ax.plot(c["labels"], c["mean"], color=colour, linestyle=style, marker="o", markersize=3, linewidth=1.5, label=f"{c['strategy']} ({seeds} seed{'s' if seeds != 1 else ''})")
+            if any(n > 1 for n in c["n"]):
+                ax.fill_between(c["labels"], c["min"], c["max"], color=colour, alpha=0.18, linewidth=0)
+        xs = [x for c in group for x in c["labels"] if x > 0]
+        if xs and max(xs) >= 20 * min(xs):
+            ax.set_xscale("log")
+        ax.set_title(what if dataset is None and len(datasets) == 1 else f"{_dataset_name(dataset)}: {what}")
+        ax.set_xlabel("labelled items")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(True, alpha=0.3, which="both")
+        _legend_beside(ax)
+    return fig
 
 
 def plot_labels(curves: list[dict[str, Any]], path: Path) -> Path:
-    """``acc_vs_labels.png``: every strategy's mean curve with a min-max band over seeds, side by side."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 5.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for c in curves:
-        (line,) = ax.plot(c["labels"], c["mean"], marker="o", markersize=3, linewidth=1.5, label=f"{c['strategy']} ({len(c['seeds'])} seed{'s' if len(c['seeds']) != 1 else ''})")
-        if any(n > 1 for n in c["n"]):
-            ax.fill_between(c["labels"], c["min"], c["max"], color=line.get_color(), alpha=0.18, linewidth=0)
-    xs = [x for c in curves for x in c["labels"] if x > 0]
-    if xs and max(xs) >= 20 * min(xs):
-        ax.set_xscale("log")
-    ax.set_title("validation accuracy against labels used (mean over seeds, band: min to max)")
-    ax.set_xlabel("labelled items")
-    ax.set_ylabel("validation accuracy")
-    ax.grid(True, alpha=0.3, which="both")
-    if ax.get_legend_handles_labels()[0]:
-        # beside the axes: curves of many strategies leave no corner free
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    """Write ``acc_vs_labels.png`` (`labels_figure`)."""
+    return _save(labels_figure(curves), path)
 
 
 # ====================================================================================== CLI
@@ -694,19 +870,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"--out {str(out_dir)!r} cannot be created: {err.strerror}")
     rows = summarize(done, targets)
     curves = label_curves(done)
-    markdown = render_markdown(rows, runs, targets)
+    reaches = speedups(done, rows)
+    markdown = render_markdown(rows, runs, targets, reaches)
     if curves:
         markdown += render_labels_markdown(curves)
     (out_dir / "report.md").write_text(markdown)
     write_csv(out_dir / "report.csv", rows)
-    headline, sentences = speedups(done, rows)
-    plot_runs(done, out_dir, targets, headline)
+    plot_runs(done, out_dir, targets, full_data_targets(rows))
     extra = ""
     if curves:
         write_labels_csv(out_dir / "labels.csv", curves)
         plot_labels(curves, out_dir / "acc_vs_labels.png")
         extra = ", labels.csv, acc_vs_labels.png"
-    for sentence in sentences:
+    for sentence in headlines(reaches):
         print(f"{PROG}: {sentence}")
     print(f"{PROG}: {len(done)} run(s) -> {out_dir / 'report.md'}, report.csv, acc_vs_wallclock.png, acc_vs_examples.png{extra}")
     return 0
