@@ -146,7 +146,7 @@ def build_pipeline(cfg: DictConfig):
     pipeline = Pipeline(stages, seed=cfg.seed, config_path="pipeline" if cfg.get("pipeline") is not None else "selector")
     pipeline.check()
     rounds = cfg.get("rounds")
-    epochs, setting = (rounds.get("epochs_per_round"), "rounds.epochs_per_round") if rounds is not None else (cfg.trainer.get("max_epochs"), "trainer.max_epochs")
+    epochs, setting = (rounds.get("epochs_per_round"), "rounds.epochs_per_round") if rounds is not None else ((cfg.get("trainer") or {}).get("max_epochs"), "trainer.max_epochs")
     for k, stage in enumerate(pipeline.stages):
         if _is_int(epochs) and stage.start_epoch >= epochs:
             raise ConfigError(f"{pipeline.path(k)}.start_epoch={stage.start_epoch} is not below {setting}={epochs}, so the stage would never run; lower it or train longer")
