@@ -18,6 +18,7 @@ over clusters and distances as a stratified sample would be, and the estimate va
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any, Mapping
@@ -37,6 +38,8 @@ _PROBE = 0x5052
 EMBEDDINGS = ("features", "model", "encoder")
 CLUSTER_TERMS = ("loss", "size")
 SCHEMES = ("replacement", "pivotal")
+
+log = logging.getLogger("selectkit.sensitivity")
 
 
 def _mapping_or_none(value: Any) -> bool:
@@ -58,12 +61,13 @@ def _split(k: int, sizes: np.ndarray) -> np.ndarray:
 
 
 def _fit_lipschitz(probe_losses: np.ndarray, rep_losses: np.ndarray, gaps: np.ndarray) -> float:
-    """The least-squares slope (through the origin, at least 0) of the probes' loss above their
-    representative's against their distance term above the representative's; 0 without probes."""
+    """The least-squares slope (through the origin) of the probes' loss above their representative's
+    against their distance term above the representative's; 0 without probes. The caller clamps it
+    at 0: a negative slope means the probes' losses do not grow with the distance."""
     denom = float(np.dot(gaps, gaps))
     if probe_losses.size == 0 or not denom > 0:
         return 0.0
-    return max(0.0, float(np.dot(probe_losses - rep_losses, gaps)) / denom)
+    return float(np.dot(probe_losses - rep_losses, gaps)) / denom
 
 
 class SensitivitySampling(Selector):
@@ -74,8 +78,10 @@ class SensitivitySampling(Selector):
         size: budget as a number of draws (overrides ``fraction``).
         eps: target relative error in (0, 1): the budget is ``k + ceil(1 / eps^2)`` draws (overrides
             ``fraction``; not together with ``size``).
-        k: number of k-means clusters (at most the pool size). Clusters that end up empty (fewer
-            distinct points than ``k``) are dropped; the manifest's ``clusters`` says how many remain.
+        k: number of k-means clusters (at most the pool size). Bounded by the budget: with fewer
+            draws than ``k`` most clusters would get no draw at all, so ``min(k, draws)`` clusters are
+            made (one log line; the manifest's ``k_effective``). Clusters that end up empty (fewer
+            distinct points than that) are dropped; the manifest's ``clusters`` says how many remain.
         embedding: where the points clustered come from: ``features`` (raw inputs), ``model`` (the
             model being trained, at the layer ``model.embedding_layer`` names, else the classifier
             head's input), or ``encoder`` (``encoder`` applied to the raw inputs).
@@ -90,7 +96,9 @@ class SensitivitySampling(Selector):
             bound; no model evaluation).
         lipschitz: the constant multiplying the distance term (``cluster_term: loss`` only); null fits
             it from the losses of one more random member per cluster (``k`` more forward passes): the
-            least-squares slope of their loss above the representative's against their distance term.
+            least-squares slope of their loss above the representative's against their distance term,
+            at least 0 (a slope at or below 0 is logged: the bound is then the representatives'
+            losses alone; the manifest's ``lipschitz_slope`` is the slope before clamping).
         power: exponent of the distance to the centre: 2 (squared, the k-means cost; the default,
             the better estimate on a trained classifier's losses in docs/benchmarks.md) or 1 (a loss
             Lipschitz in the embedding).
@@ -204,6 +212,9 @@ class SensitivitySampling(Selector):
         m = self.budget(n)
         if int(self.k) > n:
             raise self.param_error("k", f"is {self.k}, more clusters than the {n} items in the pool")
+        k = min(int(self.k), m)
+        if k < int(self.k):
+            log.warning("%s.k=%d is more clusters than the %d draws; clustering into %d (k is bounded by the budget)", self.config_path, int(self.k), m, k)
         prior = self._pool_weights(pool)
 
         start = time.perf_counter()
@@ -211,7 +222,7 @@ class SensitivitySampling(Selector):
         embed_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        assignment, distances, k_used, inertia, iters = self._cluster(points, pool, prior, ctx)
+        assignment, distances, k_used, inertia, iters = self._cluster(points, pool, prior, ctx, k)
         cluster_s = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -229,6 +240,7 @@ class SensitivitySampling(Selector):
         w_prior = np.ones(n) if prior is None else prior
         mass = np.bincount(member, weights=w_prior, minlength=clusters.size)
         evals = 0
+        slope = None
         if self.cluster_term == "loss":
             probes = self._probes(order, first, ctx) if self.lipschitz is None else np.zeros(0, np.int64)
             asked = np.concatenate([reps, probes])
@@ -238,7 +250,17 @@ class SensitivitySampling(Selector):
                 raise ConfigError(f"{self.config_path}: the model's loss at a cluster representative is negative, NaN or inf; sensitivity sampling needs finite non-negative losses")
             rep_losses = values[: reps.size]
             term = rep_losses[member]
-            lam = float(self.lipschitz) if self.lipschitz is not None else _fit_lipschitz(values[reps.size :], rep_losses[member[probes]], dist[probes] - dist[reps[member[probes]]])
+            if self.lipschitz is not None:
+                lam = float(self.lipschitz)
+            else:
+                slope = _fit_lipschitz(values[reps.size :], rep_losses[member[probes]], dist[probes] - dist[reps[member[probes]]])
+                lam = max(0.0, slope)
+                if not slope > 0 and probes.size:
+                    log.warning(
+                        "%s.lipschitz=null: fitted %.3g from %d probes (their losses do not grow with the distance to their cluster's centre), "
+                        "so the bound is each representative's loss alone; set %s.lipschitz to weigh the distance",
+                        self.config_path, slope, int(probes.size), self.config_path,
+                    )
         else:
             term = 1.0 / (clusters.size * mass[member])
             d_total = float(np.dot(w_prior, dist))
@@ -266,12 +288,14 @@ class SensitivitySampling(Selector):
         meta: dict[str, Any] = {
             "size": int(draws.size),
             "k": int(self.k),
+            "k_effective": int(k),
             "clusters": int(clusters.size),
             "embedding": self.embedding,
             "scheme": self.scheme,
             "dim": int(points.shape[1]),
             "cluster_term": self.cluster_term,
             "lipschitz": lam,
+            "lipschitz_slope": slope,
             "k_used": int(k_used),
             "inertia": float(inertia),
             "kmeans_iters": int(iters),
@@ -287,10 +311,11 @@ class SensitivitySampling(Selector):
         return Selection(draws.astype(np.int64), weights=weights, meta=meta)
 
     # ------------------------------------------------------------------ pieces
-    def _cluster(self, points: np.ndarray, pool: Pool, prior: np.ndarray | None, ctx: SelectContext) -> tuple[np.ndarray, np.ndarray, int, float, int]:
-        """k-means through the neighbour layer, within each class when ``by_label``: the cluster of
-        every item (ids ``0..k_used-1``), its squared distance to the centre, ``k_used``, the inertia
-        and the most Lloyd iterations run."""
+    def _cluster(self, points: np.ndarray, pool: Pool, prior: np.ndarray | None, ctx: SelectContext, k: int) -> tuple[np.ndarray, np.ndarray, int, float, int]:
+        """k-means into ``k`` clusters through the neighbour layer, within each class when
+        ``by_label`` (``k`` split over the classes): the cluster of every item (ids
+        ``0..k_used-1``), its squared distance to the centre, ``k_used``, the inertia and the most
+        Lloyd iterations run."""
         from selectkit.neighbors import kmeans
 
         n = points.shape[0]
@@ -302,7 +327,7 @@ class SensitivitySampling(Selector):
         else:
             groups = [np.arange(n)]
         sizes = np.array([g.size for g in groups])
-        quota = _split(int(self.k), sizes)
+        quota = _split(int(k), sizes)
         assignment = np.empty(n, dtype=np.int64)
         distances = np.empty(n, dtype=np.float32)
         offset, inertia, iters = 0, 0.0, 0

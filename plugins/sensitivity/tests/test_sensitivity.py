@@ -193,6 +193,36 @@ def test_budget_larger_than_the_pool_names_the_setting():
     _raises(SensitivitySampling(k=241), make_pool(), r"^selector\.k is 241, more clusters than the 240 items")
 
 
+def test_k_is_bounded_by_the_draws_with_a_log_line(caplog):
+    # the defaults on a small pool: k=100 clusters for 24 draws would leave most clusters undrawn
+    with caplog.at_level("WARNING", logger="selectkit.sensitivity"):
+        out = SensitivitySampling(k=100, fraction=0.1).select(make_pool(), SelectContext(seed=0))
+    assert out.meta["clusters"] <= 24 and out.meta["model_evals"] <= 48
+    assert out.meta["k"] == 100 and out.meta["k_effective"] == 24 == len(out)
+    assert any("selector.k=100 is more clusters than the 24 draws; clustering into 24" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="selectkit.sensitivity"):
+        out = SensitivitySampling(k=10, fraction=0.1).select(make_pool(), SelectContext(seed=0))
+    assert out.meta["k_effective"] == 10 and not any("more clusters" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fitted_lipschitz_at_or_below_zero_is_logged_and_recorded(caplog):
+    # losses that fall with the distance to the centre: the least-squares slope is negative
+    x, _ = _clustered(seed=1)
+    pool0 = Pool(x.shape[0], features=x, losses=np.ones(x.shape[0], np.float32))
+    probe = SensitivitySampling(size=40, k=10, embedding="features", by_label=False, cluster_term="size")
+    from selectkit.neighbors import kmeans
+
+    ctx = SelectContext(seed=0)
+    km = kmeans(x, 10, n_iter=20, seed=int(ctx.rng(0x4B4D, 0).integers(2**31)), max_points_per_centroid=256)
+    losses = (5.0 - km.distances / km.distances.max()).astype(np.float32)
+    with caplog.at_level("WARNING", logger="selectkit.sensitivity"):
+        out = SensitivitySampling(size=40, k=10, embedding="features", by_label=False).select(Pool(x.shape[0], features=x, losses=losses), ctx)
+    assert out.meta["lipschitz"] == 0.0 and out.meta["lipschitz_slope"] < 0
+    assert any("selector.lipschitz=null: fitted" in r.getMessage() and "set selector.lipschitz" in r.getMessage() for r in caplog.records)
+    assert probe.select(pool0, ctx).meta["lipschitz_slope"] is None, "no fit with cluster_term=size"
+
+
 def test_more_clusters_than_distinct_points_drops_the_empty_ones():
     x = np.repeat(np.random.default_rng(0).normal(size=(5, 3)), 20, axis=0).astype(np.float32)
     losses = np.linspace(0.1, 2.0, 100).astype(np.float32)
