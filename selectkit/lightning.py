@@ -103,6 +103,10 @@ class TaskModule(pl.LightningModule):
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
                 self.log(key, float(value), rank_zero_only=False, sync_dist=False)
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+                # one scalar per entry (val_class_recall/3), as experiment loggers plot them
+                for i, v in enumerate(value):
+                    self.log(f"{key}/{i}", float(v), rank_zero_only=False, sync_dist=False)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -480,6 +484,8 @@ class RunRecorder(pl.Callback):
             pl_module.log("time/train_s", float(row["train_s"]), rank_zero_only=True)
             pl_module.log("time/select_s", float(row["select_s"]), rank_zero_only=True)
             pl_module.log("examples_seen", float(row["examples_seen"]), rank_zero_only=True)
+            if "lr" in row:
+                pl_module.log("lr", row["lr"], rank_zero_only=True)
         if trainer.is_global_zero and self.out_dir is not None:
             self.write_metrics()
 

@@ -167,6 +167,11 @@ def _neighbors_settings(cfg: DictConfig) -> dict | None:
     return fields
 
 
+def _wandb_dir(out_dir: str | Path) -> str:
+    """Where W&B writes its ``wandb/`` folder: ``$WANDB_DIR`` when set, else the run directory."""
+    return os.environ.get("WANDB_DIR") or str(out_dir)
+
+
 def _make_logger(cfg: DictConfig, out_dir: Path, run_name: str):
     name = cfg.logger.name
     if name == "none":
@@ -182,7 +187,7 @@ def _make_logger(cfg: DictConfig, out_dir: Path, run_name: str):
     logger = WandbLogger(
         project=cfg.logger.project,
         name=run_name,
-        save_dir=str(out_dir),
+        save_dir=_wandb_dir(out_dir),
         mode=mode,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -338,6 +343,13 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
 
 def _finish_wandb(logger: Any, out_dir: Path, summary: Mapping[str, Any], log_manifest: bool) -> None:
+    """Put the summary's figures in the W&B run's summary, log ``selections/`` as an artifact, finish.
+
+    The artifact's files are the run directory's own (nothing is staged under the home directory).
+    An offline run records them by their path relative to the run directory, so a copy of that
+    directory syncs them: ``cd <run> && wandb sync wandb/offline-run-*``. An online run uploads them
+    now, by their absolute path.
+    """
     import wandb
 
     run = logger.experiment
@@ -346,9 +358,13 @@ def _finish_wandb(logger: Any, out_dir: Path, summary: Mapping[str, Any], log_ma
             run.summary[key] = summary[key]
     for target, hit in summary["time_to_target"].items():
         run.summary[f"time_to_{target}"] = hit["wall_s"] if hit else None
-    if log_manifest and (out_dir / "selections").is_dir():
+    folder = out_dir / "selections"
+    if log_manifest and folder.is_dir():
         artifact = wandb.Artifact(f"selections-{run.id}", type="selection-manifest")
-        artifact.add_dir(str(out_dir / "selections"))
+        artifact.add_dir(str(folder.resolve()), policy="immutable")
+        if run.offline:
+            for entry in artifact.manifest.entries.values():
+                entry.local_path = os.path.relpath(entry.local_path, out_dir.resolve())
         run.log_artifact(artifact)
     wandb.finish()
 
