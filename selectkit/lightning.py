@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader
 from selectkit.control import SelectionController
 from selectkit.data import Batches, batch_collate
 from selectkit.errors import ConfigError
-from selectkit.io import atomic_write_text
+from selectkit.io import atomic_write_jsonl
 from selectkit.pipeline import Pipeline
 from selectkit.providers import PoolScorer, model_providers
 from selectkit.sampler import SelectionSampler, ShardSampler, TupleBatchSampler
@@ -211,6 +210,7 @@ class SelectionDataModule(pl.LightningDataModule):
         self._train_loader: DataLoader | None = None
         self._loader_key: tuple[int, int] | None = None
         self._sampler: Any = None
+        self._model_checked = False
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is None:
@@ -228,6 +228,10 @@ class SelectionDataModule(pl.LightningDataModule):
             if self._pending_state is not None:
                 self.controller.load_state_dict(self._pending_state)
                 self._pending_state = None
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None and not self._model_checked:
+            check_setup(module, self.train_ds, self.pipeline, self.base_ids)
+            self._model_checked = True
         if self.pipeline.changes_training_set and self.trainer is not None and not self.trainer.reload_dataloaders_every_n_epochs:
             # a stage makes samples after the first epoch: Lightning asks for the training loader at every
             # epoch, and `train_dataloader` hands back the same loader unless the training set changed
@@ -355,6 +359,35 @@ class SelectionDataModule(pl.LightningDataModule):
             self._pending_state = state
         else:
             self.controller.load_state_dict(state)
+
+
+#: training rows the set-up checks run the model on
+CHECK_ROWS = 8
+
+
+def check_setup(module: Any, dataset: Any, pipeline: Pipeline, ids: np.ndarray | None = None) -> None:
+    """What the run needs from its model, checked before the first epoch on a few real training rows
+    (``ids``, else the first rows): the task's check of the model's outputs (`Task.check_batch`),
+    every model output a stage asks for (``requires``), and every stage's own check
+    (`selectkit.Selector.check_model`); all in eval mode without gradients. A refusal is the one-line
+    `ConfigError` of the check that failed, naming the setting; nothing has been trained or written."""
+    from selectkit.models import probing
+    from selectkit.providers import embed_batch
+
+    adapter = getattr(module, "adapter", None)
+    rows = np.asarray(ids if ids is not None else np.arange(min(len(dataset), CHECK_ROWS)), dtype=np.int64)[:CHECK_ROWS]
+    if adapter is None or rows.size == 0:
+        return
+    device = next(adapter.model.parameters(), torch.empty(0)).device
+    batch = {k: v.to(device) for k, v in dataset.gather(torch.from_numpy(rows)).items()}
+    outputs = {"embeddings": embed_batch, **module.task.outputs()}
+    with probing(adapter.model):
+        module.task.check_batch(adapter, batch)
+        for stage in pipeline.stages:
+            for name, params in stage.selector.requirements().items():
+                if name in outputs:
+                    outputs[name](adapter, batch, **params)
+            stage.selector.check_model(adapter, batch)
 
 
 def to_checkpoint(obj: Any) -> Any:
@@ -493,7 +526,7 @@ class RunRecorder(pl.Callback):
         """Rewrite ``metrics.jsonl`` from the rows held (so a resumed run carries the earlier epochs)."""
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+        atomic_write_jsonl(self.out_dir / "metrics.jsonl", self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"train_s": self.train_s, "examples_seen": self.examples_seen, "rows": self.rows, "time_to_target": self.time_to_target}

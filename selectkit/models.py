@@ -8,14 +8,17 @@ constructor arguments that depend on the data (``input_shape``, ``num_classes``,
 it: the embedding comes from a named layer (``model.embedding_layer``, through a forward hook), else from
 an ``embed`` method, else from the input of the classifier head (the network's last ``nn.Linear``
 when it has ``num_classes`` outputs, or ``model.head_layer``). The built-in models have ``embed`` and
-``head``.
+``head``. Where the model has no ``head``, the map from embeddings back to outputs (SMOTE in embedding
+space needs it) is the chain of modules that runs after the embedding, found from one forward pass
+(`ModelAdapter.output_map`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -134,6 +137,10 @@ def _check_dropout(value: object) -> None:
 MODELS: dict[str, type] = {"cnn": SmallCNN, "mlp": MLP}
 
 
+#: constructor arguments `make_model` fills from the data, by name
+DATA_ARGUMENTS = ("in_features", "in_channels", "input_size", "input_shape", "num_classes")
+
+
 def data_arguments(input_shape: Sequence[int], num_classes: int | None) -> dict[str, object]:
     """The constructor arguments a model may take from the data, by their conventional names."""
     shape = tuple(int(s) for s in input_shape)
@@ -146,7 +153,7 @@ def data_arguments(input_shape: Sequence[int], num_classes: int | None) -> dict[
     return args
 
 
-def make_model(factory: Callable[..., nn.Module], input_shape: Sequence[int], num_classes: int | None, *, setting: str = "model", **kwargs) -> nn.Module:
+def make_model(factory: Callable[..., nn.Module], input_shape: Sequence[int], num_classes: int | None, /, *, setting: str = "model", **kwargs) -> nn.Module:
     """``factory(**kwargs)`` plus the data arguments it accepts and ``kwargs`` leave out.
 
     An argument the factory does not take raises `ConfigError` naming ``<setting>.<key>``.
@@ -163,7 +170,19 @@ def make_model(factory: Callable[..., nn.Module], input_shape: Sequence[int], nu
         if key not in params and not open_kwargs:
             allowed = [p for p in params if p not in data_arguments(input_shape, num_classes) and p != "self"]
             raise ConfigError(f"{setting}.{key} is not a setting of {getattr(factory, '__name__', factory)}; its settings: {', '.join(allowed) or 'none'}")
-    extra = {k: v for k, v in data_arguments(input_shape, num_classes).items() if k in params and k not in given}
+    filled = data_arguments(input_shape, num_classes)
+    extra = {k: v for k, v in filled.items() if k in params and k not in given}
+    missing = [
+        k for k, p in params.items()
+        if k != "self" and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and k not in given and k not in extra
+    ]
+    if missing:
+        name = getattr(factory, "__name__", factory)
+        unfilled = " (the data has no classes)" if "num_classes" in missing and num_classes is None else ""
+        raise ConfigError(
+            f"{setting}: {name} needs {', '.join(missing)}, which selectkit does not fill{unfilled}; it fills "
+            f"{', '.join(DATA_ARGUMENTS)} from the data; set the others as {setting}.<name>, e.g. {setting}.{missing[0]}=..."
+        )
     model = factory(**kwargs, **extra)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{setting}._target_ must build a torch.nn.Module, got {type(model).__name__}")
@@ -200,6 +219,7 @@ class ModelAdapter:
         self.head_layer = head_layer
         self.num_classes = num_classes
         self._embed_module = self._submodule(embedding_layer, "model.embedding_layer") if embedding_layer else None
+        self._output_map: Callable[[torch.Tensor], torch.Tensor] | None = None
         if head_layer:
             head = self._submodule(head_layer, "model.head_layer")
             if not isinstance(head, nn.Linear):
@@ -277,17 +297,114 @@ class ModelAdapter:
             return self.model.embed(x).flatten(1)
         return self.outputs_and_embeddings(x)[1]
 
-    def logits_from_embedding(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits of embedding-space points: ``model.head`` when defined, else the head layer when the
-        embedding is its input; `ConfigError` otherwise."""
-        if callable(getattr(self.model, "head", None)):
-            return self.model.head(z)
-        if self._head is not None and self._embed_module is None:
-            return self._head(z)
-        raise ConfigError(
-            f"model: {type(self.model).__name__} cannot map embeddings to outputs (define head() on it, or leave "
-            "model.embedding_layer unset so embeddings are the classifier head's input)"
+    def logits_from_embedding(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's outputs for embedding-space points ``z`` ``[b, d]``, through `output_map`
+        (found on the inputs ``x`` the first time, when the model has no ``head()``)."""
+        return self.output_map(x)(z)
+
+    def output_map(self, x: torch.Tensor | None, *, needed_by: str = "model") -> Callable[[torch.Tensor], torch.Tensor]:
+        """The function ``f`` from embeddings ``[b, d]`` to the model's outputs, ``f(embed(x)) == model(x)``.
+
+        * With ``embed()`` and ``head()`` on the model (and ``model.embedding_layer`` unset): ``head``.
+        * Otherwise the modules that run after the embedding is made, where they form a chain: one
+          forward pass of ``x`` (eval mode, no gradients) walks back from the output through the module
+          calls, each call's one input being the tensor an earlier call returned, until it reaches the
+          embedding (``model.embedding_layer``'s output, else the classifier head's input; with
+          ``embed()`` but no ``head()``, ``embed(x)`` must equal the head's input). The chain must then
+          give ``model(x)`` from the embedding. An operation that is not a module call between the
+          embedding and the output (``torch.relu(h)``, a reshape, a skip connection) breaks the chain.
+
+        Found once and kept. `ConfigError` naming ``model.embedding_layer`` and ``needed_by`` (the
+        setting that needs the map) when there is no such function.
+        """
+        if self._output_map is not None:
+            return self._output_map
+        if self._embed_module is None and callable(getattr(self.model, "embed", None)) and callable(getattr(self.model, "head", None)):
+            self._output_map = self.model.head
+            return self._output_map
+        if x is None:
+            raise ConfigError(f"{needed_by}: the map from {self.describe_embedding()} to {type(self.model).__name__}'s outputs is found from a batch of inputs, and none was given")
+        with probing(self.model):
+            self._output_map = self._trace_chain(x, needed_by)
+        return self._output_map
+
+    def _trace_chain(self, x: torch.Tensor, needed_by: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        name = type(self.model).__name__
+        start = self._embed_module if self._embed_module is not None else self._head
+        what = f"the output of model.embedding_layer={self.embedding_layer!r}" if self._embed_module is not None else "the classifier head's input"
+
+        def refuse(reason: str) -> ConfigError:
+            return ConfigError(
+                f"{needed_by} needs {name}'s outputs as a function of its embeddings, and {reason}; set model.embedding_layer "
+                "to a layer whose output reaches the output through module calls only, or define embed() and head() on the model"
+            )
+
+        if start is None:
+            raise refuse("it has no head() method, no model.embedding_layer and no classifier head (an nn.Linear with num_classes outputs, or model.head_layer)")
+        calls: list[tuple[nn.Module, tuple, dict, object]] = []
+        watched = [m for m in self.model.modules() if m is start or next(m.children(), None) is None]
+        handles = [m.register_forward_hook(lambda m, args, kwargs, out: calls.append((m, args, kwargs, out)), with_kwargs=True) for m in watched]
+        try:
+            out = self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        runs = [c for c in calls if c[0] is start]
+        if not runs:
+            raise refuse(f"the layer chosen for embeddings ({type(start).__name__}) did not run in forward()")
+        emb = runs[-1][1][0] if self._embed_module is None else runs[-1][3]
+        if not isinstance(out, torch.Tensor) or not isinstance(emb, torch.Tensor):
+            raise refuse(f"{what} or its output is not a tensor")
+        chain: list[nn.Module] = []
+        target = out
+        for module, args, kwargs, result in reversed(calls):
+            if target is emb:
+                break
+            if result is not target:
+                continue
+            if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+                raise refuse(f"{type(module).__name__} between {what} and the output takes more than one input")
+            chain.append(module)
+            target = args[0]
+        if target is not emb:
+            raise refuse(f"{what} reaches the output through an operation that is not a module call")
+        chain.reverse()
+        shape = tuple(emb.shape[1:])
+
+        def through_chain(z: torch.Tensor) -> torch.Tensor:
+            h = z.reshape(z.shape[0], *shape)
+            for module in chain:
+                h = module(h)
+            return h
+
+        if self._embed_module is None and callable(getattr(self.model, "embed", None)):
+            emb = self.model.embed(x)
+            if emb.flatten(1).shape[1] != math.prod(shape):
+                raise refuse(f"embed() gives {emb.flatten(1).shape[1]} values per item, and the classifier head takes {math.prod(shape)}")
+        if not torch.allclose(through_chain(emb.flatten(1)), out, rtol=1e-4, atol=1e-5):
+            raise refuse(f"the modules after {what} do not give the model's outputs from it")
+        return through_chain
+
+    def check_output_width(self, outputs: object) -> None:
+        """Refuse outputs that are not ``[b, num_classes]`` (one logit per class), naming the setting."""
+        n = self.num_classes
+        if n is None or (isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] == n):
+            return
+        if not isinstance(outputs, torch.Tensor):
+            raise ConfigError(f"model: {type(self.model).__name__} returns a {type(outputs).__name__}, not a tensor of {n} logits per item")
+        width = math.prod(outputs.shape[1:])
+        shown = f"{width}" if outputs.ndim <= 2 else f"{width} ({'x'.join(map(str, outputs.shape[1:]))})"
+        cls = type(self.model)
+        try:
+            takes = "num_classes" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            takes = False
+        fix = (
+            f"set model.num_classes={n}, or leave it unset (it is filled from the data)"
+            if takes
+            else f"model._target_ ({cls.__name__}) takes no num_classes argument for selectkit to fill; give it one, or make its output {n} wide"
         )
+        raise ConfigError(f"model outputs {shown} values per item; the data has {n} classes: {fix}")
 
     def has_dropout(self) -> bool:
         """Whether the network holds any dropout layer (MC dropout needs one)."""
@@ -300,3 +417,18 @@ class ModelAdapter:
         for m in layers:
             m.train()
         return layers
+
+
+@contextlib.contextmanager
+def probing(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` for a check: eval mode, no gradients, torch's generators untouched; every module's
+    own mode is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode

@@ -368,6 +368,12 @@ class Selector(abc.ABC):
     def _select(self, pool: Pool, ctx: SelectContext):
         """Choose from ``pool`` and return a ``returns`` result; every random draw comes from ``ctx.rng``."""
 
+    def check_model(self, adapter: Any, batch: Mapping[str, Any]) -> None:
+        """Before training, refuse a model this selector cannot work with, in a `ConfigError` naming the
+        setting (default: accept). ``adapter`` is the run's `selectkit.models.ModelAdapter`, ``batch`` a
+        few real training rows (``gather`` of the training set); the core calls it in eval mode without
+        gradients, for every stage, before the first epoch."""
+
     def training_hook(self) -> Any:
         """A `selectkit.hooks.TrainingHook` that brings this selector's results into training, or None.
 

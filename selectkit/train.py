@@ -10,6 +10,7 @@ exit code 75 (`selectkit.oracles.WAITING_EXIT`) after saying which file to fill 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -99,11 +100,42 @@ def instantiate_node(node: Any, setting: str, *, drop: tuple[str, ...] = (), par
         detail = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
         if isinstance(cause, SelectkitError):
             raise type(cause)(str(cause)) from None
+        key, failed = _failing_target(container, setting, str(err))
         if "Error locating target" in str(err) or "Error locating target" in str(cause):
-            raise ConfigError(f"{setting}._target_={target} cannot be found: is its module installed, or in the folder you run from?") from None
-        raise ConfigError(f"{setting}._target_={target}: {_first_line(detail)}") from None
+            raise ConfigError(f"{key}={failed} cannot be found: is its module installed, or in the folder you run from?") from None
+        raise ConfigError(f"{key}={failed}: {_first_line(detail)}") from None
     except Exception as err:  # noqa: BLE001 - user code: report it on one line
         raise ConfigError(f"{setting}._target_={target}: {_first_line(str(err)) or type(err).__name__}") from None
+
+
+def _targets(node: Any, path: str) -> list[tuple[str, str]]:
+    """``(setting, value)`` of every ``_target_`` in ``node`` (a container), innermost first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found = [t for key, child in items if key != "_target_" for t in _targets(child, f"{path}.{key}")]
+    if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+        found.append((f"{path}._target_", node["_target_"]))
+    return found
+
+
+def _failing_target(container: Mapping[str, Any], setting: str, message: str) -> tuple[str, str]:
+    """The ``_target_`` setting, and its value, that Hydra's instantiation ``message`` is about: the
+    innermost one that does not import, or the one whose call failed (Hydra's ``full_key``)."""
+    from hydra.utils import get_object
+
+    nodes = _targets(container, setting)
+    if "Error locating target" in message:
+        for key, value in nodes:
+            try:
+                get_object(value)
+            except Exception:  # noqa: BLE001 - any import failure is the one to report
+                return key, value
+    called = re.search(r"Error in call to target '([^']+)'", message)
+    full_key = re.search(r"full_key: (\S+)", message)
+    named = [(k, v) for k, v in nodes if called and v == called.group(1)]
+    if full_key and len(named) > 1:
+        flat = re.sub(r"[.\[\]]", "", f"{setting}.{full_key.group(1)}._target_")
+        named = [(k, v) for k, v in named if k.replace(".", "") == flat] or named
+    return named[0] if named else (f"{setting}._target_", str(container.get("_target_")))
 
 
 def _first_line(text: str) -> str:

@@ -94,3 +94,81 @@ def test_an_inner_layer_as_wide_as_the_classes_is_not_the_head():
     assert ModelAdapter(inner, num_classes=4).head is None
     classifier = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 4))
     assert ModelAdapter(classifier, num_classes=4).head is classifier[2]
+
+
+# ----------------------------------------------------------------------------------- embeddings -> outputs
+class _Flat(torch.nn.Module):
+    """A conv embedding layer, then Flatten, in-place ReLU, Dropout and the head: a chain of modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Conv2d(1, 3, 3, padding=1)
+        self.tail = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.ReLU(inplace=True), torch.nn.Dropout(0.5), torch.nn.Linear(3 * 8 * 8, 4))
+
+    def forward(self, x):
+        return self.tail(self.features(x))
+
+
+class _Skip(torch.nn.Module):
+    """A skip connection around the layer after the embedding: no chain of modules gives the outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.mid, self.out = torch.nn.Linear(6, 5), torch.nn.Linear(5, 5), torch.nn.Linear(5, 4)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.out(self.mid(h) + h)
+
+
+def test_output_map_runs_the_modules_after_the_embedding_layer():
+    from selectkit.models import ModelAdapter
+
+    torch.manual_seed(0)
+    net = _Flat().eval()
+    x = torch.randn(5, 1, 8, 8)
+    adapter = ModelAdapter(net, embedding_layer="features", num_classes=4)
+    z = adapter.embed(x)
+    assert z.shape == (5, 3 * 8 * 8)
+    f = adapter.output_map(x)
+    torch.testing.assert_close(f(z), net(x))
+    mix = 0.3 * z[:2] + 0.7 * z[2:4]
+    torch.testing.assert_close(f(mix), net.tail(mix.reshape(2, 3, 8, 8)), msg="points between embeddings go through the rest of the network")
+    assert net.tail[2].training is False, "the network's own modes are restored"
+    net.train()
+    adapter.output_map(x)
+    assert all(m.training for m in net.modules())
+
+
+def test_output_map_of_the_head_input_and_of_embed_head():
+    from selectkit.models import MLP, ModelAdapter
+
+    seq = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4)).eval()
+    x = torch.randn(3, 6)
+    adapter = ModelAdapter(seq, num_classes=4)
+    torch.testing.assert_close(adapter.output_map(x)(adapter.embed(x)), seq(x))
+    mlp = MLP(in_features=6, hidden=[5], num_classes=4)
+    assert ModelAdapter(mlp, num_classes=4).output_map(None) == mlp.head, "embed() and head() need no forward pass"
+
+
+@pytest.mark.parametrize("net, layer", [(_Skip(), "body"), (_Skip(), "mid")])
+def test_output_map_refuses_what_is_not_a_chain_of_modules(net, layer):
+    from selectkit.models import ModelAdapter
+
+    with pytest.raises(ConfigError, match=r"^stage\.space=embedding needs _Skip's outputs .*model\.embedding_layer") as err:
+        ModelAdapter(net, embedding_layer=layer, num_classes=4).output_map(torch.randn(3, 6), needed_by="stage.space=embedding")
+    assert "\n" not in str(err.value)
+
+
+def test_make_model_names_the_arguments_it_does_not_fill():
+    from selectkit.models import make_model
+
+    class Net(torch.nn.Module):
+        def __init__(self, in_features, width, depth, num_classes, scale=1.0):
+            super().__init__()
+
+    with pytest.raises(ConfigError, match=r"^model: Net needs width, depth, which selectkit does not fill; it fills in_features, in_channels, input_size, input_shape, num_classes from the data; set the others as model\.<name>, e.g. model\.width=") as err:
+        make_model(Net, (1, 8, 8), 10)
+    assert "\n" not in str(err.value)
+    assert isinstance(make_model(Net, (1, 8, 8), 10, width=3, depth=2), Net)
+    assert isinstance(make_model(Net, (1, 8, 8), 10, width=3, depth=2, num_classes=5), Net), "a num_classes setting wins over the data's"

@@ -68,6 +68,12 @@ class _OverSampler(Selector):
         """Embedding-space samples are re-made from their parents with the current model at every step."""
         return EmbeddingInterpolation() if self.space == "embedding" else None
 
+    def check_model(self, adapter: Any, batch: Mapping[str, Any]) -> None:
+        """In embedding space, samples are trained on through the model's map from embeddings to its
+        outputs (`selectkit.models.ModelAdapter.output_map`): refuse a model without one before training."""
+        if self.space == "embedding":
+            adapter.output_map(batch["x"], needed_by=f"{self.config_path}.space=embedding")
+
     def _data_name(self) -> str:
         return "data: embeddings" if self.space == "embedding" else "data: features"
 

@@ -3,8 +3,9 @@
 A sample made in the model's embedding space is kept as provenance (its two parent rows and the
 interpolation factor), never as a frozen vector: at every training step it is re-made from its parents
 with the *current* model, ``z = embed(x[p0]) + lam * (embed(x[p1]) - embed(x[p0]))``, and trained on
-through the model's head (`selectkit.models.ModelAdapter.logits_from_embedding`). So it follows the
-representation as it learns.
+through the model's map from embeddings to outputs (`selectkit.models.ModelAdapter.output_map`: its
+``head()``, or the chain of modules after ``model.embedding_layer``, checked before training by the
+selector's `check_model`). So it follows the representation as it learns.
 """
 
 from __future__ import annotations
@@ -89,6 +90,6 @@ class EmbeddingInterpolation(TrainingHook):
         adapter = module.adapter
         e0, e1 = adapter.embed(batch["syn_x0"]), adapter.embed(batch["syn_x1"])
         lam = batch["syn_lam"].to(e0.dtype).unsqueeze(1)
-        logits = adapter.logits_from_embedding(e0 + lam * (e1 - e0))
+        logits = adapter.logits_from_embedding(e0 + lam * (e1 - e0), batch["syn_x0"])
         loss = F.cross_entropy(logits, batch["syn_y"], reduction="none")
         return [LossTerm(loss, batch["syn_weight"], batch["syn_mask"])]

@@ -92,3 +92,7 @@ class Task:
 
     def check_model(self, adapter: Any) -> None:
         """Refuse a network this task cannot train, naming the setting (default: accept)."""
+
+    def check_batch(self, adapter: Any, batch: Mapping[str, torch.Tensor]) -> None:
+        """Before training, refuse a network whose outputs on ``batch`` (a few real training rows, in eval
+        mode without gradients) this task cannot train on, naming the setting (default: accept)."""

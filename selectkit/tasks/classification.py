@@ -69,6 +69,10 @@ class Classification(Task):
         if self.num_classes is None:
             raise ConfigError("task=classification needs labelled data with classes (data: labels are missing)")
 
+    def check_batch(self, adapter: Any, batch: Mapping[str, torch.Tensor]) -> None:
+        """One logit per class and item."""
+        adapter.check_output_width(adapter.model(batch["x"]))
+
     def validation_start(self, module: Any) -> None:
         k = self.num_classes or 1
         dev = module.device
