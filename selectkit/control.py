@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from selectkit.errors import ConfigError
-from selectkit.io import atomic_savez, atomic_write_text
+from selectkit.io import atomic_savez, atomic_write_text, json_text
 from selectkit.pipeline import Pipeline, PipelineOutput
 from selectkit.providers import pairs_provider
 from selectkit.selector import Pool
@@ -253,7 +253,7 @@ class SelectionController:
             atomic_write_text(path, "".join(x + "\n" for x in kept))
             self._manifest_opened = True
         with path.open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
+            fh.write(json_text(line) + "\n")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

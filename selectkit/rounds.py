@@ -1,7 +1,8 @@
 """Rounds: a loop above epochs, the core of active learning.
 
 ``selectkit-train rounds=default`` (or ``experiment=active_digits``) runs ``rounds.num_rounds`` rounds
-after labelling an initial set. Round ``r``:
+of acquisition after labelling an initial set, then one more training on the final labelled set (round
+``num_rounds``, which does steps 1 and 2 only: the run's final model sees every label bought). Round ``r``:
 
 1. builds the model afresh, seeded from ``(seed, r)``, or (``rounds.warm_start: true``) from round
    ``r-1``'s weights; a fresh Lightning ``Trainer``; and a `SelectionDataModule` whose base ids are the
@@ -24,8 +25,10 @@ Budgets: ``rounds.budget`` is the items acquired per round, an integer or a list
 round (a growing schedule such as ``[10, 30, 50, 100]``); it is given to the acquisition selector's
 ``budget`` parameter (setting ``rounds.acquire.budget`` too is an error). ``rounds.total_budget``
 caps the labels used, the initial set included: the round that would pass it acquires only what is
-left, and the round that finds it spent trains, is recorded and ends the loop. Without a total, every
-round acquires, the last one included, so ``labels_used`` is ``initial + sum of the budgets``.
+left, and the round that finds it spent trains, is recorded and ends the loop. Without a total, rounds
+``0..num_rounds-1`` acquire and round ``num_rounds`` trains on ``initial + sum of the budgets`` labels.
+``labels_used`` is always the labelled count of the last round's model, the model whose metrics are
+``summary.json``'s ``final`` (and the done line's).
 
 The initial labelled set is ``rounds.initial.size`` random items (split evenly over the true classes
 with ``class_balanced``), ``rounds.initial.per_class`` items of each class, drawn from
@@ -36,26 +39,30 @@ seeing the ``features`` provider only. Its labels come from the oracle like ever
 Outputs, in the run directory (rank 0 writes them): ``rounds/round_RRR.json`` (labelled count,
 queried ids, their scores and labels, validation metrics, ``train_s``, ``select_s``, ``acquire_s``),
 ``rounds/round_RRR.npz`` (``ids``, ``scores``, ``labels``), ``rounds.jsonl`` (one summary line per
-round), ``metrics.jsonl`` (one line per epoch, with its ``round``, ``round_epoch`` and ``labelled``
+round, the last one's ``queried`` 0), ``metrics.jsonl`` (one line per epoch, with its ``round``, ``round_epoch`` and ``labelled``
 count; ``epoch``, ``examples_seen``, ``train_s`` and ``select_s`` run on across rounds, so reports read
 it like any run's) and, at the end, ``summary.json`` with ``rounds``, ``labels_used``, ``strategy`` and
-``initial_s`` (seconds the initial selector took).
+``initial_s`` (seconds the initial selector took). Every JSON file goes through
+`selectkit.io.json_text`: a score or metric that is not a finite number (BADGE's and TypiClust's
+picks have no scores: NaN in the ``.npz``) is ``null``.
 
 The loop's state (labelled ids, revealed labels, next round, history, the model's weights, and a query
 still waiting for its labels) is written atomically to ``checkpoints/rounds.pt`` after each round and
 before each question to the oracle; ``resume=<that file>`` continues where the run stopped and
 reproduces the uninterrupted run's queries (each round reseeds from ``(seed, r)``; a resume in a new run
 directory writes the remaining rounds' files there, while ``rounds.jsonl``, ``metrics.jsonl`` and
-``summary.json`` hold every round). An oracle that fails (a bad labels file, a wrong answer) or waits
+``summary.json`` hold every round). Resumed with more rounds (or a larger total) than it ended with,
+a run trains its last round again, as the longer run would have (it acquired nothing), and goes on.
+An oracle that fails (a bad labels file, a wrong answer) or waits
 (`selectkit.oracles.FileOracle` raises `selectkit.oracles.LabelsPending`) leaves that state intact, so
 the same ``resume=`` goes on once the answer is fixed or there.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -66,7 +73,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from selectkit.errors import ConfigError, SelectkitError
-from selectkit.io import atomic_savez, atomic_write_json, atomic_write_text
+from selectkit.io import atomic_savez, atomic_write_json, atomic_write_jsonl
 
 #: salts of the loop's random draws
 _INITIAL, _MODEL = 0x494E, 0x4D44
@@ -140,7 +147,10 @@ def round_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def round_budget(settings: Mapping[str, Any], r: int, labelled: int) -> int:
     """Items round ``r`` acquires with ``labelled`` items labelled: ``rounds.budget`` (its ``r``-th entry
-    when a list), trimmed so the labels used stay within ``rounds.total_budget``; 0 once it is spent."""
+    when a list), trimmed so the labels used stay within ``rounds.total_budget``; 0 once it is spent,
+    and 0 from round ``rounds.num_rounds`` on (the last training, on the final labelled set)."""
+    if settings.get("num_rounds") is not None and r >= int(settings["num_rounds"]):
+        return 0
     b = settings["budget"]
     budget = int(b[r]) if isinstance(b, list) else int(b)
     total = settings.get("total_budget")
@@ -301,28 +311,82 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0)
 
 
+#: Hydra settings of how this run was launched, left out of its resume command: the mode, a sweep and
+#: its launcher or sweeper, the job's place in it, and the run directory (given anew)
+_LAUNCH_KEYS = ("hydra.mode", "hydra.run.dir", "hydra.sweep", "hydra.launcher", "hydra/launcher", "hydra.sweeper", "hydra/sweeper", "hydra.job.num", "hydra.job.id")
+_HYDRA_PLAIN = re.compile(r"[\w./:@%+~-]+")
+
+
+def _hydra_value(text: str) -> str:
+    """``text`` as a value in Hydra's override grammar: as it is when plain, else double-quoted (a quote
+    escaped, and the backslashes before a quote or at the end doubled)."""
+    if _HYDRA_PLAIN.fullmatch(text):
+        return text
+    escaped = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', text)
+    return '"' + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + '"'
+
+
+def _shell_word(text: str) -> str:
+    """``text`` quoted for a POSIX shell by `shlex.quote`, or in double quotes when that reads better
+    and is as safe (no ``"``, ``$``, backquote, backslash or ``!`` inside)."""
+    quoted = shlex.quote(text)
+    if quoted != text and "'" in text and not re.search(r'["$`\\!]', text):
+        return f'"{text}"'
+    return quoted
+
+
+def _absolute_searchpath(override: Any, cwd: str) -> str:
+    """A ``hydra.searchpath`` override with its relative ``file://`` folders made absolute from ``cwd``
+    (the folder the run started in), so the command works from any folder."""
+    value = override.value()
+    entries = [str(v) for v in (value if isinstance(value, list) else [value])]
+    fixed = [f"file://{Path(cwd) / e[7:]}" if e.startswith("file://") and not Path(e[7:]).is_absolute() else e for e in entries]
+    if fixed == entries:
+        return str(override.input_line)
+    return f"{override.input_line.split('=', 1)[0]}=[{','.join(_hydra_value(e) for e in fixed)}]"
+
+
 def resume_command(out_dir: Path, state_path: Path) -> str:
-    """The ``selectkit-train`` command line that resumes this run in ``out_dir`` from ``state_path``."""
-    overrides: list[str] | None = None
+    """The ``selectkit-train`` command line that resumes this run in ``out_dir`` from ``state_path``, to
+    paste into a shell as it is: this run's own overrides (``resume`` given anew), its Hydra settings
+    that shape the config (``hydra.searchpath`` with absolute folders, ``--config-dir``,
+    ``--config-name``, ...; not how it was launched, see ``_LAUNCH_KEYS``), each quoted for the shell."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        if HydraConfig.initialized():
-            overrides = list(HydraConfig.get().overrides.task)
+        hc = HydraConfig.get() if HydraConfig.initialized() else None
     except Exception:  # noqa: BLE001 - outside a Hydra app: a generic command
-        overrides = None
-    if overrides is None:
+        hc = None
+    if hc is None:
         return f"selectkit-train <this run's overrides> resume={shlex.quote(str(state_path))}"
-    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
-    parts = ["selectkit-train", *keep, f"resume={state_path}", f"hydra.run.dir={out_dir}"]
-    return " ".join(shlex.quote(p) for p in parts)
+    from selectkit.schema import CONFIG_MODULE, CONFIG_NAME
+
+    parts = ["selectkit-train"]
+    for source in hc.runtime.config_sources:
+        if source.provider == "main" and (source.schema, source.path) != ("pkg", CONFIG_MODULE):
+            parts += ["--config-path", f"pkg://{source.path}" if source.schema == "pkg" else str(Path(hc.runtime.cwd) / source.path)]
+        elif source.provider == "command-line":
+            parts += ["--config-dir", str(Path(hc.runtime.cwd) / source.path)]
+    if hc.job.config_name != CONFIG_NAME:
+        parts += ["--config-name", str(hc.job.config_name)]
+    parser = OverridesParser.create()
+    for text in hc.overrides.hydra:
+        override = parser.parse_override(text)
+        key = override.get_key_element().lstrip("+~")
+        if any(key == k or key.startswith(k + ".") for k in _LAUNCH_KEYS):
+            continue
+        parts.append(_absolute_searchpath(override, hc.runtime.cwd) if key == "hydra.searchpath" else text)
+    parts += [o for o in hc.overrides.task if parser.parse_override(o).get_key_element().lstrip("+~") != "resume"]
+    parts += [f"resume={_hydra_value(str(state_path))}", f"hydra.run.dir={_hydra_value(str(out_dir))}"]
+    return " ".join(_shell_word(p) for p in parts)
 
 
-def _plan(settings: Mapping[str, Any], start: int, num_rounds: int, labelled: int) -> list[int]:
-    """Budgets of rounds ``start..num_rounds-1`` from ``labelled`` labelled items; the loop ends after
-    the first round with budget 0 (``rounds.total_budget`` spent)."""
+def _plan(settings: Mapping[str, Any], start: int, labelled: int) -> list[int]:
+    """Budgets of rounds ``start..rounds.num_rounds`` from ``labelled`` labelled items; the loop ends
+    after the first round with budget 0 (round ``num_rounds``, or ``rounds.total_budget`` spent)."""
     out = []
-    for r in range(start, num_rounds):
+    for r in range(start, int(settings["num_rounds"]) + 1):
         b = round_budget(settings, r, labelled)
         out.append(b)
         labelled += b
@@ -384,6 +448,15 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         epoch_rows = list(state.get("epoch_rows", []))
         pending = state.get("pending")
         initial_s = float(state.get("initial_s", 0.0))
+        start_weights = state.get("start_weights")
+        if pending is None and history and int(history[-1]["queried"]) == 0 and round_budget(settings, start - 1, labelled.shape[0]) > 0:
+            # the run ended with a round that acquired nothing, and these settings give that round a
+            # budget (more rounds, a larger total): train it again as the longer run would, and acquire
+            if settings.get("warm_start") and start > 1 and "start_weights" not in state:
+                raise ConfigError(f"resume: {cfg.resume} cannot add rounds to this warm-started run (its state has no weights of round {start - 2}); start a new run")
+            start, weights = start - 1, start_weights
+            history.pop()
+            epoch_rows = [x for x in epoch_rows if x["round"] < start]
     else:
         initial_s = 0.0
         init = settings["initial"]
@@ -397,22 +470,23 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
                 raise ConfigError("rounds.initial: the training set has no labels to draw an initial labelled set from; pick it with rounds.initial.select")
             first = initial_ids(settings, np.asarray(true, dtype=np.int64), int(cfg.seed))
         labelled, revealed = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        start, history, weights, epoch_rows = 0, [], None, []
+        start, history, weights, epoch_rows, start_weights = 0, [], None, [], None
         pending = {"round": -1, "ids": torch.from_numpy(first)}
         if settings.get("total_budget") is not None and first.shape[0] > settings["total_budget"]:
             raise ConfigError(f"rounds.total_budget={settings['total_budget']} is smaller than the initial set of {first.shape[0]} items")
     waiting = 0 if pending is None else int(pending["ids"].shape[0])
     acquired = pending is not None and int(pending["round"]) == start
-    plan = _plan(settings, start + int(acquired), num_rounds, labelled.shape[0] + waiting)
+    plan = _plan(settings, start + int(acquired), labelled.shape[0] + waiting)
     left = n - labelled.shape[0] - waiting
     if sum(plan) > left:
-        raise ConfigError(f"rounds.budget={settings['budget']} over {len(plan)} more rounds needs {sum(plan)} unlabelled items, the pool has {left} (lower rounds.budget, rounds.total_budget or rounds.num_rounds)")
+        raise ConfigError(f"rounds.budget={settings['budget']} over {sum(1 for b in plan if b)} more rounds needs {sum(plan)} unlabelled items, the pool has {left} (lower rounds.budget, rounds.total_budget or rounds.num_rounds)")
 
     def state_now(next_round: int, pend: Mapping[str, Any] | None) -> dict[str, Any]:
         return {
             "kind": "rounds", "version": STATE_VERSION, "fingerprint": fingerprint, "next_round": next_round,
             "labelled": torch.from_numpy(labelled), "revealed": torch.from_numpy(revealed),
             "history": history, "epoch_rows": epoch_rows, "weights": weights, "pending": pend, "initial_s": initial_s,
+            "start_weights": start_weights if settings.get("warm_start") else None,
         }
 
     if pending is not None and int(pending["round"]) == -1:
@@ -430,13 +504,14 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
     folder = out_dir / "rounds"
     monitor = "val_acc"
     world = 1
-    for r in range(start, num_rounds):
+    for r in range(start, num_rounds + 1):
         if pending is None:
             labels = np.full(n, -1, dtype=np.int64)
             labels[labelled] = revealed
             pl.seed_everything(_round_seed(int(cfg.seed), r), workers=True, verbose=False)
             module = build_module(cfg, meta)
             monitor = module.task.monitor
+            start_weights = weights
             if settings.get("warm_start") and weights is not None:
                 module.model.load_state_dict(weights)
             train_pipeline = build_pipeline(cfg)
@@ -501,8 +576,8 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_json(folder / f"round_{r:03d}.json", {**row, "queried_ids": queried.tolist(), "scores": scores.tolist(), "labels": got.tolist(), "val": pending["val"], "meta": pending["meta"]})
             atomic_savez(folder / f"round_{r:03d}.npz", ids=queried, scores=scores, labels=got)
-            atomic_write_text(out_dir / "rounds.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in epoch_rows))
+            atomic_write_jsonl(out_dir / "rounds.jsonl", history)
+            atomic_write_jsonl(out_dir / "metrics.jsonl", epoch_rows)
         if logger is not None:
             logger.log_metrics({f"round/{k}": float(v) for k, v in row.items() if k != "round"} | {"round": r})
         order = np.argsort(np.concatenate([labelled, queried]), kind="stable")
@@ -530,7 +605,7 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
         "train_size": n,
         "world_size": world,
         "rounds": history,
-        "labels_used": int(labelled.shape[0]),
+        "labels_used": int(history[-1]["labelled"]) if history else int(labelled.shape[0]),
         "initial": int(history[0]["labelled"]) if history else int(labelled.shape[0]),
         "budget": settings["budget"],
         "total_budget": settings.get("total_budget"),

@@ -161,6 +161,11 @@ def test_bad_labels_keep_the_round_state_and_the_fixed_file_resumes(compose_cfg,
     _fill(wait.value, truth)
     summary = run(resumed, out)
     assert summary["status"] == "completed" and summary["labels_used"] == 40
+    # people label 20 items for round 1; the final model trains on all 40, and nobody is asked after it
+    assert summary["final"] == summary["rounds"][-1] and summary["final"]["labelled"] == 40 and summary["final"]["queried"] == 0
+    assert not (out / "labels" / "round_002_query.csv").exists()
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["round"] == 2 and rows[-1]["examples_seen"] - rows[-2]["examples_seen"] == 40
     sim = compose_cfg(*SIMULATED)
     expected = run(sim, tmp_path / "sim")
     for a, b in zip(_queries(out, 2), _queries(tmp_path / "sim", 2)):
@@ -199,6 +204,34 @@ def test_labelling_round_trip_through_real_processes(compose_cfg, tmp_path):
     expected = run(sim, tmp_path / "sim")
     for a, b in zip(_queries(out, 2), _queries(tmp_path / "sim", 2)):
         assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["labels"], b["labels"])
-    assert [h["labelled"] for h in summary["rounds"]] == [h["labelled"] for h in expected["rounds"]] == [20, 30]
+    assert [h["labelled"] for h in summary["rounds"]] == [h["labelled"] for h in expected["rounds"]] == [20, 30, 40]
     state = torch.load(out / "checkpoints" / "rounds.pt", weights_only=True)
-    assert state["pending"] is None and state["next_round"] == 2
+    assert state["pending"] is None and state["next_round"] == 3
+
+
+@pytest.mark.slow
+def test_the_printed_resume_command_runs_as_pasted_and_composes_the_same_config(tmp_path):
+    """A project of one's own, its configs found through a relative ``hydra.searchpath`` in a folder
+    with a space in its name, and an override with a quoted space: the command the waiting run prints,
+    run by a shell from another folder, composes the same config (exit 75 again: the labels are still
+    missing)."""
+    project = tmp_path / "my project"
+    (project / "conf" / "model").mkdir(parents=True)
+    (project / "conf" / "model" / "tiny.yaml").write_text("_target_: selectkit.models.MLP\nhidden: [7]\n")
+    out = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="disabled", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    args = ["hydra.searchpath=[file://conf]", *FAST, "model=tiny", *ROUNDS, "run_name='people, round one'", f"hydra.run.dir={out}"]
+    first = subprocess.run(TRAIN + args, capture_output=True, text=True, env=env, cwd=project, timeout=300)
+    assert first.returncode == WAITING_EXIT, first.stderr[-3000:]
+    composed = (out / ".hydra" / "config.yaml").read_text()
+    command = first.stdout.strip().splitlines()[-1].split("; then run: ", 1)[1]
+    assert f"file://{project / 'conf'}" in command
+    again = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert again.returncode == WAITING_EXIT, again.stderr[-3000:]
+    resumed = (out / ".hydra" / "config.yaml").read_text()
+    from omegaconf import OmegaConf
+
+    a, b = OmegaConf.create(composed), OmegaConf.create(resumed)
+    assert b.resume == str(out / "checkpoints" / "rounds.pt") and a.resume is None
+    a.resume = b.resume
+    assert a == b and b.model.hidden == [7] and b.run_name == "people, round one"

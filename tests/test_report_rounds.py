@@ -84,7 +84,7 @@ def test_a_real_round_loop_over_two_seeds(compose_cfg, tmp_path):
         run(cfg, tmp_path / "runs" / f"seed_{seed}")
     curves = label_curves(load_runs([tmp_path / "runs"]))
     assert len(curves) == 1 and curves[0]["strategy"] == "least_confidence" and curves[0]["seeds"] == [0, 1]
-    assert curves[0]["labels"] == [20, 30] and curves[0]["n"] == [2, 2]
+    assert curves[0]["labels"] == [20, 30, 50] and curves[0]["n"] == [2, 2, 2], "two rounds of acquisition, then the final training"
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "acc_vs_labels.png").stat().st_size > 10_000
 

@@ -28,7 +28,8 @@ def _queries(out, rounds):
 def test_loop_grows_the_labelled_set_by_the_budget(compose_cfg, tmp_path):
     out = tmp_path / "run"
     cfg, summary = _run(compose_cfg, out, "rounds.num_rounds=3")
-    assert [h["labelled"] for h in summary["rounds"]] == [30, 45, 60]
+    assert [h["labelled"] for h in summary["rounds"]] == [30, 45, 60, 75], "3 rounds of acquisition, then a training on all 75 labels"
+    assert [h["queried"] for h in summary["rounds"]] == [15, 15, 15, 0]
     assert summary["labels_used"] == 75
     import torch
 
@@ -56,13 +57,53 @@ def test_loop_grows_the_labelled_set_by_the_budget(compose_cfg, tmp_path):
     for q in _queries(out, 3):
         assert np.array_equal(q["labels"], truth[q["ids"]]), "the simulated oracle reveals the true labels"
     lines = (out / "rounds.jsonl").read_text().splitlines()
-    assert [json.loads(l)["round"] for l in lines] == [0, 1, 2]
+    assert [json.loads(l)["round"] for l in lines] == [0, 1, 2, 3]
     assert all("val_acc" in h for h in summary["rounds"])
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [(x["round"], x["round_epoch"], x["epoch"], x["labelled"]) for x in rows] == [(0, 0, 0, 30), (1, 0, 1, 45), (2, 0, 2, 60)]
-    assert [x["examples_seen"] for x in rows] == [30, 75, 135], "examples seen add up over rounds"
+    assert [(x["round"], x["round_epoch"], x["epoch"], x["labelled"]) for x in rows] == [(0, 0, 0, 30), (1, 0, 1, 45), (2, 0, 2, 60), (3, 0, 3, 75)]
+    assert [x["examples_seen"] for x in rows] == [30, 75, 135, 210], "examples seen add up over rounds"
     assert rows[-1]["train_s"] == pytest.approx(summary["train_s"], abs=1e-3)
     assert json.loads((out / "summary.json").read_text())["labels_used"] == 75
+
+
+def test_the_final_model_trains_on_every_label_bought(compose_cfg, tmp_path):
+    """Two rounds of acquisition, then a training on all 60 labels: ``labels_used``, the final metrics
+    and the done line are that last model's (no label is bought after the last training)."""
+    import torch
+
+    from selectkit.train import closing_line
+
+    out = tmp_path / "run"
+    _, summary = _run(compose_cfg, out, "rounds.num_rounds=2")
+    bought = torch.load(out / "checkpoints" / "rounds.pt", weights_only=True)["labelled"].numpy()
+    assert bought.shape[0] == 30 + 2 * 15 == summary["labels_used"]
+    final = summary["final"]
+    assert final == summary["rounds"][-1] and final["labelled"] == 60 and final["queried"] == 0
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    before = [x for x in rows if x["round"] < final["round"]]
+    assert rows[-1]["examples_seen"] - before[-1]["examples_seen"] == 60, "the final model's epoch went over every label bought"
+    assert rows[-1]["val_acc"] == final["val_acc"]
+    assert f", 60 labels, final val_acc {final['val_acc']:.4f}" in closing_line(summary, out)
+
+
+def _strict(text):
+    """``json.loads`` that refuses the bare constants NaN, Infinity and -Infinity."""
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in a JSON file"))
+
+
+def test_every_json_output_is_strict_json_scores_without_a_value_are_null(compose_cfg, tmp_path):
+    """BADGE's picks have no scores (NaN in the .npz): the round file says null, and every JSON file the
+    run writes parses with a strict parser."""
+    out = tmp_path / "badge"
+    _run(compose_cfg, out, "rounds.num_rounds=1", "rounds.acquire.name=badge")
+    assert np.isnan(np.load(out / "rounds" / "round_000.npz")["scores"]).all()
+    assert _strict((out / "rounds" / "round_000.json").read_text())["scores"] == [None] * 15
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json*") if ".hydra" not in p.parts)
+    assert {"summary.json", "rounds.jsonl", "metrics.jsonl", "rounds/round_001.json", "selections/manifest.jsonl"} <= set(files)
+    for name in files:
+        text = (out / name).read_text()
+        for line in text.splitlines() if name.endswith(".jsonl") else [text]:
+            _strict(line)
 
 
 def test_initial_set_is_class_balanced_or_per_class(compose_cfg, tmp_path):
@@ -114,7 +155,7 @@ def test_round_epochs_rise_to_the_minimum_steps():
 
 
 def test_min_steps_trains_longer_and_rounds_report_the_final_model(compose_cfg, tmp_path):
-    _, summary = _run(compose_cfg, tmp_path / "steps", "rounds.num_rounds=2", "data.batch_size=16", "rounds.min_steps=5")
+    _, summary = _run(compose_cfg, tmp_path / "steps", "rounds.num_rounds=1", "data.batch_size=16", "rounds.min_steps=5")
     assert [h["epochs"] for h in summary["rounds"]] == [3, 2], "30 labels: 2 steps an epoch; 45: 3"
     rows = [json.loads(l) for l in (tmp_path / "steps" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["round"], x["round_epoch"]) for x in rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
@@ -292,7 +333,7 @@ def test_two_process_ddp_round_loop_on_digits(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and [h["labelled"] for h in summary["rounds"]] == [30, 45]
+    assert summary["world_size"] == 2 and [h["labelled"] for h in summary["rounds"]] == [30, 45, 60]
     from selectkit.data import Digits
 
     source = Digits(seed=0)
@@ -305,9 +346,9 @@ def test_two_process_ddp_round_loop_on_digits(tmp_path):
     import torch
 
     state = torch.load(out / "checkpoints" / "rounds.pt", weights_only=True)
-    last_round_set = np.setdiff1d(state["labelled"].numpy(), queries[1]["ids"])
-    assert not set(queries[1]["ids"].tolist()) & set(last_round_set.tolist())
+    final_set = state["labelled"].numpy()
+    assert set(queries[1]["ids"].tolist()) <= set(final_set.tolist()) and final_set.shape[0] == 60
     shards = [np.load(out / "shards" / f"epoch_0000_rank_{r}.npz") for r in range(2)]
     live = [s["indices"][s["live"]] for s in shards]
     assert not set(live[0]) & set(live[1]), "ranks train on disjoint shards"
-    assert np.array_equal(np.sort(np.concatenate(live)), last_round_set), "together they are rank 0's labelled set: every rank acquired the same items"
+    assert np.array_equal(np.sort(np.concatenate(live)), final_set), "together they are rank 0's labelled set, the last acquisition included: every rank acquired the same items"
