@@ -5,13 +5,22 @@ product tips), and the Hugging Face libraries' (sentence-transformers announces 
 Hydra's logging setup would otherwise print those INFO lines on the console), silences W&B's banner (its offline run still lands in ``<run>/wandb``), and filters the
 deprecation and advice warnings that libraries emit about their own internals. Warnings about the
 user's settings or data still show.
+
+`RUN_LOG` (``selectkit.run``) is the run's own log: its start, one line per epoch, and the line that
+ends it (``done``, ``waiting for labels`` or ``error``). Hydra's job logging
+(``conf/hydra/job_logging/selectkit.yaml``) writes it to ``<run>/train.log`` only; `say` prints a
+console line and logs it there too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+
+#: the run's own log lines (``<run>/train.log`` under ``selectkit-train``)
+RUN_LOG = logging.getLogger("selectkit.run")
 
 #: warning messages (regular expressions) that concern a library's internals, not the user's run
 _NOISE = (
@@ -32,3 +41,12 @@ def quiet_third_party() -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def say(line: str, *, error: bool = False) -> None:
+    """Print one of ``selectkit-train``'s console lines (on stderr when ``error``) and log it to
+    `RUN_LOG` (at ERROR level when ``error``) when that has a handler of its own (Hydra's job
+    logging gives it ``train.log``; without one the line would reach the console twice)."""
+    print(line, file=sys.stderr if error else sys.stdout, flush=True)
+    if RUN_LOG.handlers:
+        RUN_LOG.log(logging.ERROR if error else logging.INFO, line)

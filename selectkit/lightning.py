@@ -417,6 +417,15 @@ def from_checkpoint(obj: Any) -> Any:
 
 
 # ====================================================================================== the books
+def _log_epoch(row: Mapping[str, Any]) -> None:
+    """One line of the run's log (`selectkit.console.RUN_LOG`) for an epoch's ``metrics.jsonl`` row."""
+    from selectkit.console import RUN_LOG
+
+    scores = [f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float)]
+    RUN_LOG.info("epoch %d: %s%s examples seen, train %.1f s + select %.1f s", row["epoch"], ", ".join(scores) + ", " if scores else "",
+                 f"{row['examples_seen']:,}", row["train_s"], row["select_s"])
+
+
 class RunRecorder(pl.Callback):
     """Per-epoch metrics, wall-clock accounting and time-to-target.
 
@@ -519,6 +528,8 @@ class RunRecorder(pl.Callback):
             pl_module.log("examples_seen", float(row["examples_seen"]), rank_zero_only=True)
             if "lr" in row:
                 pl_module.log("lr", row["lr"], rank_zero_only=True)
+        if trainer.is_global_zero:
+            _log_epoch(row)
         if trainer.is_global_zero and self.out_dir is not None:
             self.write_metrics()
 

@@ -405,22 +405,28 @@ def _finish_wandb(logger: Any, out_dir: Path, summary: Mapping[str, Any], log_ma
 def _app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from selectkit.console import RUN_LOG, say
     from selectkit.oracles import WAITING_EXIT, LabelsPending
 
     out_dir = HydraConfig.get().runtime.output_dir
+    RUN_LOG.info("selectkit-train: start: outputs in %s; overrides: %s", out_dir, " ".join(HydraConfig.get().overrides.task) or "none")
     try:
         summary = run(cfg, out_dir)
     except LabelsPending as wait:
         # a round loop waiting for people's labels: a planned stop, said once, exit code 75
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) == 0:
-            print(f"selectkit-train: {wait}")
+            say(f"selectkit-train: {wait}")
             sys.exit(WAITING_EXIT)
         sys.exit(0)
     except SelectkitError as err:
-        print(f"selectkit-train: error: {err}", file=sys.stderr)
+        say(f"selectkit-train: error: {err}", error=True)
         sys.exit(2)
+    except Exception:
+        # the traceback goes to the console as before, and to the run's log
+        RUN_LOG.exception("selectkit-train: error: the run failed")
+        raise
     if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
-        print(closing_line(summary, out_dir))
+        say(closing_line(summary, out_dir))
     best = summary.get(f"best_{summary.get('monitor', 'val_acc')}")
     return float(best) if best is not None else float("nan")
 
