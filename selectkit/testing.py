@@ -13,6 +13,7 @@ round-trip through a real checkpoint (and refusal of a checkpoint saved with oth
 another selector), parameters validated at selection time (never in the constructor) with errors that
 name the setting, refusal of an empty pool, and refusal of a pool that lacks what the selector declares
 it requires. `make_pool` offers exactly the providers a real run offers, computed by the same code.
+Data sources run `check_source` (and any `BatchDataset` `check_batch_dataset`), from `selectkit.data.checks`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from selectkit.data.checks import check_batch_dataset, check_source  # noqa: F401 (the data sources' shared checks)
 from selectkit.errors import ConfigError
 from selectkit.selection import Acquisition
 from selectkit.selector import Pool, SelectContext, Selector

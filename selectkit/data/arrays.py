@@ -11,7 +11,8 @@ With ``mmap: true`` the features stay on disk: ``.npy`` files are opened with
 works. numpy ignores ``mmap_mode`` for ``.npz`` archives, so members of an uncompressed archive
 (``np.savez``) are mapped here directly at their offset in the file; a compressed one
 (``np.savez_compressed``) cannot be mapped and is refused, naming ``data.mmap``. Labels are small and
-are read into memory once. A Hydra config::
+are read into memory once, as integer class ids 0..C-1, or as class names given in ``classes``. A
+Hydra config::
 
     _target_: selectkit.data.Arrays
     train: {x: /data/pool_x.npy, y: /data/pool_y.npy}
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from selectkit.data.base import BatchDataset, DataSource, check_labels, source_meta
+from selectkit.data.base import BatchDataset, DataSource, check_classes, check_labels, flat_rows, source_meta
 from selectkit.data.memory import ArrayDataset
 from selectkit.errors import ConfigError
 
@@ -98,7 +99,7 @@ class MappedArrays(BatchDataset):
 
     def features(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
-        return self.rows(ids).reshape(ids.shape[0], -1).numpy()
+        return flat_rows(self.rows(ids)).numpy()
 
     def nbytes(self) -> int | None:
         if self.mapped:
@@ -234,12 +235,24 @@ class Arrays(DataSource):
         mmap: keep the features on disk and read each batch's rows from the map; false loads them
             into memory as float32 tensors.
         normalize: standardise inputs with the mean and std of the training features.
+        classes: class names in class order; labels saved as strings (``np.save`` of a string
+            array) become their position in it. Unset, the labels must be integers 0..C-1.
     """
 
-    def __init__(self, train: Any, val: Any = None, x_key: str = "x", y_key: str | None = "y", mmap: bool = True, normalize: bool = False) -> None:
+    def __init__(
+        self,
+        train: Any,
+        val: Any = None,
+        x_key: str = "x",
+        y_key: str | None = "y",
+        mmap: bool = True,
+        normalize: bool = False,
+        classes: Any = None,
+    ) -> None:
         self.train_spec, self.val_spec = train, val
         self.x_key, self.y_key = x_key, y_key
         self.mmap, self.normalize = mmap, normalize
+        self.classes = classes
         self._loaded = False
 
     def setup(self) -> None:
@@ -248,9 +261,10 @@ class Arrays(DataSource):
         for name, value in (("data.mmap", self.mmap), ("data.normalize", self.normalize)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
+        classes = check_classes(self.classes)
         x, y, name = self._open(self.train_spec, "data.train")
-        y = None if y is None else check_labels(y, "data.train")
-        num_classes = None if y is None else (int(y.max()) + 1 if y.size else 0)
+        y = None if y is None else check_labels(y, "data.train", None if classes is None else len(classes), classes=classes)
+        num_classes = len(classes) if classes is not None else None if y is None else (int(y.max()) + 1 if y.size else 0)
         stats = array_stats(x) if self.normalize else None
         self.train = self._dataset(x, y, stats)
         self.val = None
@@ -258,9 +272,9 @@ class Arrays(DataSource):
             vx, vy, _ = self._open(self.val_spec, "data.val")
             if tuple(vx.shape[1:]) != tuple(x.shape[1:]):
                 raise ConfigError(f"data.val: rows of shape {tuple(vx.shape[1:])} do not match the training rows {tuple(x.shape[1:])}")
-            vy = None if vy is None else check_labels(vy, "data.val", num_classes)
+            vy = None if vy is None else check_labels(vy, "data.val", num_classes, classes=classes)
             self.val = self._dataset(vx, vy, stats)
-        self.meta = source_meta(name, self.train, num_classes)
+        self.meta = source_meta(name, self.train, num_classes, classes)
         self._loaded = True
 
     def _open(self, spec: Any, setting: str) -> tuple[np.ndarray, np.ndarray | None, str]:

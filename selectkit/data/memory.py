@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from selectkit.data.base import BatchDataset
+from selectkit.data.base import BatchDataset, flat_rows
 from selectkit.errors import ConfigError
 
 
@@ -114,7 +114,7 @@ class ArrayDataset(BatchDataset, Dataset):
 
     def features(self, ids: np.ndarray) -> np.ndarray:
         idx = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.x.device)
-        return take_rows(self.x, idx).reshape(idx.shape[0], -1).cpu().numpy()
+        return flat_rows(take_rows(self.x, idx)).cpu().numpy()
 
     def to(self, device: Any) -> "ArrayDataset":
         moved = ArrayDataset(self.x.to(device), None if self.y is None else self.y.to(device), n_base=self.n_base)
@@ -203,7 +203,7 @@ class WithSynthetic(BatchDataset):
         out = np.empty((ids.shape[0], int(np.prod(self.input_shape, dtype=np.int64))), dtype=np.float32)
         out[is_base] = self.base.features(ids[is_base]) if is_base.any() else 0
         syn = torch.as_tensor(ids[~is_base] - self.n_base, device=self.x_syn.device)
-        out[~is_base] = take_rows(self.x_syn, syn).reshape(syn.shape[0], -1).cpu().numpy()
+        out[~is_base] = flat_rows(take_rows(self.x_syn, syn)).cpu().numpy()
         return out
 
     def to(self, device: Any) -> "WithSynthetic":

@@ -10,6 +10,7 @@ the datasets are nested ``_target_`` nodes, built before the source::
     val_dataset: {_target_: mypackage.MyDataset, root: /data, split: test}
     labels: null          # or a .npy/.txt file, or the name of an attribute or method
     num_classes: null     # inferred from the labels
+    classes: null         # class names in class order; string labels become their position
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from selectkit.data.base import BatchDataset, DataSource, check_labels, source_meta
+from selectkit.data.base import BatchDataset, DataSource, check_classes, check_labels, source_meta
 from selectkit.errors import ConfigError
 
 _EXPECTED = "expected (x, y), {'x': ..., 'y': ...} or x alone"
@@ -59,16 +60,6 @@ def split_item(item: Any, setting: str, i: int) -> tuple[Any, Any]:
     raise ConfigError(f"{setting}: item {i} is a {type(item).__name__}; {_EXPECTED}")
 
 
-def _label(y: Any, setting: str, i: int) -> int:
-    if isinstance(y, (torch.Tensor, np.ndarray)):
-        if (y.size if isinstance(y, np.ndarray) else y.numel()) != 1:
-            raise ConfigError(f"{setting}: item {i} has a label of shape {tuple(y.shape)}, not one integer")
-        y = y.item() if isinstance(y, torch.Tensor) else y.reshape(-1)[0].item()
-    if isinstance(y, bool) or not isinstance(y, (int, np.integer)) and not (isinstance(y, float) and y.is_integer()):
-        raise ConfigError(f"{setting}: item {i} has label {y!r}, not an integer class number")
-    return int(y)
-
-
 class TorchItems(BatchDataset):
     """A map-style torch Dataset read item by item, stacked into float32 batches.
 
@@ -81,14 +72,23 @@ class TorchItems(BatchDataset):
         num_classes: labels must lie in ``0..num_classes-1`` when given.
         setting: the setting named in errors about the items (``data.dataset``).
         labels_setting: the setting named in errors about the labels (``data.labels``).
+        classes: class names; string labels become their position in it (`check_labels`).
     """
 
-    def __init__(self, dataset: Any, labels: Any = None, num_classes: int | None = None, setting: str = "data.dataset", labels_setting: str = "data.labels") -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        labels: Any = None,
+        num_classes: int | None = None,
+        setting: str = "data.dataset",
+        labels_setting: str = "data.labels",
+        classes: Sequence[str] | None = None,
+    ) -> None:
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise ConfigError(f"{setting} must be a map-style torch Dataset (with __len__ and __getitem__), got {type(dataset).__name__}")
         self.dataset = dataset
         self.labels_spec = labels
-        self.num_classes = num_classes
+        self.num_classes, self.classes = num_classes, classes
         self.setting, self.labels_setting = setting, labels_setting
         n = len(dataset)
         if n == 0:
@@ -108,6 +108,8 @@ class TorchItems(BatchDataset):
 
     def gather(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         order = ids.tolist()
+        if not order:
+            return self._empty()
         xs, ys = [], []
         dataset, setting, tensor = self.dataset, self.setting, torch.Tensor
         for i in order:
@@ -131,6 +133,13 @@ class TorchItems(BatchDataset):
             out["y"] = torch.from_numpy(self._labels[ids.cpu().numpy()])
         return out
 
+    def _empty(self) -> dict[str, torch.Tensor]:
+        """The batch of no rows: the keys, trailing shapes and dtypes of any other batch (no item is fetched)."""
+        out = {"x": torch.empty((0, *self._shape), dtype=torch.float32)}
+        if self.item_labels or self.labels() is not None:
+            out["y"] = torch.empty(0, dtype=torch.int64)
+        return out
+
     def _stack_labels(self, ys: list, order: list[int]) -> torch.Tensor:
         if any(y is None for y in ys):
             raise ConfigError(f"{self.setting}: some items carry a label and some do not")
@@ -140,67 +149,86 @@ class TorchItems(BatchDataset):
             y = None
         if y is not None and y.ndim == 2 and y.shape[1] == 1:
             y = y.reshape(-1)
-        if y is None or y.ndim != 1 or y.shape[0] != len(order) or y.dtype == torch.bool or y.is_complex() or (y.is_floating_point() and not bool((y == y.round()).all())):
-            # the slow path names the first item whose label is not one integer
-            y = torch.tensor([_label(v, self.setting, i) for v, i in zip(ys, order)], dtype=torch.int64)
+        if (
+            y is None
+            or y.ndim != 1
+            or y.shape[0] != len(order)
+            or y.dtype == torch.bool
+            or y.is_complex()
+            or (y.is_floating_point() and not bool((y == y.round()).all()))
+            or int(y.min()) < 0
+            or (self.num_classes is not None and int(y.max()) >= self.num_classes)
+        ):
+            # the slow path maps class names and names the first item whose label is not a class id
+            return torch.from_numpy(self._check(ys, self.setting, order))
         return y if y.dtype == torch.int64 else y.long()
+
+    def _check(self, y: Any, setting: str, ids: Sequence[int] | None = None) -> np.ndarray:
+        return check_labels(y, setting, self.num_classes, classes=self.classes, ids=ids, unit="item")
 
     def labels(self) -> np.ndarray | None:
         if not self._labels_read:
-            raw = self._read_labels()
+            raw, setting = self._read_labels()
             if raw is not None:
-                y = check_labels(raw, self.labels_setting, self.num_classes)
+                y = self._check(raw, setting)
                 if y.shape[0] != len(self):
                     raise ConfigError(f"{self.labels_setting}: {y.shape[0]} labels for {len(self)} items")
                 self._labels = y
             self._labels_read = True
         return self._labels
 
-    def _read_labels(self) -> Any:
-        spec, ds = self.labels_spec, self.dataset
+    def _read_labels(self) -> tuple[Any, str]:
+        """The raw labels (None when unlabelled) and the setting that errors about them name."""
+        spec, ds, setting = self.labels_spec, self.dataset, self.labels_setting
         if spec is None:
             for name in ("labels", "get_labels"):
                 hook = getattr(ds, name, None)
                 if callable(hook):
-                    return hook()
+                    return hook(), setting
             for name in ("targets", "labels"):
                 value = getattr(ds, name, None)
                 if value is not None and not callable(value):
-                    return value
-            return self._fetch_labels() if self.item_labels else None
+                    return value, setting
+            return (self._fetch_labels(), self.setting) if self.item_labels else (None, setting)
         if isinstance(spec, (str, Path)):
             text = str(spec)
             if text.endswith((".npy", ".txt")) or "/" in text:
-                return _read_label_file(Path(text).expanduser(), self.labels_setting)
+                return _read_label_file(Path(text).expanduser(), setting), setting
             if not hasattr(ds, text):
-                raise ConfigError(f"{self.labels_setting}: {type(ds).__name__} has no attribute or method {text!r}, and it is not a .npy/.txt file")
+                raise ConfigError(f"{setting}: {type(ds).__name__} has no attribute or method {text!r}, and it is not a .npy/.txt file")
             value = getattr(ds, text)
-            return value() if callable(value) else value
+            return (value() if callable(value) else value), setting
         if isinstance(spec, (Sequence, np.ndarray, torch.Tensor)):
-            return spec
-        raise ConfigError(f"{self.labels_setting} must be null, a .npy/.txt file, an attribute name or the labels, got {type(spec).__name__}")
+            return spec, setting
+        raise ConfigError(f"{setting} must be null, a .npy/.txt file, an attribute name or the labels, got {type(spec).__name__}")
 
-    def _fetch_labels(self) -> np.ndarray:
+    def _fetch_labels(self) -> list:
+        """Every item's raw label, each item fetched once (validated by the caller, naming the item)."""
         from tqdm.auto import tqdm
 
-        out = np.empty(len(self), dtype=np.int64)
+        out = []
         for i in tqdm(range(len(self)), desc="reading labels", unit="item", disable=None, leave=False):
             _, y = split_item(self.dataset[i], self.setting, i)
             if y is None:
                 raise ConfigError(f"{self.setting}: some items carry a label and some do not")
-            out[i] = _label(y, self.setting, i)
+            out.append(y)
         return out
 
 
 def _read_label_file(path: Path, setting: str) -> np.ndarray:
+    """Labels from a ``.npy`` file, or a ``.txt`` file of numbers or class names (one per item)."""
     if not path.is_file():
         raise ConfigError(f"{setting}: {path} does not exist")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
-        return np.loadtxt(path, dtype=np.float64, ndmin=1)
+        text = np.loadtxt(path, dtype=str, ndmin=1)
     except (ValueError, OSError, EOFError) as err:
         raise ConfigError(f"{setting}: cannot read labels from {path}: {err}".replace("\n", " ")) from None
+    try:
+        return text.astype(np.float64)
+    except ValueError:
+        return text
 
 
 class TorchDataset(DataSource):
@@ -216,7 +244,9 @@ class TorchDataset(DataSource):
         val_dataset: the validation Dataset, or None.
         labels: where the training labels come from (see above).
         num_classes: the number of classes; inferred from the training labels when None.
-        classes: class names; their number is ``num_classes`` when that is not given.
+        classes: class names in class order; their number is ``num_classes`` when that is not given,
+            and string labels become their position in it (labels ``"benign"``, ``"malignant"`` with
+            ``classes: [benign, malignant]`` are classes 0 and 1).
     """
 
     def __init__(self, dataset: Any, val_dataset: Any = None, labels: Any = None, num_classes: int | None = None, classes: Sequence[str] | None = None) -> None:
@@ -228,21 +258,21 @@ class TorchDataset(DataSource):
     def setup(self) -> None:
         if self._loaded:
             return
-        num_classes, classes = self.num_classes, None if self.classes is None else [str(c) for c in self.classes]
+        num_classes, classes = self.num_classes, check_classes(self.classes)
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
             raise ConfigError(f"data.num_classes must be a positive integer or null, got {num_classes!r}")
         if classes is not None:
             if num_classes is not None and len(classes) != num_classes:
                 raise ConfigError(f"data.classes names {len(classes)} classes but data.num_classes is {num_classes}")
             num_classes = len(classes)
-        self.train = TorchItems(self.dataset, self.labels_spec, num_classes)
+        self.train = TorchItems(self.dataset, self.labels_spec, num_classes, classes=classes)
         y = self.train.labels()
         if num_classes is None and y is not None:
             num_classes = int(y.max()) + 1 if y.size else 0
         self.val = None
         if self.val_dataset is not None:
             named = self.labels_spec if isinstance(self.labels_spec, str) and not self.labels_spec.endswith((".npy", ".txt")) and "/" not in self.labels_spec else None
-            self.val = TorchItems(self.val_dataset, named, num_classes, setting="data.val_dataset", labels_setting="data.val_dataset")
+            self.val = TorchItems(self.val_dataset, named, num_classes, setting="data.val_dataset", labels_setting="data.val_dataset", classes=classes)
             if self.val.input_shape != self.train.input_shape:
                 raise ConfigError(f"data.val_dataset: items of shape {self.val.input_shape} do not match the training items {self.train.input_shape}")
         self.meta = source_meta(type(self.dataset).__name__, self.train, num_classes, classes)
