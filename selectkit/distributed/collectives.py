@@ -109,16 +109,17 @@ class Comm:
             default group as it is (its timeout was set by whoever created it); a number runs on a
             group of every rank with that timeout (`init_process_group` makes the default group with it).
         group: the process group to run on (None: the default group, or the timeout's own group).
+        alone: a world of one whatever process group exists (`alone`).
 
     Outside a process group, or in a world of one, ``world == 1`` and every collective returns its
     input without calling torch.distributed.
     """
 
-    def __init__(self, timeout_s: float | None = None, group: Any = None) -> None:
+    def __init__(self, timeout_s: float | None = None, group: Any = None, *, alone: bool = False) -> None:
         self.timeout_s = None if timeout_s is None else _check_timeout(timeout_s)
         self.bytes_sent = 0
         self.world, self.rank, self.group, self.backend = 1, 0, None, "none"
-        dist = _dist()
+        dist = None if alone else _dist()
         if dist is None or dist.get_world_size() == 1:
             return
         if group is None and self.timeout_s is not None:
@@ -128,6 +129,11 @@ class Comm:
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self.backend = str(dist.get_backend(group))
+
+    @classmethod
+    def alone(cls) -> "Comm":
+        """A world of one (this process by itself), even inside a process group: for data it holds whole."""
+        return cls(alone=True)
 
     def __repr__(self) -> str:
         return f"Comm(world={self.world}, rank={self.rank}, backend={self.backend!r}, timeout_s={self.timeout_s})"

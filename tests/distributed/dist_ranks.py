@@ -1,4 +1,4 @@
-"""One rank of a distributed test: ``python ranks.py SCENARIO WORLD RANK STORE OUT [JSON PARAMS]``.
+"""One rank of a distributed test: ``python dist_ranks.py SCENARIO WORLD RANK STORE OUT [JSON PARAMS]``.
 
 Ranks meet through a ``file://`` store, on gloo, one thread each. A scenario returns a dict of arrays,
 saved to ``OUT/rank<RANK>.npz``: keys starting with ``local:`` are this rank's share (the test
@@ -111,11 +111,13 @@ def battery(comm, **_: object) -> dict:
         out[f"km_{reduce}_centroids"], out[f"km_{reduce}_inertia"], out[f"km_{reduce}_iter"] = r.centroids, r.inertia, r.n_iter
         out[f"local:km_{reduce}_assign"], out[f"local:km_{reduce}_dist"] = r.assignment, r.distances
     out["local:bytes_sent"] = np.array([comm.bytes_sent])
+    out.update(mismatch(comm))
     return out
 
 
 def mismatch(comm, **_: object) -> dict:
-    """Config and pool checks fed different values on rank 1 (each error recorded, then the next check)."""
+    """Config and pool checks fed different values on rank 1 (each error recorded, then the next check;
+    every check passes at world 1)."""
     from selectkit.distributed import check_same_config, check_same_pool, config_digest
 
     out = {}
@@ -127,16 +129,19 @@ def mismatch(comm, **_: object) -> dict:
     for name, check in checks.items():
         try:
             check()
-            out[name] = np.array("")
+            out[f"local:{name}"] = np.array([""])
         except Exception as err:  # recorded for the test to read
-            out[name] = np.array(f"{type(err).__name__}: {err}")
+            out[f"local:{name}"] = np.array([f"{type(err).__name__}: {err}"])
     check_same_config(comm, config_digest({"selector": "rs2"}), "selector")
-    out["same_passes"] = np.array(True)
     return out
 
 
-def fault(comm, mode: str = "hang", **_: object) -> dict:
-    """Rank 1 hangs (sleeps) or dies before a sum the others wait in."""
+def fault(comm, mode: str = "hang", fault_timeout_s: float = 3.0, **_: object) -> dict:
+    """Rank 1 hangs (sleeps) or dies before a sum the others wait in, on a group timing out after
+    ``fault_timeout_s`` (the default group keeps the generous start-up timeout)."""
+    from selectkit.distributed import Comm
+
+    comm = Comm(timeout_s=fault_timeout_s)
     if comm.rank == 1:
         if mode == "die":
             os._exit(3)
@@ -145,7 +150,7 @@ def fault(comm, mode: str = "hang", **_: object) -> dict:
     return {}
 
 
-SCENARIOS = {"battery": battery, "mismatch": mismatch, "fault": fault}
+SCENARIOS = {"battery": battery, "fault": fault}
 
 
 def main() -> None:
@@ -166,8 +171,12 @@ def main() -> None:
     except Exception as err:
         traceback.print_exc()
         (out / f"rank{rank}.err").write_text(f"{type(err).__name__}: {err}")
-        sys.exit(1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # no teardown: a peer may be gone or hung
     np.savez(out / f"rank{rank}.npz", **result)
+    if world > 1:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
