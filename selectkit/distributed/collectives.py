@@ -90,7 +90,7 @@ def init_process_group(
 
 def _group_with_timeout(dist: Any, timeout_s: float) -> Any:
     """A group of every rank whose collectives time out after ``timeout_s`` (one per timeout)."""
-    key = (id(dist.distributed_c10d._get_default_group()), timeout_s)
+    key = (id(dist.group.WORLD), timeout_s)
     if key not in _groups:
         _groups[key] = dist.new_group(timeout=timedelta(seconds=timeout_s))
     return _groups[key]
@@ -135,6 +135,13 @@ class Comm:
         """A world of one (this process by itself), even inside a process group: for data it holds whole."""
         return cls(alone=True)
 
+    @property
+    def device(self) -> Any:
+        """Where tensors go for the backend: the current CUDA device under NCCL, else the CPU."""
+        import torch
+
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+
     def __repr__(self) -> str:
         return f"Comm(world={self.world}, rank={self.rank}, backend={self.backend!r}, timeout_s={self.timeout_s})"
 
@@ -166,7 +173,7 @@ class Comm:
         import torch
 
         t = torch.from_numpy(raw if raw.flags.writeable else raw.copy())
-        return t.to(torch.device("cuda", torch.cuda.current_device())) if self.backend == "nccl" else t
+        return t.to(self.device) if self.backend == "nccl" else t
 
     def _gather_equal(self, raw: np.ndarray, what: str) -> np.ndarray:
         """All ranks' equal-length uint8 vectors, stacked ``[W, len]`` in rank order."""

@@ -50,6 +50,17 @@ def weights(x: np.ndarray) -> np.ndarray:
     return w
 
 
+def wide_partials(n_blocks: int) -> np.ndarray:
+    """Per-block partials of 5,000 values, block magnitudes from 1e-6 to 1e6 (so the order of the sum shows)."""
+    scales = 10.0 ** ((np.arange(n_blocks) % 13) - 6)
+    return np.random.default_rng(9).standard_normal((n_blocks, 50, 100)) * scales[:, None, None]
+
+
+def rank_part(rank: int, shape: tuple) -> np.ndarray:
+    """Rank ``rank``'s addend of the rank-ordered sums (magnitudes far apart, so the order shows)."""
+    return np.random.default_rng(100 + rank).standard_normal(shape) * 10.0 ** (8 * (rank % 2))
+
+
 def blobs() -> np.ndarray:
     """Clustered rows for k-means: 12 Gaussian blobs."""
     rng = np.random.default_rng(11)
@@ -75,6 +86,10 @@ def battery(comm, **_: object) -> dict:
         layout,
     )
     out["gram"] = gram(comm, sx, chunk_rows=128)
+    # sums too wide to gather whole: cut into one slice per rank (all-to-all)
+    out["wide_block_sum"] = comm.block_sum(wide_partials(layout.n_blocks)[layout.blocks.start : layout.blocks.stop], layout)
+    for name, shape in (("small", (3,)), ("wide", (50, 100))):
+        out[f"{name}_rank_sum"] = comm.all_sum(rank_part(comm.rank, shape))
     s = tied_scores(x)[lo:hi]
     top = global_topk(comm, s, ids, 40, payload={"row": sx.local})
     out["top_ids"], out["top_scores"], out["top_rows"] = top.ids, top.scores, top.payload["row"]

@@ -4,7 +4,7 @@ the single-process references at world 1, and the faults each rank must report."
 import numpy as np
 import pytest
 from dist_launch import Ranks
-from dist_ranks import BLOBS_N, POOL_N, blobs, pool, queries, tied_scores, weights
+from dist_ranks import BLOBS_N, BLOCK_ROWS, POOL_N, blobs, pool, queries, rank_part, tied_scores, weights, wide_partials
 
 from selectkit import sampling
 from selectkit.distributed import keyed_uniform
@@ -12,7 +12,7 @@ from selectkit.distributed import keyed_uniform
 pytestmark = pytest.mark.ddp
 
 EXACT = [
-    "block_sum", "gram", "top_ids", "top_scores", "top_rows", "low_ids", "uniform", "gumbel_ids", "replacement", "pi",
+    "block_sum", "wide_block_sum", "gram", "top_ids", "top_scores", "top_rows", "low_ids", "uniform", "gumbel_ids", "replacement", "pi",
     "bernoulli", "knn_l2_d", "knn_l2_i", "knn_cosine_d", "knn_cosine_i", "knn_ip_d", "knn_ip_i", "self_d", "self_i",
     "init_centroids", "init_rounds", "init_candidates", "km_block_centroids", "km_block_inertia", "km_block_iter",
     "km_block_assign", "km_block_dist",
@@ -30,6 +30,8 @@ def test_world_one_results_match_single_process_references(battery):
     x = pool().astype(np.float64)
     assert np.allclose(got["gram"], x.T @ x, rtol=1e-12, atol=1e-9)
     assert np.allclose(got["block_sum"], x.sum(axis=0), rtol=1e-12, atol=1e-10)
+    partials = wide_partials(-(-POOL_N // BLOCK_ROWS))
+    assert np.allclose(got["wide_block_sum"], partials.sum(axis=0), rtol=1e-12, atol=1e-9)
     s = tied_scores(pool())
     assert len(np.unique(s[got["top_ids"]])) < 40  # the top 40 holds ties
     assert np.array_equal(got["top_ids"], np.lexsort((np.arange(POOL_N), -s))[:40])
@@ -43,6 +45,17 @@ def test_world_one_results_match_single_process_references(battery):
     assert (ref_pi == 1).sum() > 0 and np.allclose(got["pi"], ref_pi, rtol=1e-12, atol=1e-15)
     assert abs(got["pi"].sum() - 400.0) < 1e-9
     assert np.array_equal(got["bernoulli"], np.flatnonzero(keyed_uniform((5,), np.arange(POOL_N)) < got["pi"]))
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_all_sum_adds_in_rank_order(battery, world):
+    for name, shape in (("small", (3,)), ("wide", (50, 100))):
+        expected = rank_part(0, shape)
+        for r in range(1, world):
+            expected = expected + rank_part(r, shape)
+        assert np.array_equal(battery[world][f"{name}_rank_sum"], expected), name
+    parts = [rank_part(r, (50, 100)) for r in range(4)]
+    assert not np.array_equal(((parts[0] + parts[1]) + parts[2]) + parts[3], ((parts[3] + parts[2]) + parts[1]) + parts[0])  # order shows
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
