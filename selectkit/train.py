@@ -409,12 +409,14 @@ def _app(cfg: DictConfig) -> float:
     from selectkit.oracles import WAITING_EXIT, LabelsPending
 
     out_dir = HydraConfig.get().runtime.output_dir
-    RUN_LOG.info("selectkit-train: start: outputs in %s; overrides: %s", out_dir, " ".join(HydraConfig.get().overrides.task) or "none")
+    rank0 = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) == 0
+    if rank0:  # DDP's other ranks run this too, into the same train.log
+        RUN_LOG.info("selectkit-train: start: outputs in %s; overrides: %s", out_dir, " ".join(HydraConfig.get().overrides.task) or "none")
     try:
         summary = run(cfg, out_dir)
     except LabelsPending as wait:
         # a round loop waiting for people's labels: a planned stop, said once, exit code 75
-        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) == 0:
+        if rank0:
             say(f"selectkit-train: {wait}")
             sys.exit(WAITING_EXIT)
         sys.exit(0)
@@ -425,7 +427,7 @@ def _app(cfg: DictConfig) -> float:
         # the traceback goes to the console as before, and to the run's log
         RUN_LOG.exception("selectkit-train: error: the run failed")
         raise
-    if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
+    if summary.get("world_size", 1) == 1 or rank0:
         say(closing_line(summary, out_dir))
     best = summary.get(f"best_{summary.get('monitor', 'val_acc')}")
     return float(best) if best is not None else float("nan")
