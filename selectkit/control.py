@@ -47,6 +47,10 @@ class SelectionController:
             loop's acquisition passes them; acquisition selectors such as k-center read it).
         pairs: given (anchor ids, positive ids) of the training set (its ``pairs()``), offered to the
             stages as the ``pairs`` provider; None when the data has none.
+        comm: the ranks that select together (`selectkit.distributed.Comm`); each stage's pool is
+            sharded over them (None: this process selects alone).
+        block_rows: rows per logical block of the pools' shards (``distributed.block_rows``).
+        memory_cap_gb: the largest array a stage may gather whole from shards (``providers.memory_cap_gb``).
     """
 
     def __init__(
@@ -61,8 +65,14 @@ class SelectionController:
         rows: int | None = None,
         labelled_ids: np.ndarray | None = None,
         pairs: tuple[np.ndarray, np.ndarray] | None = None,
+        comm: Any = None,
+        block_rows: int | None = None,
+        memory_cap_gb: float | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.comm = comm
+        self.block_rows = block_rows
+        self.memory_cap_gb = memory_cap_gb
         self.seed = pipeline.seed
         self.base_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.base_size = int(rows if rows is not None else (0 if labels is None else self.base_labels.shape[0]))
@@ -158,7 +168,7 @@ class SelectionController:
         if self.labelled_ids is not None:
             shared = {k: v for k, v in providers.items() if k in ("labels", "features")} | self._outputs()
             labelled = Pool(self.labelled_ids, providers=shared)
-        return Pool(ids, weights=weights, providers=providers, labelled=labelled)
+        return Pool(ids, weights=weights, providers=providers, labelled=labelled, comm=self.comm, block_rows=self.block_rows, memory_cap_gb=self.memory_cap_gb)
 
     # ------------------------------------------------------------------ selections
     @property

@@ -31,6 +31,7 @@ from selectkit.data import Batches, batch_collate
 from selectkit.errors import ConfigError
 from selectkit.io import atomic_write_jsonl
 from selectkit.pipeline import Pipeline
+from selectkit.distributed import Comm
 from selectkit.providers import PoolScorer, model_providers
 from selectkit.sampler import SelectionSampler, ShardSampler, TupleBatchSampler
 from selectkit.selection import Tuples
@@ -222,7 +223,8 @@ class SelectionDataModule(pl.LightningDataModule):
             labels = self.label_override if self.label_override is not None else self.train_ds.labels()
             pairs = self.train_ds.pairs() if callable(getattr(self.train_ds, "pairs", None)) else None
             self.controller = SelectionController(
-                self.pipeline, labels, self.train_ds.features, out_dir=self.out_dir, rank=rank, base_ids=self.base_ids, rows=len(self.train_ds), pairs=pairs
+                self.pipeline, labels, self.train_ds.features, out_dir=self.out_dir, rank=rank, base_ids=self.base_ids, rows=len(self.train_ds), pairs=pairs,
+                comm=Comm(), memory_cap_gb=self.memory_cap_gb,
             )
             self.controller.round = self.round
             if self._pending_state is not None:

@@ -15,11 +15,14 @@ name                what it is                                   parameters
                     offers ``pairs()`` (`pairs_provider`)
 =================== ============================================ ===========================
 
-Model outputs are computed by `PoolScorer`: each rank scores a strided shard of the ids in batches, the
-shards are gathered by index so every rank holds the same array in id order, a progress bar shows on
-rank 0 (off when stderr is not a terminal or with ``progress=False``), and the size of the full output
-is estimated from the first batch before it is allocated (`memory_cap_gb`). Random draws inside a model (MC dropout) come from a
-torch generator seeded by (seed, epoch, round, batch), so the same seed gives the same outputs.
+Model outputs are computed by `PoolScorer` for exactly the ids it is given, in batches: over several
+ranks the pool (`selectkit.pool.Pool`) asks each rank for its own shard's ids and gathers only when a
+selector reads an output whole. A progress bar shows on rank 0 (off when stderr is not a terminal or
+with ``progress=False``), and the size of the output is estimated from the first batch before it is
+allocated (`memory_cap_gb`). Random draws inside a model (MC dropout) come from a torch generator
+seeded by (seed, epoch, round, the batch's first id and length): a pool's shards start on whole
+logical blocks, so with a batch size that divides ``distributed.block_rows`` (1,024 divides 65,536)
+the batches, and so the draws, are the same at every world size.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ _MC = 0x4D43
 
 
 class PoolScorer:
-    """Computes a model output for pool items, sharded over ranks, gathered by index.
+    """Computes a model output for the pool items it is given, batch by batch.
 
     Args:
         adapter: the `selectkit.models.ModelAdapter` of the network being trained.
@@ -67,20 +70,20 @@ class PoolScorer:
 
     def score(self, ids: np.ndarray, fn: Callable[..., torch.Tensor], name: str, **params: Any) -> np.ndarray:
         """``fn(adapter, batch, **params)`` for every id, as one float32 array in the order of ``ids``."""
-        world, rank = world_and_rank()
+        _, rank = world_and_rank()
         ids = np.asarray(ids, dtype=np.int64)
-        mine = ids[rank::world]
         model = self.adapter.model
         was_training = model.training
         model.eval()
         chunks: list[torch.Tensor] = []
         self.calls += 1
-        bar = tqdm(total=int(mine.shape[0]), desc=f"selectkit: {name}", unit="item", leave=False, disable=None if self.progress and rank == 0 else True)
+        bar = tqdm(total=int(ids.shape[0]), desc=f"selectkit: {name}", unit="item", leave=False, disable=None if self.progress and rank == 0 else True)
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                for b, start in enumerate(range(0, mine.shape[0], self.batch_size)):
-                    torch.manual_seed(int(np.random.default_rng([self.seed, self.epoch, self.round, _MC, rank, b]).integers(2**62)))
-                    batch = self.dataset.gather(torch.from_numpy(mine[start : start + self.batch_size]))
+                for b, start in enumerate(range(0, ids.shape[0], self.batch_size)):
+                    part = ids[start : start + self.batch_size]
+                    torch.manual_seed(int(np.random.default_rng([self.seed, self.epoch, self.round, _MC, int(part[0]), part.shape[0]]).integers(2**62)))
+                    batch = self.dataset.gather(torch.from_numpy(part))
                     batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                     out = fn(self.adapter, batch, **params).float()
                     if b == 0:
@@ -91,51 +94,17 @@ class PoolScorer:
             bar.close()
             model.train(was_training)
         if chunks:
-            local = torch.cat(chunks)
-        else:
-            local = torch.zeros((0,), dtype=torch.float32)
-        if world == 1:
-            return local.numpy()
-        return _gather_strided(local, ids.shape[0], world, self.device)
+            return torch.cat(chunks).numpy()
+        return np.zeros((0,), dtype=np.float32)
 
     def _check_memory(self, name: str, first: torch.Tensor, n: int) -> None:
         per_item = first[0].numel() * 4 if first.shape[0] else 0
-        need = per_item * n * 2  # the gathered array and the local shards
+        need = per_item * n
         if need > self.memory_cap_gb * 2**30:
             raise ConfigError(
                 f"providers.memory_cap_gb: {name} for {n} items needs about {need / 2**30:.1f} GB "
                 f"(> {self.memory_cap_gb:g}); raise providers.memory_cap_gb or select from a smaller pool first"
             )
-
-
-def _gather_strided(local: torch.Tensor, n: int, world: int, device: torch.device) -> np.ndarray:
-    """Reassemble ``n`` rows scored as strided shards ``ids[r::world]`` on every rank."""
-    import torch.distributed as dist
-
-    per = -(-n // world)
-    shape = tuple(local.shape[1:])
-    # ranks with an empty shard do not know the row shape: agree on it first
-    dims = torch.tensor([local.shape[0], *([0] * 4)], dtype=torch.long)
-    if local.ndim > 1:
-        dims[1 : 1 + len(shape)] = torch.tensor(shape)
-    dims = dims.to(device)
-    all_dims = [torch.zeros_like(dims) for _ in range(world)]
-    dist.all_gather(all_dims, dims)
-    for d in all_dims:
-        if int(d[0]) > 0:
-            shape = tuple(int(v) for v in d[1:] if int(v) > 0)
-            break
-    padded = torch.zeros((per, *shape), dtype=torch.float32)
-    if local.shape[0]:
-        padded[: local.shape[0]] = local
-    padded = padded.to(device)
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    out = np.empty((n, *shape), dtype=np.float32)
-    for r, block in enumerate(gathered):
-        count = len(range(r, n, world))
-        out[r::world] = block[:count].cpu().numpy()
-    return out
 
 
 def pairs_provider(anchors: Any, positives: Any) -> Callable[[np.ndarray], np.ndarray]:

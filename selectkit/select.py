@@ -108,7 +108,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     epoch = cfg.get("epoch", 0)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
-    comm, created = start_ranks(cfg.get("distributed") or {})
+    dist_cfg = cfg.get("distributed") or {}
+    comm, created = start_ranks(dist_cfg)
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         plain.pop("hydra", None)
@@ -120,7 +121,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         check_same_pool(comm, rows, pool_digest(source), "data.train")
         outputs = open_outputs(cfg.get("outputs") or {}, rows)
         labels = source.train.labels()
-        controller = SelectionController(pipeline, labels, source.train.features, out_dir=out_dir, rank=comm.rank, rows=rows)
+        controller = SelectionController(
+            pipeline, labels, source.train.features, out_dir=out_dir, rank=comm.rank, rows=rows, comm=comm,
+            block_rows=dist_cfg.get("block_rows"), memory_cap_gb=(cfg.get("providers") or {}).get("memory_cap_gb", 4.0),
+        )
         controller.model_outputs = {"embeddings": source.train.features}
         controller.model_outputs.update({name: output_provider(arr) for name, arr in outputs.items()})
         start = time.perf_counter()

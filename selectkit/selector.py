@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from selectkit.errors import ConfigError, SelectionError
+from selectkit.pool import RELATIONS, Pool, Reader
 from selectkit.selection import Selection
 
 
@@ -50,124 +51,6 @@ def requirement_map(requires: Any) -> dict[str, dict[str, Any]]:
     if isinstance(requires, Mapping):
         return {str(k): dict(v or {}) for k, v in requires.items()}
     return {str(k): {} for k in requires}
-
-
-#: Providers that relate pool items to each other (one row per relation, not per item): ``pairs``
-#: gives ``[m, 2]`` pool positions of (anchor, positive) pairs.
-RELATIONS = frozenset({"pairs"})
-
-
-class Pool:
-    """The items one stage selects from, with lazily computed per-item data.
-
-    ``ids`` are the items' global ids (dataset rows; synthetic rows follow the dataset's own); an int
-    ``n`` stands for the ids ``0..n-1`` without building that array until someone asks for it.
-    ``providers`` map a provider name to a function ``(ids, **params) -> array`` computed on first access
-    (per distinct parameters); ``arrays`` are values given up front (no parameters). ``labelled`` is
-    the already labelled set as a pool of its own (same providers), offered in a round loop so that
-    acquisition selectors which need it (k-center distances, TypiClust clusters) can read it; empty
-    elsewhere.
-    """
-
-    def __init__(
-        self,
-        ids: np.ndarray | int,
-        *,
-        weights: np.ndarray | None = None,
-        providers: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-        labelled: "Pool | None" = None,
-        **arrays: np.ndarray,
-    ) -> None:
-        if isinstance(ids, (int, np.integer)):
-            self._ids: np.ndarray | None = None
-            self._size = int(ids)
-        else:
-            self._ids = np.asarray(ids, dtype=np.int64)
-            self._size = int(self._ids.shape[0])
-        self.weights = weights
-        self._providers = dict(providers or {})
-        self._cache: dict[tuple, np.ndarray] = {}
-        for key, value in arrays.items():
-            if value is not None:
-                self._cache[(key,)] = np.asarray(value)
-        self._labelled = labelled
-
-    @property
-    def labelled(self) -> "Pool":
-        """The already labelled items (a round loop's labelled set) as a `Pool`; empty when none."""
-        if self._labelled is None:
-            self._labelled = Pool(0)
-        return self._labelled
-
-    @property
-    def ids(self) -> np.ndarray:
-        """Global ids of the pool items (int64)."""
-        if self._ids is None:
-            self._ids = np.arange(self._size, dtype=np.int64)
-        return self._ids
-
-    def __len__(self) -> int:
-        return self._size
-
-    def has(self, name: str) -> bool:
-        """Whether ``name`` is available (already computed or computable)."""
-        return (name,) in self._cache or name in self._providers
-
-    def get(self, name: str, **params: Any) -> np.ndarray:
-        """The per-item array ``name`` (computed with ``params``) on first access, then cached."""
-        key = (name, *sorted(params.items()))
-        if key not in self._cache:
-            if name not in self._providers:
-                if (name,) in self._cache and not params:
-                    return self._cache[(name,)]
-                raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self.available())}")
-            value = np.asarray(self._providers[name](self.ids, **params))
-            if name in RELATIONS:
-                if value.ndim != 2 or value.shape[1] != 2 or value.dtype.kind not in "iu" or (value.size and (value.min() < 0 or value.max() >= len(self))):
-                    raise SelectionError(f"provider {name!r} must return [m, 2] integer pool positions in [0, {len(self)})")
-            elif value.shape[0] != len(self):
-                raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {len(self)} items")
-            self._cache[key] = value
-        return self._cache[key]
-
-    def get_at(self, name: str, positions: np.ndarray, **params: Any) -> np.ndarray:
-        """``name`` for the items at pool ``positions`` only, in that order, not cached.
-
-        Sliced from the whole array when that is already computed or given; otherwise the provider is
-        called with those items' ids alone, so a model output for a few items costs a few forward passes
-        instead of a pass over the pool.
-        """
-        positions = np.asarray(positions, dtype=np.int64)
-        key = (name, *sorted(params.items()))
-        if key in self._cache:
-            return self._cache[key][positions]
-        if name not in self._providers:
-            if (name,) in self._cache and not params:
-                return self._cache[(name,)][positions]
-            raise ConfigError(f"this pool offers no {name!r}; available: {sorted(self.available())}")
-        value = np.asarray(self._providers[name](self.ids[positions], **params))
-        if value.shape[0] != positions.shape[0]:
-            raise SelectionError(f"provider {name!r} returned {value.shape[0]} rows for {positions.shape[0]} items")
-        return value
-
-    def available(self) -> set[str]:
-        """Names of every provider or array this pool offers."""
-        return {k[0] for k in self._cache} | set(self._providers)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Integer class labels of the pool items."""
-        return self.get("labels")
-
-    @property
-    def features(self) -> np.ndarray:
-        """Raw input features, flattened to ``[n, d]``."""
-        return self.get("features")
-
-    @property
-    def embeddings(self) -> np.ndarray:
-        """The model's embeddings of the pool items, ``[n, d]``."""
-        return self.get("embeddings")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -298,6 +181,13 @@ class Selector(abc.ABC):
         creates_samples: whether the selector may return synthetic samples.
         random_order: whether its indices come in uniformly random order (the sampler then skips its
             own shuffle).
+        sharded: whether ``_select`` reads its per-item data by shard (``pool.local``) and combines the
+            shards through the collectives of ``pool.collectives()``, so that no rank holds a whole
+            ``[n, d]`` array. A selector that leaves it False reads whole arrays (``pool.get``), which
+            over several ranks are gathered, under ``providers.memory_cap_gb``. Either way the result
+            must not depend on the world size.
+        gathers: the providers a sharded selector still reads whole (``pool.get``), e.g. a score
+            vector it must rank globally.
     """
 
     name: ClassVar[str] = ""
@@ -307,6 +197,8 @@ class Selector(abc.ABC):
     default_schedule: ClassVar[str] = "epoch"
     creates_samples: ClassVar[bool] = False
     random_order: ClassVar[bool] = False
+    sharded: ClassVar[bool] = False
+    gathers: ClassVar[frozenset[str]] = frozenset()
 
     #: config path used in error messages; the pipeline sets it (e.g. ``pipeline.stages.1.selector``).
     config_path: str = "selector"
@@ -356,7 +248,11 @@ class Selector(abc.ABC):
         for need in self.requirements():
             if not pool.has(need):
                 raise ConfigError(f"{self.config_path} ({self.name}) needs {need!r}, which this run cannot provide")
-        result = self._select(pool, ctx)
+        pool.reader = Reader(self.config_path, self.name, bool(self.sharded), frozenset(self.gathers))
+        try:
+            result = self._select(pool, ctx)
+        finally:
+            pool.reader = None
         kind = self.returns
         if not isinstance(result, kind):
             raise SelectionError(f"{type(self).__name__}._select returned {type(result).__name__}, not {kind.__name__}")

@@ -111,8 +111,8 @@ def test_torchrun_two_ranks_write_the_world_one_manifest(pool, tmp_path):
 
 @pytest.mark.ddp
 def test_torchrun_ranks_with_different_configs_are_refused(pool, tmp_path):
-    # RANK-dependent seed through the environment: every rank composes a different config
+    # a RANK-dependent setting through the environment: every rank composes a different config
     out = tmp_path / "mismatch"
-    proc = _select(pool, out, "selector=leverage", "seed=${oc.env:RANK}", launcher=_torchrun(2))
+    proc = _select(pool, out, "selector=leverage", "run_name=${oc.env:RANK}", launcher=_torchrun(2))
     assert proc.returncode != 0
     assert "differs between ranks" in proc.stderr and not (out / "selections").exists()
