@@ -33,7 +33,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from selectkit.distributed.shard import ShardedArray, ShardLayout, canonical_nodes, tree_depth, tree_value
+from selectkit.distributed.shard import ShardedArray, ShardLayout, canonical_nodes, is_count, tree_depth, tree_value
 from selectkit.errors import ConfigError, SelectkitError
 
 #: The default of ``distributed.timeout_s`` (torch's own default process-group timeout).
@@ -195,6 +195,21 @@ class Comm:
             raise ValueError(f"{what}: ranks passed arrays of different dtypes or row shapes ({heads[:, 2:].tolist()})")
         return heads
 
+    def _padded(self, x: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's header, and ``x``'s bytes padded to the largest rank's."""
+        heads = self._headers(x, what)
+        raw = np.zeros(int(heads[:, 1].max()), dtype=np.uint8)
+        raw[: x.nbytes] = x.reshape(-1).view(np.uint8)
+        return heads, raw
+
+    @staticmethod
+    def _unpadded(buffers: Sequence[np.ndarray], heads: np.ndarray, like: np.ndarray) -> list[np.ndarray]:
+        """The ranks' arrays back from their padded bytes (``like``: this rank's, for dtype and row shape)."""
+        return [
+            np.frombuffer(np.asarray(buf)[: head[1]].tobytes(), dtype=like.dtype).reshape(int(head[0]), *like.shape[1:])
+            for buf, head in zip(buffers, heads)
+        ]
+
     def all_gather(self, x: np.ndarray, what: str = "all_gather") -> list[np.ndarray]:
         """Every rank's array (rows may differ; dtype and row shape must not), in rank order.
 
@@ -205,12 +220,8 @@ class Comm:
         x = np.ascontiguousarray(x)
         if self.world == 1:
             return [x]
-        heads = self._headers(x, what)
-        size = int(heads[:, 1].max())
-        raw = np.zeros(size, dtype=np.uint8)
-        raw[: x.nbytes] = x.reshape(-1).view(np.uint8)
-        rows = self._gather_equal(raw, what)
-        return [np.frombuffer(rows[r, : heads[r, 1]].tobytes(), dtype=x.dtype).reshape(int(heads[r, 0]), *x.shape[1:]) for r in range(self.world)]
+        heads, raw = self._padded(x, what)
+        return self._unpadded(self._gather_equal(raw, what), heads, x)
 
     def gather(self, x: np.ndarray, dst: int, what: str = "gather") -> list[np.ndarray] | None:
         """Every rank's array on rank ``dst`` (None elsewhere), in rank order.
@@ -220,20 +231,14 @@ class Comm:
         x = np.ascontiguousarray(x)
         if self.world == 1:
             return [x]
-        heads = self._headers(x, what)
-        size = int(heads[:, 1].max())
-        raw = np.zeros(size, dtype=np.uint8)
-        raw[: x.nbytes] = x.reshape(-1).view(np.uint8)
+        heads, raw = self._padded(x, what)
         t = self._tensor(raw)
         out = [t.new_empty(t.shape) for _ in range(self.world)] if self.rank == dst else None
         self._run(what, lambda: self._dist.gather(t, out, dst=dst, group=self.group))
         if self.rank != dst:
-            self.bytes_sent += size
+            self.bytes_sent += raw.nbytes
             return None
-        return [
-            np.frombuffer(out[r].cpu().numpy()[: heads[r, 1]].tobytes(), dtype=x.dtype).reshape(int(heads[r, 0]), *x.shape[1:])
-            for r in range(self.world)
-        ]
+        return self._unpadded([o.cpu().numpy() for o in out], heads, x)
 
     def broadcast(self, x: np.ndarray | None, src: int, what: str = "broadcast") -> np.ndarray:
         """Rank ``src``'s array on every rank (the others pass None).
@@ -457,7 +462,7 @@ def global_topk(
     def local() -> np.ndarray:
         s = np.asarray(scores, dtype=np.float64).reshape(-1)
         i = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        if not is_count(k):
             raise ValueError(f"global_topk: k={k!r} must be a non-negative integer")
         if s.shape != i.shape or any(np.shape(v)[:1] != s.shape for v in payload.values()):
             raise ValueError(f"global_topk: {s.size} scores, {i.size} ids and payload rows {[np.shape(v)[:1] for v in payload.values()]} differ")

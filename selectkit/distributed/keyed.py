@@ -16,6 +16,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from selectkit.distributed.shard import is_count
+
 Key = Union[int, Sequence[int]]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -26,7 +28,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 def as_key(key: Key) -> tuple[int, ...]:
     """``key`` as a tuple of non-negative ints (ValueError otherwise)."""
     words = (key,) if isinstance(key, (int, np.integer)) else tuple(key)
-    if not words or any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0 for w in words):
+    if not words or not all(is_count(w) for w in words):
         raise ValueError(f"a key must be a non-negative int or a non-empty sequence of them, got {key!r}")
     return tuple(int(w) for w in words)
 

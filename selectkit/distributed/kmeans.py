@@ -28,7 +28,7 @@ import numpy as np
 
 from selectkit.distributed.collectives import Comm, global_topk
 from selectkit.distributed.keyed import key_generator, keyed_uniform, subkey
-from selectkit.distributed.shard import ShardedArray
+from selectkit.distributed.shard import ShardedArray, is_count
 from selectkit.errors import ConfigError
 from selectkit.neighbors import NeighborConfig, NeighborIndex
 from selectkit.neighbors import kmeans as layer_kmeans
@@ -111,7 +111,7 @@ def _fetch(comm: Comm, x: ShardedArray, picked: np.ndarray, spherical: bool) -> 
 
 
 def _check_k(k: Any, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+    if not is_count(k, 1) or k > n:
         raise ValueError(f"k={k!r} must be an integer between 1 and the {n} points to cluster")
     return int(k)
 
@@ -164,7 +164,7 @@ def kmeans_parallel_init(
     exact, spherical = _settings(config)
     comm.check_layout(x.layout)
     k = _check_k(k, x.n)
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+    if not is_count(rounds):
         raise ValueError(f"rounds={rounds!r} must be a non-negative integer")
     if not oversampling > 0:
         raise ValueError(f"oversampling={oversampling!r} must be positive")
@@ -252,7 +252,7 @@ def sharded_kmeans(
     exact, spherical = _settings(config)
     comm.check_layout(x.layout)
     k = _check_k(k, x.n)
-    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+    if not is_count(n_iter, 1):
         raise ValueError(f"n_iter={n_iter!r} must be a positive integer")
     if reduce not in ("rank", "block"):
         raise ValueError(f"reduce={reduce!r} must be 'rank' or 'block'")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from selectkit.distributed.collectives import Comm
-from selectkit.distributed.shard import ShardedArray
+from selectkit.distributed.shard import ShardedArray, is_count
 from selectkit.neighbors import NeighborConfig, NeighborIndex
 from selectkit.neighbors.config import resolve
 from selectkit.neighbors.inputs import as_float32, check_k, normalized
@@ -105,7 +105,7 @@ def sharded_knn(
     want = k + 1 if exclude_self else k
 
     def prepare() -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(query_block, bool) or not isinstance(query_block, (int, np.integer)) or query_block < 1:
+        if not is_count(query_block, 1):
             raise ValueError(f"sharded_knn: query_block={query_block!r} must be a positive integer")
         if exclude_self and queries is not None:
             raise ValueError("exclude_self=True needs queries=None: a query's own point is only known when the queries are the base")

@@ -20,7 +20,7 @@ import numpy as np
 
 from selectkit.distributed.collectives import Comm, TopK, global_topk
 from selectkit.distributed.keyed import Key, key_generator, keyed_gumbel, keyed_uniform
-from selectkit.distributed.shard import ShardedArray
+from selectkit.distributed.shard import ShardedArray, is_count
 
 #: Scaled scores within this of 1 count as not above it (as in `selectkit.sampling.inclusion_probabilities`).
 CAP_TOL = 1e-12
@@ -71,7 +71,7 @@ def sample_with_replacement(comm: Comm, key: Key, p: ShardedArray, m: int) -> np
     """
     comm.check_layout(p.layout)
     layout = p.layout
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+    if not is_count(m):
         raise ValueError(f"sample_with_replacement: m={m!r} must be a non-negative integer")
 
     def masses() -> np.ndarray:

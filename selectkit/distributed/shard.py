@@ -27,6 +27,11 @@ from selectkit.errors import ConfigError
 DEFAULT_BLOCK_ROWS = 65_536
 
 
+def is_count(value: object, minimum: int = 0) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
 def check_world(n: int, world: int) -> None:
     """Refuse a world larger than the pool: `ConfigError` naming the world size and the pool size."""
     if world > n:
@@ -54,9 +59,9 @@ class ShardLayout:
 
     def __post_init__(self) -> None:
         """Check the numbers: a bad block size names ``distributed.block_rows``; a world above ``n`` is refused."""
-        if isinstance(self.block_rows, bool) or not isinstance(self.block_rows, (int, np.integer)) or self.block_rows < 1:
+        if not is_count(self.block_rows, 1):
             raise ConfigError(f"distributed.block_rows={self.block_rows!r} must be a positive integer")
-        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 0:
+        if not is_count(self.n):
             raise ValueError(f"ShardLayout needs a pool size n >= 0, got {self.n!r}")
         if not 0 <= self.rank < self.world:
             raise ValueError(f"rank {self.rank} is not in a world of {self.world}")

@@ -125,6 +125,10 @@ def battery(comm, **_: object) -> dict:
         r = sharded_kmeans(comm, sb, BLOBS_K, seed=3, n_iter=30, reduce=reduce)
         out[f"km_{reduce}_centroids"], out[f"km_{reduce}_inertia"], out[f"km_{reduce}_iter"] = r.centroids, r.inertia, r.n_iter
         out[f"local:km_{reduce}_assign"], out[f"local:km_{reduce}_dist"] = r.assignment, r.distances
+    start = xb[:BLOBS_K].copy()
+    start[1] = start[0]  # centre 1 starts empty (ties go to the lower centre)
+    r = sharded_kmeans(comm, sb, BLOBS_K, init=start, n_iter=2, reduce="block")
+    out["km_empty_centroids"], out["local:km_empty_assign"] = r.centroids, r.assignment
     out["local:bytes_sent"] = np.array([comm.bytes_sent])
     out.update(mismatch(comm))
     return out

@@ -107,6 +107,24 @@ def test_kmeans_parallel_seeding_ends_as_low_as_kmeanspp_in_far_fewer_rounds():
     assert np.mean(parallel) <= np.mean(plusplus) * 1.01
 
 
+def test_an_empty_cluster_restarts_at_the_farthest_point():
+    """Centre 1 starts on centre 0 and wins no point: after one update it sits on the point farthest
+    from its centre, and that point has left its old cluster's mean."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3000, 5)).astype(np.float32)
+    comm, sx = sharded(x)
+    start = x[:4].copy()
+    start[1] = start[0]
+    r = sharded_kmeans(comm, sx, 4, init=start, n_iter=1)
+    d = ((x[:, None, :].astype(np.float64) - start[None].astype(np.float64)) ** 2).sum(axis=2)
+    labels = d.argmin(axis=1)
+    assert not (labels == 1).any()
+    far = int(np.lexsort((np.arange(3000), -d[np.arange(3000), labels]))[0])
+    assert np.array_equal(r.centroids[1], x[far])
+    rest = (labels == labels[far]) & (np.arange(3000) != far)
+    assert np.allclose(r.centroids[labels[far]], x[rest].astype(np.float64).mean(axis=0), atol=1e-6)
+
+
 def test_kmeans_refuses_bad_settings():
     comm, sx = sharded(np.random.default_rng(5).standard_normal((300, 4)).astype(np.float32))
     with pytest.raises(ConfigError, match="neighbors.metric='ip'"):

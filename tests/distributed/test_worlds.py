@@ -15,7 +15,7 @@ EXACT = [
     "block_sum", "wide_block_sum", "gram", "top_ids", "top_scores", "top_rows", "low_ids", "uniform", "gumbel_ids", "replacement", "pi",
     "bernoulli", "knn_l2_d", "knn_l2_i", "knn_cosine_d", "knn_cosine_i", "knn_ip_d", "knn_ip_i", "self_d", "self_i",
     "init_centroids", "init_rounds", "init_candidates", "km_block_centroids", "km_block_inertia", "km_block_iter",
-    "km_block_assign", "km_block_dist",
+    "km_block_assign", "km_block_dist", "km_empty_centroids", "km_empty_assign",
 ]
 
 
