@@ -354,7 +354,7 @@ class ModelAdapter:
             raise refuse(f"the layer chosen for embeddings ({type(start).__name__}) did not run in forward()")
         emb = runs[-1][1][0] if self._embed_module is None else runs[-1][3]
         if not isinstance(out, torch.Tensor) or not isinstance(emb, torch.Tensor):
-            raise refuse(f"{what} or its output is not a tensor")
+            raise refuse(f"the output of forward() or {what} is not a tensor")
         chain: list[nn.Module] = []
         target = out
         for module, args, kwargs, result in reversed(calls):
