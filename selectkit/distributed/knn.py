@@ -24,7 +24,6 @@ from selectkit.distributed.shard import ShardedArray, is_count
 from selectkit.neighbors import NeighborConfig, NeighborIndex
 from selectkit.neighbors.config import resolve
 from selectkit.neighbors.inputs import as_float32, check_k, normalized
-from selectkit.neighbors.rescore import rescored
 
 #: Query rows broadcast per step unless ``query_block`` says otherwise.
 QUERY_BLOCK = 16_384
@@ -44,6 +43,8 @@ def _rows(x: Any, d: int, name: str) -> np.ndarray:
 def _rescore(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The layer's scores of the pairs ``(query i, base idx[i, j])`` from the raw float32 rows (cosine:
     from the unit-norm copies of the rows involved), each row sorted by (score, index)."""
+    from selectkit.neighbors.rescore import rescored
+
     if metric != "cosine":
         return rescored(base, queries, idx, metric == "l2", _RESCORE_ROWS)
     found = idx >= 0
