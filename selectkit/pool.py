@@ -177,12 +177,16 @@ class Pool:
                 f"{self.reader.path} ({self.reader.name}) declares sharded = True but reads {name!r} whole: read pool.local({name!r}), "
                 f"or list {name!r} in its gathers"
             )
-        if self.comm is None or name in REPLICATED:
-            value = self._compute(name, self.ids, len(self), params)
-        else:
-            value = self._gather(name, self.local(name, **params).local)
-        self._cache[key] = value
-        return value
+        return self._whole(key, name, params)
+
+    def _whole(self, key: tuple, name: str, params: Mapping[str, Any]) -> np.ndarray:
+        """The whole array of provider ``name``: computed here alone, or gathered from the shards."""
+        if key not in self._cache:
+            if self.comm is None or name in REPLICATED:
+                self._cache[key] = self._compute(name, self.ids, len(self), params)
+            else:
+                self._cache[key] = self._gather(name, self.local(name, **params).local)
+        return self._cache[key]
 
     def local(self, name: str, **params: Any) -> ShardedArray:
         """This rank's rows of the per-item array ``name`` as a `ShardedArray` (the whole array at
@@ -199,7 +203,7 @@ class Pool:
         if name not in self._providers:
             raise self._missing(name)
         if self.comm is None or name in REPLICATED:
-            return ShardedArray(self.get(name, **params)[layout.lo : layout.hi], layout)
+            return ShardedArray(self._whole(key, name, params)[layout.lo : layout.hi], layout)
         if key not in self._local:
             self._local[key] = self._compute(name, self.local_ids, layout.n_local, params)
         return ShardedArray(self._local[key], layout)

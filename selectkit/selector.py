@@ -45,6 +45,13 @@ class SelectContext:
         epoch = [self.epoch] if per_epoch else []
         return np.random.default_rng([self.seed, self.stage, self.round, *epoch, *salt])
 
+    def key(self, *salt: int, per_epoch: bool = True) -> tuple[int, ...]:
+        """The key of per-item draws (`selectkit.distributed.keyed_uniform`, ``keyed_gumbel``): an item's
+        draw depends on (seed, stage, round, epoch, *salt) and its pool position alone, never on which
+        rank holds it, so a sharded selector draws alike at every world size."""
+        epoch = (self.epoch,) if per_epoch else ()
+        return (int(self.seed), int(self.stage), int(self.round), *(int(e) for e in epoch), *(int(x) for x in salt))
+
 
 def requirement_map(requires: Any) -> dict[str, dict[str, Any]]:
     """``requires`` as ``{provider name: parameters}``; a set or list of names means no parameters."""

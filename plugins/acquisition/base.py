@@ -3,9 +3,14 @@ top-k or sampled choice of the ``budget`` items from per-item scores.
 
 A scored acquisition (least confidence, margin, entropy, BALD) computes one score per pool item, higher
 meaning more worth labelling, and hands it to `ScoredAcquisition`, which either takes the top
-``budget`` (ties broken by a random key from ``ctx.rng``, never by pool order) or, with ``stochastic``
-set, samples ``budget`` distinct items with probabilities from the scores (see
+``budget`` (ties broken by a random key per item, never by pool order) or, with ``stochastic`` set,
+samples ``budget`` distinct items with probabilities from the scores (see
 `selectkit_plugins.acquisition.stochastic`).
+
+Scored acquisitions are sharded (`selectkit.Selector.sharded`): each rank scores its own shard of the
+pool (``pool.local``) and the choice is a global top-``budget`` over the shards (or a Gumbel top-
+``budget``), so no rank holds the whole ``probs`` or ``mc_probs``, and the acquired items are the same
+at every world size: the tie keys and Gumbel draws are keyed by pool position (``ctx.key``).
 """
 
 from __future__ import annotations
@@ -38,20 +43,12 @@ def check_budget(selector: Selector, n: int) -> int:
     return budget
 
 
-def tie_key(ctx: SelectContext, n: int) -> np.ndarray:
-    """One uniform random key per pool item, from ``ctx.rng``: equal scores are ordered by it."""
-    return ctx.rng(TIES).random(n)
+def tie_key(ctx: SelectContext, n: int, positions: np.ndarray | None = None) -> np.ndarray:
+    """One uniform random key per pool item (of ``positions``, default all ``n``), keyed by position
+    (``ctx.key``): equal scores are ordered by it, the same way at every world size."""
+    from selectkit.distributed import keyed_uniform
 
-
-def top_k(scores: np.ndarray, k: int, key: np.ndarray) -> np.ndarray:
-    """Positions of the ``k`` highest scores, best first; equal scores ordered by ``key`` (highest first)."""
-    if k >= scores.shape[0]:
-        return np.lexsort((-key, -scores)).astype(np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    threshold = scores[part].min()
-    candidates = np.flatnonzero(scores >= threshold)
-    order = candidates[np.lexsort((-key[candidates], -scores[candidates]))]
-    return order[:k].astype(np.int64)
+    return keyed_uniform(ctx.key(TIES), np.arange(n, dtype=np.int64) if positions is None else positions)
 
 
 def neighbor_config(selector: Selector) -> Any:
@@ -99,6 +96,7 @@ class ScoredAcquisition(Selector):
     """
 
     returns = Acquisition
+    sharded = True
     parameter_constraints = {"budget": BUDGET, "stochastic": STOCHASTIC, "temperature": TEMPERATURE}
 
     def __init__(self, *, budget: int = 10, stochastic: str | None = None, temperature: float = 1.0) -> None:
@@ -107,7 +105,7 @@ class ScoredAcquisition(Selector):
         self.temperature = temperature
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:  # pragma: no cover - interface
-        """One float64 score per pool item, higher is more worth labelling."""
+        """One float64 score per item of this rank's shard (``pool.local``), higher is more worth labelling."""
         raise NotImplementedError
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Acquisition:
@@ -116,5 +114,5 @@ class ScoredAcquisition(Selector):
         n = len(pool)
         budget = check_budget(self, n)
         scores = np.asarray(self.scores(pool, ctx), dtype=np.float64)
-        order, meta = choose(scores, budget, ctx, self.stochastic, self.temperature, lambda msg: self.param_error("stochastic", msg))
-        return Acquisition(order, scores[order].astype(np.float32), meta={"budget": budget, "pool": n, **meta})
+        order, chosen, meta = choose(pool, scores, budget, ctx, self.stochastic, self.temperature, lambda msg: self.param_error("stochastic", msg))
+        return Acquisition(order, chosen.astype(np.float32), meta={"budget": budget, "pool": n, **meta})

@@ -2,7 +2,8 @@
 
 Each scores every unlabelled item from the trained model's class probabilities (higher is more
 uncertain, hence more worth labelling) and acquires the top ``budget`` or, with ``stochastic``, a
-sample by score (`selectkit_plugins.acquisition.base.ScoredAcquisition`).
+sample by score (`selectkit_plugins.acquisition.base.ScoredAcquisition`). Each rank scores its own
+shard of the pool (``pool.local``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LeastConfidence(ScoredAcquisition):
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
         """``1 - max_c p(c | x)`` per item, from the ``probs`` provider."""
-        return 1.0 - np.asarray(pool.get("probs"), dtype=np.float64).max(axis=1)
+        return 1.0 - np.asarray(pool.local("probs").local, dtype=np.float64).max(axis=1)
 
 
 class Margin(ScoredAcquisition):
@@ -49,7 +50,7 @@ class Margin(ScoredAcquisition):
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
         """``1 - (p_1 - p_2)`` per item, from the ``probs`` provider (1 for a single class)."""
-        probs = np.asarray(pool.get("probs"), dtype=np.float64)
+        probs = np.asarray(pool.local("probs").local, dtype=np.float64)
         if probs.shape[1] < 2:
             return np.ones(probs.shape[0])
         top2 = -np.partition(-probs, 1, axis=1)[:, :2]
@@ -67,7 +68,7 @@ class Entropy(ScoredAcquisition):
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
         """The entropy of each item's ``probs``."""
-        return entropy(pool.get("probs"), axis=1)
+        return entropy(pool.local("probs").local, axis=1)
 
 
 class BALD(ScoredAcquisition):
@@ -96,7 +97,7 @@ class BALD(ScoredAcquisition):
 
     def scores(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
         """The mutual information per item, from ``mc_probs`` ``[n, passes, C]`` (clipped at 0), in blocks of rows."""
-        mc = pool.get("mc_probs", passes=int(self.passes))
+        mc = pool.local("mc_probs", passes=int(self.passes)).local
         score = np.empty(mc.shape[0], dtype=np.float64)
         for start in range(0, mc.shape[0], _BLOCK):
             block = np.asarray(mc[start : start + _BLOCK], dtype=np.float64)
