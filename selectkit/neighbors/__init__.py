@@ -15,6 +15,16 @@ Distance convention (what `knn` and `NeighborIndex.search` return):
 * ``metric='ip'``: inner product, largest first;
 * ``metric='cosine'``: cosine similarity, largest first (zero vectors have similarity 0 to everything).
 
+Tie rule: every row is sorted by (returned score, index), equal scores by ascending index. The
+returned score of a pair is computed by one function from the float32 inputs (float64 sums,
+`selectkit.neighbors.rescore`), whichever path found the pair (self-join, plain exact search, the
+bfloat16 pass, IVF, FAISS), so neither a pair's score nor the order of equal scores depends on the
+path or on the BLAS kernel. Identical base rows enter a row by ascending index, at the ``k``-th
+place too. Otherwise which points make the ``k`` is decided by the engine's float32 products (the
+layer's engines give exact ties there to the smaller index; the bfloat16 pass selects by the
+returned score itself), so two exact paths can disagree at the ``k``-th place only between distinct
+points whose scores lie within float32 rounding of each other.
+
 `NeighborIndex.kneighbors` follows scikit-learn instead (Euclidean distance, ``1 - cosine``,
 ``-inner product``: smaller is closer) so it can stand wherever scikit-learn or imbalanced-learn
 accept a neighbours object.

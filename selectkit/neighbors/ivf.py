@@ -6,7 +6,8 @@ other way round: the queries are grouped by the lists they probe, and each list 
 all of its queries at once with the flat engine's matrix-product tiles and compiled top-k scan,
 instead of one query at a time with per-vector distance code. Each (query, probe) pair keeps its
 own ``k`` best, so lists can run on any thread in any order; the ``nprobe * k`` candidates of a
-query are then merged with a stable order, which makes results independent of the thread schedule.
+query are then merged by (score, index), which makes results independent of the thread schedule and
+of the order the lists were probed in (equal scores go to the smaller index, as in the flat engine).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class IVFEngine:
         indices = np.empty((nq, k), dtype=np.int64)
         for start in range(0, nq, MERGE_ROWS):
             stop = min(start + MERGE_ROWS, nq)
-            order = np.argsort(-cand_s[start:stop], axis=1, kind="stable")[:, :k]
+            order = np.lexsort((cand_i[start:stop], -cand_s[start:stop]), axis=-1)[:, :k]  # ties to the smaller index
             scores[start:stop] = np.take_along_axis(cand_s[start:stop], order, 1)
             indices[start:stop] = np.take_along_axis(cand_i[start:stop], order, 1)
         return scores, indices

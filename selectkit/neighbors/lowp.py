@@ -4,12 +4,14 @@ On CPUs with bfloat16 matrix instructions (``avx512_bf16``, AMX) a bfloat16 prod
 faster than a float32 one, and for a wide search the products are most of the work. The first pass
 scans bfloat16 tiles (inputs rounded to bfloat16, products accumulated in float32, the result
 rounded to bfloat16 once) exactly as the float32 engine scans its tiles, but keeps a wider heap of
-``K = 2k + 16`` candidates per query. The candidates are then scored again from the float32 inputs
-(float64 sums) and the best ``k`` kept. The result is certified per query: every point outside the
-heap scored at most ``h`` (the heap's worst approximate score), so its true score is at most
-``h + bound``; when that is below the ``k``-th best rescored candidate, no point outside the heap can
-be among the true best ``k``. A query whose certificate fails is searched again in float32, so the
-answer is the exact one in every case and only the time depends on the data.
+``K = 2k + 16`` candidates per query. The candidates are then scored again with the scores the layer
+returns (`selectkit.neighbors.rescore`: float64 sums of the float32 inputs, rounded to float32), and
+the best ``k`` by (returned score, index) kept. The result is certified per query: every point outside
+the heap scored at most ``h`` (the heap's worst approximate score), so its true score is at most
+``h + bound``; when even the returned score that allows is strictly worse than the ``k``-th kept one,
+no point outside the heap can be among the best ``k``, ties included. A query whose certificate fails
+is searched again in float32, so the answer is the exact one in every case and only the time depends
+on the data.
 
 The bound on ``|approx - exact|`` for a query ``q`` and any base row ``x`` (``~`` marks a bfloat16
 rounding, ``u = 2^-8`` bfloat16's unit roundoff, ``v`` the approximate dot product)::
@@ -19,7 +21,8 @@ rounding, ``u = 2^-8`` bfloat16's unit roundoff, ``v`` the approximate dot produ
     the output's rounding to bfloat16   <= u |v|, and |v| <= |h| + max bias for any point outside the heap
 
 Each term is measured from the data (the residual norms of the rounding), so the bound adapts to it;
-the ``k``-th rescored score is itself lowered by the float64 rescoring's error. The model of the
+the comparison with the ``k``-th returned score allows for the float64 sum and the float32 rounding of
+a returned score (and, for L2, for the float32 rounding of the centring). The model of the
 product (float32 accumulation, one rounding at the end) is checked once per process on a probe
 product (`bf16_products_ok`): a backend that does otherwise is not used.
 
@@ -38,7 +41,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from selectkit.neighbors.flat import FAST, scan_tile, sweep
+from selectkit.neighbors.flat import scan_tile, sweep
+from selectkit.neighbors.rescore import pair_score_rows
 
 U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 U_F32 = 2.0**-24
@@ -180,27 +184,6 @@ def _to_bf16(x: np.ndarray, center: np.ndarray, out: np.ndarray, bias: np.ndarra
     return worst_res, worst_norm, worst_low
 
 
-@njit(nogil=True, fastmath=FAST, cache=True)
-def rescore(q: np.ndarray, base: np.ndarray, center: np.ndarray, l2: bool, idx: np.ndarray, out: np.ndarray) -> None:
-    """Each candidate's score from the float32 inputs, summed in float64 (``-inf`` where ``idx < 0``):
-    ``q . x`` for inner products; ``(q - c) . (x - c) - |x - c|^2 / 2`` with ``l2`` (``c = center``)."""
-    m, width = idx.shape
-    d = q.shape[1]
-    for i in range(m):
-        for j in range(width):
-            r = idx[i, j]
-            if r < 0:
-                out[i, j] = -np.inf
-                continue
-            s = 0.0
-            half = 0.0
-            for c in range(d):
-                y = np.float64(base[r, c]) - np.float64(center[c])
-                s += (np.float64(q[i, c]) - np.float64(center[c])) * y
-                half += y * y
-            out[i, j] = s - 0.5 * half if l2 else s
-
-
 def certified_sweep(
     low: Bf16Base,
     base_f32: Any,
@@ -241,20 +224,33 @@ def certified_sweep(
         torch.mm(low.rows[j : j + w], q16.T, out=t16)
         t32.copy_(t16)
         scan_tile(t32.numpy(), low.bias[j : j + w], np.arange(j, j + w), wide_s, wide_i, worst)
-    exact = np.empty((m, width), dtype=np.float64)
+    keys = np.empty((m, width), dtype=np.float32)
+    ranked = np.empty_like(wide_i)
     q_np = q.numpy()
-    rescore(q_np, base_f32.numpy(), low.center, low.l2, wide_i, exact)
-    order = np.lexsort((wide_i, -exact), axis=-1)[:, :k]
-    best_s = np.take_along_axis(exact, order, 1)
-    best_i = np.take_along_axis(wide_i, order, 1)
-    # worst[c] is the heap's minimum approximate score: every point outside the heap scored at most that.
+    pair_score_rows(base_f32.numpy(), q_np, wide_i, low.l2, keys, ranked)  # the scores the layer returns
+    best_i = ranked[:, :k]
+    kth = keys[:, k - 1].astype(np.float64)
+    # worst[c] is the heap's minimum approximate score: every point outside the heap scored at most that,
+    # so its true (centred) score is at most `upper`, and its returned score must be strictly worse than the k-th
     h = worst.astype(np.float64)
     upper = h + low.query_slack(q_norm, q_residual) + SLACK * U_BF16 * (np.abs(h) + low.bias_max)
-    kth = best_s[:, k - 1] - SLACK * q.shape[1] * 2.0**-52 * (q_norm + 1.0) * (low.norm + 1.0)
-    certified = np.isneginf(h) | (upper < kth)  # a heap that is not full holds every point
-    if low.l2:  # back from centred scores to the engine's q . x - |x|^2 / 2 (a constant per query)
-        shift = q_np.astype(np.float64) @ low.center.astype(np.float64) - 0.5 * float(np.dot(low.center.astype(np.float64), low.center))
-        best_s = best_s + shift[:, None]
+    q64 = q_np.astype(np.float64)
+    sums = SLACK * q.shape[1] * 2.0**-53  # relative error of a float64 sum of q.shape[1] terms
+    if low.l2:
+        # The pass scores the centred rows qc = q - c and yc = x - c as rounded to float32, and
+        # |qc - yc|^2 = |qc|^2 - 2 (centred score) >= |qc|^2 - 2 upper; the rounding of the centring
+        # moves sqrt(|q - x|^2) by at most 2^-24 (|qc| + |yc|), and the returned distance is a float64
+        # sum rounded to float32.
+        qc_norm = np.sqrt(np.square(qc.numpy().astype(np.float64)).sum(axis=1))
+        reach = np.sqrt(np.maximum(0.0, np.square(qc_norm) - 2.0 * upper)) - SLACK * U_F32 * (qc_norm + low.norm)
+        floor = np.square(np.maximum(0.0, reach)) * (1.0 - 2.0 * sums - 2.0 * U_F32)
+        certified = np.isneginf(h) | (kth < floor)  # a heap that is not full holds every point
+        best_s = 0.5 * (np.square(q64).sum(axis=1)[:, None] - keys[:, :k])  # the engine's q . x - |x|^2 / 2
+    else:  # the returned q . y: a float64 sum within sums |q| |y| of the true one, rounded to float32
+        ceiling = upper + 2.0 * sums * np.sqrt(np.square(q64).sum(axis=1)) * low.norm
+        ceiling = ceiling + 2.0 * U_F32 * np.abs(ceiling)
+        certified = np.isneginf(h) | (kth > ceiling)
+        best_s = keys[:, :k]
     heap_s[:] = best_s.astype(np.float32)
     heap_i[:] = best_i
     failed = np.flatnonzero(~certified)

@@ -74,9 +74,13 @@ def _faiss_tile_per_query(n_base: int, k: int, d: int) -> int:
     return min(n_base, 1024) * F32 + k * (F32 + I64) * 2 + k * d * F32 * 2 + d * F32
 
 
+TWIN_BYTES = 5 * I64  # per base point, finding its identical rows at fit (`selectkit.neighbors.rescore.twin_groups`)
+
+
 def index_bytes(n_base: int, d: int, config: NeighborConfig) -> int:
-    """Memory held by a built index over ``n_base`` points, including the float32 copy of the base."""
-    base = n_base * d * F32
+    """Memory held by a built index over ``n_base`` points, including the float32 copy of the base and
+    the search for its identical rows."""
+    base = n_base * d * F32 + n_base * TWIN_BYTES
     if config.backend == "flat":
         return base + n_base * F32 + (n_base * d * BF16 if _bf16(config, d, n_base) else 0)
     if config.backend == "ivf":

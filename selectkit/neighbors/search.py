@@ -7,13 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from numba import njit
 from sklearn.base import BaseEstimator
 
 from selectkit.neighbors.backend import build_faiss_index, check_gpu_k, use_gpu
 from selectkit.neighbors.config import NeighborConfig, effective, flat_precision, log_fallback, resolve
 from selectkit.neighbors.inputs import as_float32, check_dims, check_k, l2_shift, normalized, shape_of, shares_input, shifted
 from selectkit.neighbors.memory import check_cap, plan_blocks
+from selectkit.neighbors.rescore import rescored, twin_groups
 
 _builds = [0]
 _builds_lock = threading.Lock()
@@ -89,6 +89,7 @@ class NeighborIndex(BaseEstimator):
             base = shifted(base, self._shift, in_place=not shares_input(base, X))
         self._config = config
         self._base = base
+        self._twins = twin_groups(base)  # identical rows, which every search lists by ascending index
         self._gpu = use_gpu(config)
         self._layer = config.engine == "auto" and not self._gpu and config.backend in ("flat", "ivf")
         if self._layer and config.backend == "flat":
@@ -134,8 +135,12 @@ class NeighborIndex(BaseEstimator):
     def search(self, queries: Any = None, k: int = 5, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Distances float32 ``[nq, k]`` and indices int64 ``[nq, k]``, best first.
 
-        ``queries=None`` searches the base itself; ``exclude_self`` then drops each point's own
-        index (or, when duplicates push it out of the list, the last of the tied neighbours).
+        Whatever engine found them, the returned scores are computed by one function from the
+        float32 inputs and each row is sorted by (score, index), ties by ascending index; identical
+        base rows enter a row by ascending index, at the ``k``-th place too
+        (`selectkit.neighbors.rescore`). ``queries=None`` searches the base itself; ``exclude_self``
+        then drops each point's own index (or, when duplicates push it out of the list, the last
+        entry of the sorted row).
         Approximate backends may return index ``-1`` (distance ``inf`` for 'l2', ``-inf`` otherwise)
         when they find fewer than ``k`` neighbours.
         """
@@ -165,17 +170,13 @@ class NeighborIndex(BaseEstimator):
         else:
             blocks = plan_blocks(n, want, d, config)
         if self._layer and config.backend == "flat" and queries is None:
-            scores, idx = self._engine.search_self(want, blocks)
+            _, idx = self._engine.search_self(want, blocks)
         elif self._layer:
-            scores, idx = self._engine.search(q, want, blocks)
+            _, idx = self._engine.search(q, want, blocks)
         else:
-            scores, idx = _faiss_search(self._engine, q, want, blocks.query)
-        if exclude_self:
-            scores, idx = _drop_self(scores, idx)
-        if config.metric == "l2":
-            return _exact_l2(self._base, q, idx, blocks.query)
-        scores[idx < 0] = -np.inf
-        return scores, idx
+            _, idx = _faiss_search(self._engine, q, want, blocks.query)
+        scores, idx = rescored(self._base, q, idx, config.metric == "l2", blocks.query, self._twins)
+        return _drop_self(scores, idx) if exclude_self else (scores, idx)
 
     def kneighbors(self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True) -> Any:
         """scikit-learn's ``kneighbors``: ``(distances, indices)`` or ``indices``, nearest first.
@@ -261,59 +262,3 @@ def _drop_self(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndar
     drop[~drop.any(axis=1), -1] = True
     keep = ~drop
     return scores[keep].reshape(nq, width - 1), idx[keep].reshape(nq, width - 1)
-
-
-def _exact_l2(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Squared L2 distances of the selected pairs computed directly (no expansion error; float64 sums,
-    rounded once to float32), each row re-sorted by distance, stably (equal distances keep their
-    order). Runs of at most ``block`` rows go to the engine's worker threads; index ``-1`` gets ``inf``."""
-    from selectkit.neighbors.flat import run_workers, task_source
-
-    nq, k = idx.shape
-    dist = np.empty((nq, k), dtype=np.float32)
-    out = np.empty_like(idx)
-    rows = max(1, min(block, -(-nq // 8)))
-    next_start = task_source(range(0, nq, rows))
-
-    def worker() -> None:
-        while (i := next_start()) is not None:
-            j = min(i + rows, nq)
-            _exact_l2_rows(base, queries[i:j], idx[i:j], dist[i:j], out[i:j])
-
-    if nq:
-        run_workers(worker, -(-nq // rows))
-    return dist, out
-
-
-@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})  # float64 sums in any order (vectorised)
-def _exact_l2_rows(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, dist: np.ndarray, out: np.ndarray) -> None:
-    """`_exact_l2` for one run of rows: distances into ``dist``, indices re-sorted into ``out``."""
-    k, d = idx.shape[1], base.shape[1]
-    row = np.empty(k, dtype=np.float32)
-    pos = np.empty(k, dtype=np.int64)
-    for q in range(idx.shape[0]):
-        for j in range(k):
-            b = idx[q, j]
-            if b < 0:
-                row[j] = np.inf
-            else:
-                acc = 0.0
-                for c in range(d):
-                    t = np.float64(base[b, c]) - np.float64(queries[q, c])
-                    acc += t * t
-                row[j] = np.float32(acc)
-        if k <= 32:  # insertion sort: stable, no allocation
-            for j in range(k):
-                pos[j] = j
-            for j in range(1, k):
-                p, v = pos[j], row[pos[j]]
-                m = j - 1
-                while m >= 0 and row[pos[m]] > v:
-                    pos[m + 1] = pos[m]
-                    m -= 1
-                pos[m + 1] = p
-        else:
-            pos[:] = np.argsort(row, kind="mergesort")
-        for j in range(k):
-            dist[q, j] = row[pos[j]]
-            out[q, j] = idx[q, pos[j]]

@@ -282,24 +282,33 @@ def test_short_jobs_run_on_the_calling_thread():
     assert len(seen) == 2 and threading.get_ident() not in seen  # two workers, on the pool
 
 
-@pytest.mark.parametrize("k", [5, 40])
-def test_returned_l2_distances_are_direct_and_sorted(k):
-    """The distances of the chosen pairs are computed directly (float64 sums, not the expansion the
+@pytest.mark.parametrize("k", [5, 40])  # 40: wider than the insertion sort
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_returned_scores_are_direct_and_rows_sorted_by_score_then_index(k, metric):
+    """The scores of the chosen pairs are computed directly (float64 sums, not the expansion the
     scan ranks by): within float32 rounding of a float64 reference, far from the origin too; each row
-    comes back nearest first, a missing neighbour (-1) last with distance inf."""
-    from selectkit.neighbors.search import _exact_l2
+    comes back best first, equal scores (duplicated rows, listed in the wrong order) by ascending
+    index, a missing neighbour (-1) last with score inf (L2) or -inf."""
+    from selectkit.neighbors.rescore import rescored
 
     rng = np.random.default_rng(3)
     base = (rng.standard_normal((500, 24)) + 100.0).astype(np.float32)  # far from the origin
+    base[250:] = base[:250]
     queries = (rng.standard_normal((70, 24)) + 100.0).astype(np.float32)
-    idx = np.stack([rng.permutation(500)[:k] for _ in range(70)])
+    others = [rng.permutation(np.setdiff1d(np.arange(500), [j, j + 250]))[: k - 2] for j in range(70)]
+    idx = np.stack([np.concatenate([[j + 250, j], rest]) for j, rest in enumerate(others)])  # twins, the larger index first
     idx[5, 2] = -1
-    dist, out = _exact_l2(base, queries, idx, block=16)
-    ref = ((base.astype(np.float64)[np.maximum(out, 0)] - queries.astype(np.float64)[:, None, :]) ** 2).sum(-1)
+    l2 = metric == "l2"
+    dist, out = rescored(base, queries, idx, l2, block=16)
+    b, q = base.astype(np.float64)[np.maximum(out, 0)], queries.astype(np.float64)[:, None, :]
+    ref = ((b - q) ** 2).sum(-1) if l2 else (b * q).sum(-1)
     ok = out >= 0
     np.testing.assert_allclose(dist[ok], ref[ok], rtol=2e-7)
-    assert np.all(np.diff(dist, axis=1) >= 0)
-    assert out[5, -1] == -1 and np.isinf(dist[5, -1]) and (out[5] >= 0).sum() == k - 1
+    sign = 1.0 if l2 else -1.0
+    step = np.diff(sign * dist.astype(np.float64), axis=1)
+    assert np.all(step >= 0) and np.all(np.diff(out, axis=1)[step == 0] > 0)
+    assert all(np.flatnonzero(row == j)[0] < np.flatnonzero(row == j + 250)[0] for j, row in zip(range(70), out) if j + 250 in row)
+    assert out[5, -1] == -1 and dist[5, -1] == sign * np.inf and (out[5] >= 0).sum() == k - 1
     assert all(sorted(map(int, a)) == sorted(map(int, b)) for a, b in zip(out, idx))
 
 
