@@ -64,7 +64,7 @@ def global_ranks(comm: Comm, scores: np.ndarray, key: np.ndarray) -> np.ndarray:
     order = np.lexsort((-every[:, 1], -every[:, 0]))
     ranks = np.empty(every.shape[0], dtype=np.float64)
     ranks[order] = np.arange(1, every.shape[0] + 1)
-    start = sum(len(s) for s in comm.all_gather_objects(int(scores.shape[0]), "softrank sizes")[: comm.rank])
+    start = sum(comm.all_gather_objects(int(scores.shape[0]), "softrank sizes")[: comm.rank])
     return ranks[start : start + scores.shape[0]]
 
 

@@ -169,7 +169,14 @@ def fault(comm, mode: str = "hang", fault_timeout_s: float = 3.0, **_: object) -
     return {}
 
 
-SCENARIOS = {"battery": battery, "fault": fault}
+def selectors(comm, **params: object) -> dict:
+    """Every built-in selector over one sharded pool (`selector_cases`)."""
+    from selector_cases import selectors as run_cases
+
+    return run_cases(comm, **params)
+
+
+SCENARIOS = {"battery": battery, "fault": fault, "selectors": selectors}
 
 
 def main() -> None:
