@@ -14,6 +14,8 @@ another selector), parameters validated at selection time (never in the construc
 name the setting, refusal of an empty pool, and refusal of a pool that lacks what the selector declares
 it requires. `make_pool` offers exactly the providers a real run offers, computed by the same code.
 Data sources run `check_source` (and any `BatchDataset` `check_batch_dataset`), from `selectkit.data.checks`.
+`check_selector_worlds` (from `selectkit.worlds`) runs a selector on 1, 2 and 4 gloo ranks over one
+sharded pool and asserts the same result at every world size.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from selectkit.data.checks import check_batch_dataset, check_source  # noqa: F401 (the data sources' shared checks)
 from selectkit.errors import ConfigError
 from selectkit.selection import Acquisition
+from selectkit.worlds import check_selector_worlds  # noqa: F401 (the world-size check)
 from selectkit.selector import Pool, SelectContext, Selector
 
 

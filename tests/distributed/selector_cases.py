@@ -86,24 +86,11 @@ def make_pool(comm, acquisition: bool):
     return Pool(unlabelled, providers=providers, comm=comm, block_rows=BLOCK_ROWS, memory_cap_gb=1.0, labelled=Pool(labelled, providers=providers))
 
 
-def result_arrays(out) -> dict[str, np.ndarray]:
-    """A result's arrays by name (indices, weights, scores, tuples, synthetic features)."""
-    found = {}
-    for field in ("indices", "weights", "scores", "anchors", "positives", "negatives", "positive_scores", "negative_scores"):
-        value = getattr(out, field, None)
-        if value is not None:
-            found[field] = np.asarray(value)
-    synthetic = getattr(out, "synthetic", None)
-    if synthetic is not None:
-        found["synthetic_features"] = np.asarray(synthetic.features)
-        found["synthetic_parents"] = np.asarray(synthetic.parents)
-    return found
-
-
 def selectors(comm, only: list | None = None, **_: object) -> dict:
     """Run every case (or those named in ``only``); a case that raises records its error instead."""
     from selectkit import registry
     from selectkit.selector import SelectContext
+    from selectkit.worlds import result_arrays
 
     out: dict = {}
     for case, name, params, epoch, acquisition in CASES:
