@@ -5,7 +5,8 @@ The pool is the ``data`` source's training split (typically ``data=arrays`` over
 ``outputs.embeddings`` names another file, as ``embeddings``; ``outputs`` offers further precomputed
 per-item arrays (``probs``, ``mc_probs``, ``grad_embeddings``, ``losses``) by provider name. The app
 writes, in Hydra's run directory, the manifest a training run writes (``selections/manifest.jsonl``
-and ``selections/epoch_NNNN.npz``) and ``select.json`` (what ran, sizes, seconds, world size), which
+and ``selections/epoch_NNNN.npz``) and ``select.json`` (what ran, sizes, seconds, world size, and the
+bytes each rank sent during the selection, ``Comm.bytes_sent``), which
 ``selectkit-train selector=manifest selector.path=<run dir>`` trains on.
 
 Under ``torchrun`` (or SLURM through the submitit launcher) every process is one rank: the process
@@ -127,9 +128,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         )
         controller.model_outputs = {"embeddings": source.train.features}
         controller.model_outputs.update({name: output_provider(arr) for name, arr in outputs.items()})
-        start = time.perf_counter()
+        start, sent = time.perf_counter(), comm.bytes_sent
         out = controller.output(int(epoch))
         spent = time.perf_counter() - start
+        bytes_sent = [int(b) for b in comm.all_gather_objects(comm.bytes_sent - sent, "bytes_sent")]
     finally:
         if created:
             import torch.distributed as dist
@@ -149,6 +151,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         "weighted": out.weights is not None,
         "world_size": comm.world,
         "select_s": spent,
+        "bytes_sent": bytes_sent,
         "manifest": str(out_dir / "selections"),
     }
     if comm.rank == 0:

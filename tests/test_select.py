@@ -48,6 +48,7 @@ def test_leverage_selection_writes_the_manifest_and_trains_on_it(pool, tmp_path)
     assert ids.shape == (300,) and np.unique(ids).size == 300 and weights is not None
     summary = json.loads((out / "select.json").read_text())
     assert summary["pool_size"] == 1797 and summary["selection_size"] == 300 and summary["world_size"] == 1
+    assert summary["bytes_sent"] == [0]
     line = json.loads((out / "selections" / "manifest.jsonl").read_text().splitlines()[0])
     assert line["kind"] == "selection" and line["size"] == 300
 
@@ -104,7 +105,8 @@ def test_torchrun_two_ranks_write_the_world_one_manifest(pool, tmp_path):
     proc = _select(pool, two, "selector=leverage", "selector.budget=300", launcher=_torchrun(2))
     assert proc.returncode == 0, proc.stderr[:3000] + proc.stderr[-1500:]
     assert proc.stdout.count("selectkit-select: done:") == 1, "rank 0 alone speaks"
-    assert json.loads((two / "select.json").read_text())["world_size"] == 2
+    summary = json.loads((two / "select.json").read_text())
+    assert summary["world_size"] == 2 and len(summary["bytes_sent"]) == 2 and min(summary["bytes_sent"]) >= 0
     (a, wa), (b, wb) = _indices(one), _indices(two)
     assert np.array_equal(a, b) and np.array_equal(wa, wb)
 
