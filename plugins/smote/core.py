@@ -75,11 +75,12 @@ class Drawn:
 # input checks
 
 
-def check_matrix(X: Any, names: Names) -> np.ndarray:
+def check_matrix(X: Any, names: Names, offset: int = 0) -> np.ndarray:
     """``X`` as a numeric ``[n, d]`` array (float dtype kept, others made float64); `ConfigError` otherwise.
 
-    Rejects non-numeric dtypes and NaN/inf values, naming ``names.data``. The finiteness check is
-    `all_finite`: one pass, no temporary the size of ``X``.
+    Rejects non-numeric dtypes and NaN/inf values, naming ``names.data`` and the first bad row
+    (``offset`` is the row number of ``X[0]``, for a shard of a larger array). The finiteness check
+    is `all_finite`: one pass, no temporary the size of ``X``.
     """
     arr = np.asarray(X)
     if arr.dtype.kind not in "fiub":
@@ -92,7 +93,7 @@ def check_matrix(X: Any, names: Names) -> np.ndarray:
     if not all_finite(arr):
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
         rows = f"{bad.size} row{'s' if bad.size != 1 else ''} hold{'s' if bad.size == 1 else ''}"
-        raise ConfigError(f"{names.data} must be finite: {rows} NaN or inf (first: row {bad[0]}); clean or impute them first")
+        raise ConfigError(f"{names.data} must be finite: {rows} NaN or inf (first: row {offset + int(bad[0])}); clean or impute them first")
     return arr
 
 
@@ -324,24 +325,28 @@ def class_members(codes: np.ndarray, n_classes: int) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def even_counts(n: int, g: int, rng: np.random.Generator) -> np.ndarray:
-    """How many samples each of ``n`` seeds makes so that ``g`` are made in all, as evenly as possible."""
+def even_counts(n: int, g: int, rng: np.random.Generator | None, keys: np.ndarray | None = None) -> np.ndarray:
+    """How many samples each of ``n`` seeds makes so that ``g`` are made in all, as evenly as possible.
+
+    The ``g % n`` seeds that make one more are drawn from ``rng``, or, with ``keys`` (one random
+    number per seed), are the seeds with the smallest keys."""
     per, rest = divmod(int(g), int(n))
     counts = np.full(n, per, dtype=np.int64)
     if rest:
-        counts[rng.choice(n, size=rest, replace=False)] += 1
+        counts[rng.choice(n, size=rest, replace=False) if keys is None else np.argsort(keys, kind="stable")[:rest]] += 1
     return counts
 
 
-def proportional_counts(weights: np.ndarray, g: int, rng: np.random.Generator) -> np.ndarray:
-    """Split ``g`` over integer ``weights`` in proportion (largest remainders, ties broken at random)."""
+def proportional_counts(weights: np.ndarray, g: int, rng: np.random.Generator | None, keys: np.ndarray | None = None) -> np.ndarray:
+    """Split ``g`` over integer ``weights`` in proportion (largest remainders, ties broken at random:
+    by ``rng``, or by ``keys``, one random number per weight)."""
     w = weights.astype(np.int64)
     total = int(w.sum())
     scaled = w * np.int64(g)
     counts = scaled // total
     rest = int(g - counts.sum())
     if rest:
-        order = np.lexsort((rng.random(w.size), -(scaled % total)))
+        order = np.lexsort((rng.random(w.size) if keys is None else keys, -(scaled % total)))
         counts[order[:rest]] += 1
     return counts
 
@@ -375,13 +380,102 @@ def check_sizes(method: str, counts: np.ndarray, plan: Mapping[int, int], k: int
             )
 
 
+@dataclass(frozen=True)
+class NeighborRows:
+    """The neighbour lists of the queries ``[start, stop)`` of ``total``: ``idx`` int64
+    ``[stop - start, k]``, nearest first; ``whole`` when every process holds every query's lists
+    (else each holds the run of a sharded search's queries it asked for)."""
+
+    start: int
+    stop: int
+    total: int
+    idx: np.ndarray
+    whole: bool = True
+
+
+class Sequential:
+    """Draws from one generator over whole neighbour lists: the single-process way (the estimators,
+    and classes a sharded selector gathers), the same on every rank that holds the same lists."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def even(self, n: int, g: int, seeds: np.ndarray) -> np.ndarray:
+        """`even_counts` of ``g`` samples over ``n`` seeds (pool positions ``seeds``)."""
+        return even_counts(n, g, self.rng)
+
+    def proportional(self, weights: np.ndarray, g: int, seeds: np.ndarray) -> np.ndarray:
+        """`proportional_counts` of ``g`` samples over the seeds' ``weights``."""
+        return proportional_counts(weights, g, self.rng)
+
+    def pick(self, data: "Data", nn: NeighborRows, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each new sample's seed (a query of ``nn``), its neighbour (an entry of the seed's list),
+        and its interpolation factor in ``[0, 1)``; whole, in seed order."""
+        seeds, near = _pick(data.whole(nn).idx, counts, self.rng)
+        return seeds, near, self.rng.random(seeds.size, dtype=np.float32)
+
+
+class Data:
+    """The rows `draw` works on and how it searches them (whole here: the estimators' ``X``).
+
+    Subclasses change where rows live (`selectkit_plugins.smote.sharded.ShardedData`); every search
+    is recorded in ``searches`` for ``meta['neighbors']``.
+    """
+
+    def __init__(self, X: np.ndarray, source: NeighborSource) -> None:
+        self.X = X
+        self.source = source
+        self.searches: list[dict[str, Any]] = []
+        self._all: FittedNeighbors | None = None
+
+    def fit(self, name: Any, base: np.ndarray, self_join: bool = False) -> FittedNeighbors:
+        """``source`` fitted on ``base``, its search recorded under ``name``."""
+        fitted = self.source.fit(base, self_join)
+        info = getattr(fitted, "info", None)
+        if info is not None:
+            self.searches.append({"base": name, **info})
+        return fitted
+
+    def keyed(self, n: int) -> bool:
+        """Whether a class of ``n`` members draws with `keyed_draws` instead of the generator."""
+        return False
+
+    def keyed_draws(self, code: int) -> Any:  # pragma: no cover - only where `keyed` can be True
+        raise NotImplementedError
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 rows at ``rows`` (sorted positions), whole."""
+        return self.X[rows]
+
+    def within(self, name: Any, rows: np.ndarray, k: int, queries: np.ndarray | None = None, keyed: bool = False) -> NeighborRows:
+        """The ``k`` nearest of the rows ``rows`` (a class's members) to ``rows[queries]`` (all when
+        None), each other than itself, as indices into ``rows``."""
+        idx = self.fit(name, self.rows(rows), queries is None)(k, queries)
+        total = rows.size if queries is None else queries.size
+        return NeighborRows(0, total, total, idx)
+
+    def around(self, rows: np.ndarray, k: int) -> NeighborRows:
+        """The ``k`` nearest rows of all the data to the rows ``rows`` (sorted positions), each other
+        than itself, as positions."""
+        if self._all is None:
+            self._all = self.fit("all", self.X)
+        return NeighborRows(0, rows.size, rows.size, self._all(k, rows))
+
+    def gather(self, part: NeighborRows, values: np.ndarray) -> np.ndarray:
+        """Per-query ``values`` of the queries ``part`` holds, for every query of its search."""
+        return values
+
+    def whole(self, part: NeighborRows) -> NeighborRows:
+        """Every query's neighbour lists of the search ``part`` belongs to."""
+        return part
+
+
 def draw(
     method: str,
-    X: np.ndarray,
+    data: Data,
     codes: np.ndarray,
     plan: Mapping[int, int],
     rng: np.random.Generator,
-    source: NeighborSource,
     *,
     k: int,
     m: int = 10,
@@ -390,47 +484,40 @@ def draw(
     """Parents and interpolation factors for ``method`` in ``smote``, ``borderline-1``, ``borderline-2``,
     ``adasyn``, following ``plan`` (class position -> samples to create).
 
-    ``X`` is the float32 search matrix. Classes are handled in ascending order and every per-sample
-    step is vectorised. Each distinct base is indexed once: all of ``X`` (the danger and hardness
-    neighbours over every class, and borderline-2's seed neighbours) on first use, shared by every
-    class, and each class's own rows once for that class's same-class neighbours. With the layer's
-    search, ``meta['neighbors']`` lists each index built (``base``: ``'all'`` or the class, ``n``,
-    the ``backend`` it ran, ``exact_fallback``).
+    ``data`` holds the float32 search matrix. Classes are handled in ascending order and every
+    per-sample step is vectorised. Each distinct base is indexed once: all of the data (the danger
+    and hardness neighbours over every class, and borderline-2's seed neighbours) on first use,
+    shared by every class, and each class's own rows once for that class's same-class neighbours.
+    ``meta['neighbors']`` lists each search (``base``: ``'all'`` or the class, ``n``, the
+    ``backend`` it ran, ...). Draws come from ``rng`` (`Sequential`), except in classes ``data``
+    draws keyed (`Data.keyed`).
     """
     n_classes = int(codes.max()) + 1 if codes.size else 0
     counts = np.bincount(codes, minlength=n_classes)
     check_sizes(method, counts, plan, k, m, names)
     members = class_members(codes, n_classes)
+    sequential = Sequential(rng)
     parents, lams, labels = [], [], []
     meta: dict[str, Any] = {}
-    built: dict[str, FittedNeighbors] = {}
-    searches: list[dict[str, Any]] = []
 
-    def fit(name: Any, base: np.ndarray, self_join: bool = False) -> FittedNeighbors:
-        fitted = source.fit(base, self_join)
-        info = getattr(fitted, "info", None)
-        if info is not None:
-            searches.append({"base": name, **info})
-        return fitted
+    def other_counts(rows: np.ndarray, j: int, c: int) -> np.ndarray:
+        """How many of each row's ``j`` nearest rows (any class) are of another class than ``c``."""
+        part = data.around(rows, j)
+        return data.gather(part, (codes[part.idx] != c).sum(axis=1))
 
-    def whole() -> FittedNeighbors:
-        """The search over all of ``X``, built on first use."""
-        if "all" not in built:
-            built["all"] = fit("all", X)
-        return built["all"]
     for c in sorted(plan):
         g = int(plan[c])
         if g <= 0:
             continue
         rows = members[c]
+        keyed = data.keyed(rows.size)
+        draws = data.keyed_draws(c) if keyed else sequential
         if method == "smote":
-            nn = fit(names.key(c), X[rows], True)(k)
-            seeds, near = _pick(nn, even_counts(rows.size, g, rng), rng)
+            nn = data.within(names.key(c), rows, k, keyed=keyed)
+            seeds, near, lam = draws.pick(data, nn, draws.even(rows.size, g, rows))
             p0, p1 = rows[seeds], rows[near]
-            lam = rng.random(seeds.size, dtype=np.float32)
         elif method in ("borderline-1", "borderline-2"):
-            around = whole()(m, rows)
-            other = (codes[around] != c).sum(axis=1)
+            other = other_counts(rows, m, c)
             danger = np.flatnonzero((2 * other >= m) & (other < m))
             meta.setdefault("danger", {})[names.key(c)] = int(danger.size)
             meta.setdefault("noise", {})[names.key(c)] = int((other == m).sum())
@@ -442,19 +529,15 @@ def draw(
                 )
                 continue
             if method == "borderline-1":
-                nn = fit(names.key(c), X[rows])(k, danger)
-                seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
+                nn = data.within(names.key(c), rows, k, queries=danger, keyed=keyed)
+                seeds, near, lam = draws.pick(data, nn, draws.even(danger.size, g, rows[danger]))
                 p0, p1 = rows[danger[seeds]], rows[near]
-                lam = rng.random(seeds.size, dtype=np.float32)
             else:
-                nn = whole()(k, rows[danger])
-                seeds, near = _pick(nn, even_counts(danger.size, g, rng), rng)
+                seeds, near, lam = draws.pick(data, data.around(rows[danger], k), draws.even(danger.size, g, rows[danger]))
                 p0, p1 = rows[danger[seeds]], near
-                lam = rng.random(seeds.size, dtype=np.float32)
                 lam[codes[p1] != c] *= np.float32(0.5)
         elif method == "adasyn":
-            around = whole()(k, rows)
-            hard = (codes[around] != c).sum(axis=1)
+            hard = other_counts(rows, k, c)
             meta.setdefault("hardness", {})[names.key(c)] = float(hard.mean() / k)
             if hard.sum() == 0:
                 meta.setdefault("no_hard", []).append(names.key(c))
@@ -462,20 +545,18 @@ def draw(
                     f"{names.prefix}: no point of class {names.label(c)} has a neighbour of another class; ADASYN spreads its samples evenly",
                     stacklevel=3,
                 )
-                alloc = even_counts(rows.size, g, rng)
+                alloc = draws.even(rows.size, g, rows)
             else:
-                alloc = proportional_counts(hard, g, rng)
-            nn = fit(names.key(c), X[rows], True)(k)
-            seeds, near = _pick(nn, alloc, rng)
+                alloc = draws.proportional(hard, g, rows)
+            seeds, near, lam = draws.pick(data, data.within(names.key(c), rows, k, keyed=keyed), alloc)
             p0, p1 = rows[seeds], rows[near]
-            lam = rng.random(seeds.size, dtype=np.float32)
         else:  # pragma: no cover - guarded by callers
             raise ValueError(f"unknown method {method!r}")
         parents.append(np.stack([p0, p1], axis=1))
         lams.append(lam)
         labels.append(np.full(seeds.size, c, dtype=np.int64))
-    if searches:
-        meta["neighbors"] = searches
+    if data.searches:
+        meta["neighbors"] = data.searches
     if not parents:
         return Drawn(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), meta)
     return Drawn(

@@ -12,14 +12,21 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from selectkit.distributed import ShardedArray
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection, Synthetic
-from selectkit.selector import OneOf, Pool, SelectContext, Selector
+from selectkit.selector import Interval, OneOf, Pool, SelectContext, Selector
 from selectkit_plugins.smote import core
+from selectkit_plugins.smote.sharded import ShardedData
+from selectkit_plugins.smote.shards import checked_rows
 from selectkit_plugins.smote.strategy import OVER, RULES, UNDER, class_counts, resolve_strategy
 from selectkit_plugins.smote.training import EmbeddingInterpolation
 
 _SPACE = OneOf(("input", "embedding"))
+#: salt of the keyed draws of classes searched sharded
+_KEYED = 0x534B
+#: default of ``gather_below``: classes of fewer members are gathered to every rank
+GATHER_BELOW = 50_000
 
 
 def _labels(pool: Pool, names: core.Names) -> np.ndarray:
@@ -35,16 +42,24 @@ def _counts_meta(classes: np.ndarray, plan: Mapping[int, int]) -> dict[int, int]
 
 class _OverSampler(Selector):
     """What the interpolating over-samplers share: parameters, input checks, the `Selection` they build,
-    and the training hook that trains on embedding-space samples."""
+    and the training hook that trains on embedding-space samples.
+
+    They are sharded (`selectkit.Selector.sharded`): each rank reads its shard of the features or
+    embeddings, and a class that grows is gathered to every rank only when it has fewer than
+    ``gather_below`` members; larger classes are searched over their shards with keyed draws
+    (`selectkit_plugins.smote.sharded`). The result is the same at every world size.
+    """
 
     creates_samples = True
     default_schedule = "once"
+    sharded = True
     method = ""
     parameter_constraints = {
         "sampling_strategy": RULES["sampling_strategy"],
         "k_neighbors": RULES["k_neighbors"],
         "neighbors": RULES["neighbors"],
         "space": _SPACE,
+        "gather_below": Interval(0, None, integer=True),
     }
 
     def __init__(
@@ -54,11 +69,13 @@ class _OverSampler(Selector):
         k_neighbors: int = 5,
         neighbors: Mapping[str, Any] | None = None,
         space: str = "input",
+        gather_below: int = GATHER_BELOW,
     ) -> None:
         self.sampling_strategy = sampling_strategy
         self.k_neighbors = k_neighbors
         self.neighbors = neighbors
         self.space = space
+        self.gather_below = gather_below
 
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
@@ -86,17 +103,24 @@ class _OverSampler(Selector):
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
         base = core.Names(self.config_path, self._data_name())
         y = _labels(pool, base)
-        raw = pool.get("embeddings" if self.space == "embedding" else "features")
-        X = core.as_search_matrix(core.check_matrix(raw, base))
+        comm = pool.collectives()
+
+        def search_rows(local: np.ndarray, offset: int) -> np.ndarray:
+            return core.as_search_matrix(core.check_matrix(local, base, offset)).reshape(local.shape)
+
+        raw = checked_rows(comm, pool.local("embeddings" if self.space == "embedding" else "features"), search_rows, self.config_path)
+        shape = raw.local.shape[1:]
+        rows = ShardedArray(raw.local.reshape(raw.local.shape[0], -1), raw.layout)
         classes, codes, counts = class_counts(y)
         names = core.Names(self.config_path, self._data_name(), classes)
         plan = resolve_strategy(self.sampling_strategy, classes, counts, OVER, names.setting("sampling_strategy"), y)
-        source = core.LayerNeighbors(core.make_config(self.neighbors, names), names)
-        drawn = core.draw(
-            self._method(), X, codes, plan, ctx.rng(), source, k=int(self.k_neighbors), names=names, **self._extra_kwargs()
+        config = core.make_config(self.neighbors, names)
+        data = ShardedData(
+            comm, rows, core.LayerNeighbors(config, names), config, names, gather_below=int(self.gather_below), key=ctx.key(_KEYED),
+            memory_cap_gb=pool.memory_cap_gb, who=f"{self.config_path} ({self.name})",
         )
-        features = core.interpolate(X, drawn.parents, drawn.lam)
-        shape = np.shape(raw)[1:]
+        drawn = core.draw(self._method(), data, codes, plan, ctx.rng(), k=int(self.k_neighbors), names=names, **self._extra_kwargs())
+        features = data.interpolate(drawn.parents, drawn.lam)
         if len(shape) != 1:
             features = features.reshape((features.shape[0], *shape))
         n, m = len(pool), drawn.lam.size
@@ -111,6 +135,7 @@ class _OverSampler(Selector):
         meta = {
             "created": {int(classes[c]): int(created[c]) for c in range(classes.size) if created[c]},
             "sampling_strategy": _counts_meta(classes, plan),
+            "gathered": [int(classes[c]) for c in sorted(plan) if plan[c] > 0 and counts[c] < int(self.gather_below)],
             **drawn.meta,
         }
         return Selection(np.arange(n + m, dtype=np.int64), synthetic=synthetic, meta=meta)
@@ -125,6 +150,9 @@ class SMOTESelector(_OverSampler):
         k_neighbors: neighbours each seed may interpolate towards.
         neighbors: `NeighborConfig` fields for the search (backend, metric, nprobe, ...); null: exact.
         space: ``'input'`` interpolates raw features, ``'embedding'`` the model's embeddings.
+        gather_below: a grown class of fewer members is gathered to every rank and drawn as in one
+            process; a larger one is searched over the ranks' shards with keyed draws (0: never
+            gather). Either way the result does not depend on the world size.
     """
 
     name = "smote"
@@ -139,6 +167,7 @@ class BorderlineSMOTESelector(_OverSampler):
     ``'borderline-2'`` towards its ``k`` nearest neighbours of any class, with ``lam`` in ``[0, 0.5)``
     when the neighbour is of another class (the new sample stays nearer the seed).
     A class without any point in danger gets no new samples (reported in ``meta['no_danger']``).
+    ``gather_below`` as for `SMOTESelector`.
     """
 
     name = "borderline_smote"
@@ -157,8 +186,9 @@ class BorderlineSMOTESelector(_OverSampler):
         kind: str = "borderline-1",
         neighbors: Mapping[str, Any] | None = None,
         space: str = "input",
+        gather_below: int = GATHER_BELOW,
     ) -> None:
-        super().__init__(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, neighbors=neighbors, space=space)
+        super().__init__(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, neighbors=neighbors, space=space, gather_below=gather_below)
         self.m_neighbors = m_neighbors
         self.kind = kind
 
@@ -172,6 +202,7 @@ class BorderlineSMOTESelector(_OverSampler):
 class ADASYNSelector(_OverSampler):
     """ADASYN: like SMOTE, but each minority sample seeds new samples in proportion to its hardness, the
     share of its ``k_neighbors`` nearest neighbours (any class) that belong to another class.
+    ``gather_below`` as for `SMOTESelector`.
     """
 
     name = "adasyn"
@@ -182,6 +213,7 @@ class _ClassResampler(Selector):
     """What random over- and under-sampling share: the strategy parameter and the per-class plan."""
 
     default_schedule = "once"
+    sharded = True  # labels only, which every rank holds whole
     parameter_constraints = {"sampling_strategy": RULES["sampling_strategy"]}
     requires = frozenset({"labels"})
 

@@ -30,16 +30,19 @@ def overlapping_pool():
 
 
 COMMON_BAD = {"sampling_strategy": ["bogus", 0.0, 1.5, {99: 5}, {1: 10}, None, True]}
-NEIGHBOUR_BAD = {"k_neighbors": [0, -1, "x", 2.5, None, 30], "neighbors": ["flat", 3], "space": ["pixels", None]}
+NEIGHBOUR_BAD = {
+    "k_neighbors": [0, -1, "x", 2.5, None, 30], "neighbors": ["flat", 3], "space": ["pixels", None], "gather_below": [-1, 2.5, "x", None],
+}
 
 
 @pytest.mark.parametrize("cls", OVER)
 @pytest.mark.parametrize("space", ["input", "embedding"])
-def test_over_samplers_pass_the_kit(cls, space):
+@pytest.mark.parametrize("gather_below", [50_000, 0])
+def test_over_samplers_pass_the_kit(cls, space, gather_below):
     bad = {**COMMON_BAD, **NEIGHBOUR_BAD}
     if cls is BorderlineSMOTESelector:
         bad = {**bad, "m_neighbors": [0, "ten", 1000], "kind": ["borderline-3", None]}
-    check_selector(lambda **kw: cls(**{"space": space, **kw}), overlapping_pool, bad_params=bad, stochastic=True)
+    check_selector(lambda **kw: cls(**{"space": space, "gather_below": gather_below, **kw}), overlapping_pool, bad_params=bad, stochastic=True)
 
 
 @pytest.mark.parametrize("cls", [RandomOverSelector, RandomUnderSelector])

@@ -1,9 +1,11 @@
 """Where synthetic samples land: exact segments towards true nearest neighbours (checked against a
-brute-force numpy reference), the Borderline-SMOTE danger set, ADASYN's allocation, determinism."""
+brute-force numpy reference), the Borderline-SMOTE danger set, ADASYN's allocation, determinism, and
+the same properties for classes searched over shards (``gather_below``)."""
 
 import numpy as np
 import pytest
 
+from selectkit.errors import ConfigError
 from selectkit.selector import Pool, SelectContext
 from selectkit_plugins.smote import (
     ADASYN,
@@ -268,3 +270,79 @@ def test_features_far_from_the_origin_keep_true_neighbours():
     reference = {int(r): set(map(int, nn)) for r, nn in zip(rows, near)}
     assert_neighbours(est.synthetic_parents_, reference)
     assert np.array_equal(X, kept)
+
+
+# ------------------------------------------------------------------------------- over several ranks: gather_below
+# Classes searched over shards with keyed draws keep every property above; a gathered class is bounded
+# by providers.memory_cap_gb. Equal results at world 2 and 4: tests/distributed (the *_sharded cases).
+
+
+@pytest.mark.parametrize("kind", ["borderline-1", "borderline-2"])
+def test_keyed_borderline_seeds_only_danger_points(kind, data3):
+    X, y = data3
+    sel = BorderlineSMOTESelector(k_neighbors=4, m_neighbors=8, kind=kind, gather_below=0).select(_pool(X, y), SelectContext(seed=1))
+    syn = sel.synthetic
+    assert sel.meta["gathered"] == [] and all(s["sharded"] for s in sel.meta["neighbors"])
+    assert_exact_segments(X, syn.features, syn.parents, syn.lam)
+    for c in (1, 2):
+        rows = np.flatnonzero(y == c)
+        other = brute_other_counts(X, y, rows, 8)
+        danger = rows[(2 * other >= 8) & (other < 8)]
+        assert sel.meta["danger"][c] == danger.size
+        seeds = syn.parents[syn.labels == c, 0]
+        per = np.bincount(seeds, minlength=y.size)[danger]
+        assert set(seeds.tolist()) <= set(danger.tolist()) and per.max() - per.min() <= 1, "danger points seed, evenly"
+        candidates = rows if kind == "borderline-1" else np.arange(y.size)
+        assert_neighbours(syn.parents[syn.labels == c], dict(zip(danger, brute_knn(X, danger, candidates, 4))))
+        if kind == "borderline-2":
+            towards_other = y[syn.parents[syn.labels == c, 1]] != c
+            assert np.all(syn.lam[syn.labels == c][towards_other] < 0.5)
+
+
+def test_keyed_smote_and_adasyn_keep_their_allocation(data3):
+    X, y = data3
+    smote = SMOTESelector(k_neighbors=4, gather_below=0).select(_pool(X, y), SelectContext(seed=3))
+    adasyn = ADASYNSelector(k_neighbors=4, gather_below=0).select(_pool(X, y), SelectContext(seed=3))
+    for sel in (smote, adasyn):
+        syn = sel.synthetic
+        assert_exact_segments(X, syn.features, syn.parents, syn.lam)
+        assert np.bincount(syn.labels, minlength=3).tolist() == [0, 210, 260]
+    for c, g in ((1, 210), (2, 260)):
+        rows = np.flatnonzero(y == c)
+        ref = dict(zip(rows, brute_knn(X, rows, rows, 4)))
+        per = np.bincount(smote.synthetic.parents[smote.synthetic.labels == c, 0], minlength=y.size)[rows]
+        assert per.sum() == g and per.min() == g // rows.size and per.max() == g // rows.size + 1
+        assert_neighbours(smote.synthetic.parents[smote.synthetic.labels == c], ref)
+        assert_neighbours(adasyn.synthetic.parents[adasyn.synthetic.labels == c], ref)
+        hard = brute_other_counts(X, y, rows, 4)
+        share = g * hard / hard.sum()
+        got = np.bincount(adasyn.synthetic.parents[adasyn.synthetic.labels == c, 0], minlength=y.size)[rows]
+        assert np.all((got == np.floor(share)) | (got == np.floor(share) + 1)), "largest remainders of g * h / sum(h)"
+
+
+def test_keyed_draws_follow_the_seed(data3):
+    X, y = data3
+    run = lambda seed: SMOTESelector(gather_below=0).select(_pool(X, y), SelectContext(seed=seed)).synthetic  # noqa: E731
+    a, again, other = run(0), run(0), run(1)
+    assert np.array_equal(a.parents, again.parents) and np.array_equal(a.lam, again.lam) and np.array_equal(a.features, again.features)
+    assert not np.array_equal(a.parents, other.parents) and not np.array_equal(a.lam, other.lam)
+
+
+def test_the_rule_goes_by_class_size(data3):
+    X, y = data3  # classes of 300, 90 and 40; 1 and 2 grow
+    mixed = SMOTESelector(k_neighbors=4, gather_below=60).select(_pool(X, y), SelectContext(seed=2))
+    assert mixed.meta["gathered"] == [2], "the class of 40 is gathered, the class of 90 is searched sharded"
+    assert [s["base"] for s in mixed.meta["neighbors"]] == [1, 2] and mixed.meta["neighbors"][0]["sharded"]
+    assert "sharded" not in mixed.meta["neighbors"][1]
+    assert np.bincount(mixed.synthetic.labels, minlength=3).tolist() == [0, 210, 260]
+    assert SMOTESelector().select(_pool(X, y), SelectContext(seed=2)).meta["gathered"] == [1, 2]
+
+
+def test_a_gathered_class_is_bounded_by_the_memory_cap(data3):
+    X, y = data3
+    cap = 40 * X.shape[1] * 4 / 2**30  # bytes of the class of 40, not of the class of 90
+    with pytest.raises(ConfigError, match=r"providers\.memory_cap_gb: selector \(adasyn\) gathers a class's 90 members.*selector\.gather_below \(now 100\)") as err:
+        ADASYNSelector(gather_below=100).select(Pool(np.arange(y.size, dtype=np.int64), labels=y, features=X, memory_cap_gb=cap), SelectContext(seed=0))
+    assert "\n" not in str(err.value)
+    sel = ADASYNSelector(gather_below=60).select(Pool(np.arange(y.size, dtype=np.int64), labels=y, features=X, memory_cap_gb=cap), SelectContext(seed=0))
+    assert sel.meta["gathered"] == [2] and sel.num_synthetic == 470
