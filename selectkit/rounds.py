@@ -159,6 +159,21 @@ def round_budget(settings: Mapping[str, Any], r: int, labelled: int) -> int:
     return budget
 
 
+def _check_model_first(cfg: DictConfig, settings: Mapping[str, Any], source: Any, pipeline: Any) -> None:
+    """What the training stages and the acquisition need from the model, checked on a model built for
+    the purpose before the oracle is asked for the first labels (a refusal after people labelled
+    would waste their work); each round's own model is then seeded and built afresh."""
+    import lightning.pytorch as pl
+
+    from selectkit.lightning import check_setup
+    from selectkit.train import build_module
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    probe = build_module(cfg, source.meta)
+    for stages in (pipeline, build_acquisition(cfg, settings)):
+        check_setup(probe, source.train, stages)
+
+
 def build_acquisition(cfg: DictConfig, settings: Mapping[str, Any], budget: int | None = None, *, key: str = "acquire"):
     """The one-stage `Pipeline` of ``rounds.acquire`` (or ``rounds.initial.select`` with
     ``key="initial.select"``), its selector's budget set to ``budget`` (default: round 0's)."""
@@ -434,6 +449,8 @@ def run_rounds(cfg: DictConfig, out_dir: str | Path, pipeline: Any) -> dict[str,
     meta = source.meta
     oracle.run_dir = out_dir
     oracle.setup(source)
+    if not cfg.get("resume"):
+        _check_model_first(cfg, settings, source, pipeline)
     n = len(source.train)
     num_rounds = settings["num_rounds"]
     fingerprint = _fingerprint(cfg, settings)

@@ -98,8 +98,8 @@ def test_output_width_other_than_the_classes_is_refused(compose_cfg, tmp_path, r
     with pytest.raises(ConfigError, match=r"^model outputs 5 values per item; the data has 10 classes: set model\.num_classes=10") as err:
         run(cfg, out)
     assert "\n" not in str(err.value)
-    # a round loop saves its labelled set (checkpoints/rounds.pt) before the first round trains
-    _nothing_written(out, ("metrics.jsonl", "summary.json", "rounds.jsonl", "rounds") if rounds else ("metrics.jsonl", "summary.json", "checkpoints"))
+    # a round loop checks before the oracle is asked for labels: nor its state (checkpoints/rounds.pt)
+    _nothing_written(out, ("metrics.jsonl", "summary.json", "rounds.jsonl", "rounds", "checkpoints") if rounds else ("metrics.jsonl", "summary.json", "checkpoints"))
 
 
 def test_output_width_of_a_model_without_num_classes_names_its_target(compose_cfg, tmp_path, user_models):
