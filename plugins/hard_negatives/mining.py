@@ -1,7 +1,9 @@
 """Corpus-level hard-negative mining over the neighbour layer, memory-bounded (never ``N x N``).
 
 For each anchor the ``depth`` nearest corpus items come from one `selectkit.neighbors.NeighborIndex`
-built over the corpus, searched in blocks of anchors. The candidates of an anchor then pass, in this
+built over the corpus, searched in blocks of anchors; or, over a corpus sharded across ranks, from
+`selectkit.distributed.sharded_knn` (each rank searches its shard, the candidates are merged by
+(score, id)), every rank mining for its own anchors in step with the others. The candidates of an anchor then pass, in this
 order: removal of the anchor itself, of its positives and (optionally) of items with its label; the
 score filters (absolute margin, relative margin, false-negative guard, maximum and minimum score); the
 rank window ``[rank_min, rank_max)``, counted among the candidates that survived (as in
@@ -16,8 +18,9 @@ positives when it has several): a candidate is kept when ``score <= pos - absolu
 ``score <= pos - |pos| * relative_margin`` (``pos * (1 - m)`` for a positive ``pos``) and
 ``score <= pos + |pos| * (false_negative_ratio - 1)`` (``ratio * pos`` for a positive ``pos``).
 
-Random draws are keyed hashes of (seed, anchor, candidate), the seed drawn from the caller's
-generator: a draw does not depend on the block size or on how often an anchor was searched again.
+Random draws are keyed hashes of (seed, anchor, candidate), and padding's of (seed, the anchor's
+global row), the seed drawn from the caller's generator: a draw does not depend on the block size, on
+how often an anchor was searched again, or on which rank mines it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from selectkit.distributed import Comm, ShardedArray, sharded_knn
 from selectkit.errors import ConfigError
+from selectkit_plugins.smote.shards import fetch_rows
 
 #: The filters in the order they apply; counts in `Mined.removed` use these names.
 FILTERS = ("self", "positive", "same_label", "absolute_margin", "relative_margin", "false_negative", "max_score", "min_score", "rank_window")
@@ -116,8 +121,9 @@ def scores_of(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return -np.einsum("ij,ij->i", diff, diff).astype(np.float32)
 
 
-def check_vectors(x: Any, name: str, setting: str) -> np.ndarray:
-    """``x`` as a finite 2-D float32 array, or a one-line `ConfigError` naming ``setting``."""
+def check_vectors(x: Any, name: str, setting: str, offset: int = 0) -> np.ndarray:
+    """``x`` as a finite 2-D float32 array, or a one-line `ConfigError` naming ``setting`` (and the
+    first bad row; ``offset`` is the row number of ``x[0]``, for a shard of a larger array)."""
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise ConfigError(f"{setting}: {name} must be 2-D [items, dim] vectors, got shape {arr.shape}")
@@ -127,13 +133,13 @@ def check_vectors(x: Any, name: str, setting: str) -> np.ndarray:
     if not np.isfinite(arr.sum(dtype=np.float64)):
         bad = ~np.isfinite(arr).all(axis=1)
         if bad.any():
-            raise ConfigError(f"{setting}: {name} hold NaN or infinite values in {int(bad.sum())} rows (first: row {int(np.flatnonzero(bad)[0])}); clean them first")
+            raise ConfigError(f"{setting}: {name} hold NaN or infinite values in {int(bad.sum())} rows (first: row {offset + int(np.flatnonzero(bad)[0])}); clean them first")
     return arr
 
 
 def mine(
     anchor_vectors: np.ndarray,
-    corpus_vectors: np.ndarray,
+    corpus_vectors: np.ndarray | ShardedArray,
     *,
     anchor_items: np.ndarray,
     corpus_items: np.ndarray,
@@ -147,14 +153,20 @@ def mine(
     corpus_labels: np.ndarray | None = None,
     setting: str = "selector",
     index: Any = None,
+    comm: Comm | None = None,
+    row_offset: int = 0,
 ) -> Mined:
     """Mine ``settings.negatives`` hard negatives per anchor from the corpus.
 
     Args:
         anchor_vectors: ``[m, d]`` vectors of the anchors.
-        corpus_vectors: ``[c, d]`` vectors of the items negatives may come from.
+        corpus_vectors: ``[c, d]`` vectors of the items negatives may come from, or this rank's shard
+            of them (a `ShardedArray` over ``c`` rows): then every rank of ``comm`` calls `mine` with
+            its own anchors, the corpus is searched with `selectkit.distributed.sharded_knn` (each
+            rank's shard, the top candidates merged by (score, id)), and each rank gets its anchors'
+            negatives, the same as one process would find.
         anchor_items: ``[m]`` item id of each anchor (an anchor is never its own negative).
-        corpus_items: ``[c]`` item id of each corpus row (what the result lists).
+        corpus_items: ``[c]`` item id of each corpus row (what the result lists), whole.
         reference: ``[m]`` the positive score each anchor's margins refer to.
         positive_keys: sorted int64 keys ``anchor_row * n_items + item`` of every (anchor, positive).
         n_items: bound on item ids (keys are formed with it).
@@ -165,18 +177,18 @@ def mine(
         setting: the config path errors name.
         index: a `selectkit.neighbors.NeighborIndex` already fitted on ``corpus_vectors`` with
             ``config`` (several calls against one corpus build it once); None: built here.
+        comm: the ranks of a sharded corpus (None: a world of one).
+        row_offset: the global row of ``anchor_vectors[0]`` among every rank's anchors (padding's
+            draws are keyed by it).
     """
-    from selectkit.neighbors import NeighborIndex
-
     s = settings
-    m, c = anchor_vectors.shape[0], corpus_vectors.shape[0]
-    if anchor_vectors.shape[1] != corpus_vectors.shape[1]:
-        raise ConfigError(f"{setting}: anchors have {anchor_vectors.shape[1]} dimensions but the corpus has {corpus_vectors.shape[1]}; embed both in one space")
+    m = anchor_vectors.shape[0]
+    corpus = _Corpus(corpus_vectors, config, index, comm)
+    if anchor_vectors.shape[1] != corpus.dim:
+        raise ConfigError(f"{setting}: anchors have {anchor_vectors.shape[1]} dimensions but the corpus has {corpus.dim}; embed both in one space")
+    c, comm = corpus.size, corpus.comm
     k = int(s.negatives)
-    metric = config.metric
     labelled = s.exclude_same_label and anchor_labels is not None and corpus_labels is not None
-    if index is None:
-        index = NeighborIndex(config=config).fit(corpus_vectors)
     neg = np.full((m, k), -1, dtype=np.int64)
     sc = np.full((m, k), -np.inf, dtype=np.float32)
     found = np.zeros(m, dtype=np.int64)
@@ -186,12 +198,12 @@ def mine(
     limit = min(max(int(s.max_depth), int(s.depth)), c)
     thresholds = _thresholds(s, reference)
 
-    for start in range(0, m, BLOCK):
-        pending = np.arange(start, min(start + BLOCK, m))
+    # every rank runs as many blocks and widenings as the busiest one, with no anchors where it has none
+    for start in range(0, int(comm.all_max(-(-m // BLOCK))) * BLOCK, BLOCK):
+        pending = np.arange(min(start, m), min(start + BLOCK, m))
         depth = min(int(s.depth), c)
-        while pending.size:
-            dist, idx = index.search(anchor_vectors[pending], depth)
-            score = -dist if metric == "l2" else dist
+        while int(comm.all_max(pending.size)):
+            score, idx = corpus.search(anchor_vectors[pending], depth)
             valid = idx >= 0
             items = np.where(valid, corpus_items[np.maximum(idx, 0)], -1)
             alive, counts = _filter(s, pending, items, score, valid, anchor_items, positive_keys, n_items, thresholds, labelled, anchor_labels, corpus_labels, idx)
@@ -220,8 +232,51 @@ def mine(
 
     padded = np.zeros(m, dtype=np.int64)
     if s.on_short == "pad":
-        _pad(neg, sc, padded, anchor_vectors, corpus_vectors, anchor_items, corpus_items, positive_keys, n_items, labelled, anchor_labels, corpus_labels, metric, seed, setting)
-    return Mined(neg, sc, found, padded, depth_of, removed, retrieved, index.info())
+        _pad(neg, sc, padded, anchor_vectors, corpus, anchor_items, corpus_items, positive_keys, n_items, labelled, anchor_labels, corpus_labels, seed, setting, row_offset)
+    return Mined(neg, sc, found, padded, depth_of, removed, retrieved, corpus.info())
+
+
+class _Corpus:
+    """The corpus `mine` searches: one `selectkit.neighbors.NeighborIndex` over whole vectors, or a
+    rank's shard searched with the other ranks' through `selectkit.distributed.sharded_knn`.
+    `search` gives similarities (larger is closer) and corpus rows; `rows` the vectors of corpus rows
+    (a collective over a sharded corpus: every rank calls it)."""
+
+    def __init__(self, vectors: np.ndarray | ShardedArray, config: Any, index: Any, comm: Comm | None) -> None:
+        self.vectors, self.config = vectors, config
+        self.sharded = isinstance(vectors, ShardedArray)
+        self.comm = (comm or Comm.alone()) if self.sharded else Comm.alone()
+        local = vectors.local if self.sharded else vectors
+        self.size = vectors.n if self.sharded else local.shape[0]
+        self.dim = local.shape[1]
+        self.calls = 0
+        if not self.sharded and index is None:
+            from selectkit.neighbors import NeighborIndex
+
+            index = NeighborIndex(config=config).fit(vectors)
+        self.index = index
+
+    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (similarities) and corpus rows of the ``depth`` nearest corpus items of each query."""
+        self.calls += 1
+        if self.sharded:
+            dist, idx = sharded_knn(self.comm, queries, self.vectors, depth, config=self.config)
+        else:
+            dist, idx = self.index.search(queries, depth)
+        return (-dist if self.config.metric == "l2" else dist), idx
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of corpus ``rows``."""
+        if self.sharded:
+            return fetch_rows(self.comm, self.vectors, rows, "hard negatives: padded items")
+        return self.vectors[rows]
+
+    def info(self) -> dict[str, Any]:
+        """How the search ran: the index's `selectkit.neighbors.NeighborIndex.info`, or for a sharded
+        corpus its size, backend, the ranks and the sharded searches this rank took part in."""
+        if not self.sharded:
+            return self.index.info()
+        return {"n": int(self.size), "backend": self.config.backend, "sharded": True, "ranks": int(self.comm.world), "searches": int(self.calls)}
 
 
 def _thresholds(s: MiningSettings, ref: np.ndarray) -> dict[str, np.ndarray]:
@@ -286,17 +341,20 @@ def _choose(s: MiningSettings, window: np.ndarray, items: np.ndarray, anchors: n
     return np.minimum(order, width - 1)
 
 
-def _pad(neg, sc, padded, anchor_vectors, corpus_vectors, anchor_items, corpus_items, positive_keys, n_items, labelled, anchor_labels, corpus_labels, metric, seed, setting) -> None:
+def _pad(neg, sc, padded, anchor_vectors, corpus, anchor_items, corpus_items, positive_keys, n_items, labelled, anchor_labels, corpus_labels, seed, setting, row_offset) -> None:
     """Fill the missing negatives of short rows with random corpus items that are not excluded
-    (not the anchor, not a positive, not of its label when labels are excluded, not already chosen)."""
+    (not the anchor, not a positive, not of its label when labels are excluded, not already chosen),
+    drawn by keyed hashes of the anchor's global row; then score them (one `_Corpus.rows` call)."""
     k = neg.shape[1]
     c = corpus_items.shape[0]
+    filled: list[tuple[int, int, int]] = []
+    error = None
     for row in np.flatnonzero((neg < 0).any(axis=1)):
         taken = set(int(x) for x in neg[row] if x >= 0)
         fill = [j for j in range(k) if neg[row, j] < 0]
         attempt = 0
         while fill and attempt < 64 * k + 64:
-            draws = (_keys(seed ^ 0x5A5A, np.array([row]), np.arange(attempt, attempt + 4 * k)) % np.uint64(c)).astype(np.int64)
+            draws = (_keys(seed ^ 0x5A5A, np.array([row_offset + row]), np.arange(attempt, attempt + 4 * k)) % np.uint64(c)).astype(np.int64)
             attempt += 4 * k
             for j in draws:
                 item = int(corpus_items[j])
@@ -313,11 +371,16 @@ def _pad(neg, sc, padded, anchor_vectors, corpus_vectors, anchor_items, corpus_i
                     continue
                 slot = fill.pop(0)
                 neg[row, slot] = item
-                sc[row, slot] = scores_of(metric, anchor_vectors[row : row + 1], corpus_vectors[j : j + 1])[0]
+                filled.append((int(row), slot, int(j)))
                 taken.add(item)
                 padded[row] += 1
         if fill:
-            raise ConfigError(f"{setting}.on_short=pad: anchor row {row} has too few items left to pad from (needs {len(fill)} more); use on_short=skip")
+            error = ConfigError(f"{setting}.on_short=pad: anchor row {row_offset + row} has too few items left to pad from (needs {len(fill)} more); use on_short=skip")
+            break
+    corpus.comm.agree(error, "hard negatives: padding")
+    at = np.array(filled, dtype=np.int64).reshape(-1, 3)
+    vectors = corpus.rows(at[:, 2])
+    sc[at[:, 0], at[:, 1]] = scores_of(corpus.config.metric, anchor_vectors[at[:, 0]], vectors)
     # padded rows stay best first
     order = np.argsort(-sc, axis=1, kind="stable")
     neg[:] = np.take_along_axis(neg, order, 1)

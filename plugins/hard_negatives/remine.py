@@ -15,8 +15,9 @@ ones; anchors and positives, and the order of the tuples, stay as the epoch's se
   the mining plan) and the model is needed.
 * The snapshot is embedded by `selectkit.providers.PoolScorer` (the ``embeddings`` provider's pass),
   without a progress bar, with in-model randomness seeded by (pipeline seed, epoch). Under DDP each
-  rank embeds a strided share of the items and the shares are gathered, so every rank holds the same
-  snapshot; each epoch's summary says whether the ranks' snapshots agreed.
+  rank embeds a contiguous share of the items and the shares are all-gathered (`selectkit.distributed.Comm`,
+  the only code that calls torch.distributed), so every rank holds the same snapshot; each epoch's
+  summary (counts summed over the ranks by the same `Comm`) says whether the ranks' snapshots agreed.
 * The snapshot lives in the main process (batches are rewritten in the training step), so loader
   workers, which only gather the selection's batches, are safe.
 
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from selectkit.distributed import Comm
 from selectkit.errors import ConfigError, SelectionError
 from selectkit.hooks import TrainingHook
 from selectkit.providers import PoolScorer, embed_batch
@@ -110,21 +112,30 @@ class StepRemining(TrainingHook):
         if not plan or self.dataset is None:
             raise SelectionError(f"{self.setting}: no mining plan or training set yet (the selector has not run, or the hook was not given the training set)")
         items = np.unique(np.concatenate([plan["anchors"], plan["positives"], plan["corpus"]])).astype(np.int64)
-        # every rank refreshes at the same step, so the scorer's sharding over ranks and all-gather is
-        # safe here, and each rank embeds 1/world of the items instead of all of them; no memory cap:
-        # the items are a subset of the pool whose embeddings the selector already computed under
-        # providers.memory_cap_gb
+        # no memory cap: the items are a subset of the pool whose embeddings the selector already
+        # computed under providers.memory_cap_gb
         scorer = PoolScorer(module.adapter, self.dataset, batch_size=EMBED_BATCH, device=module.device, memory_cap_gb=math.inf, seed=self.seed, progress=False)
         scorer.epoch = int(module.current_epoch)
-        # the plan is the same on every rank, so all ranks skip the pass together when it is empty
-        vectors = scorer.score(items, embed_batch, "embeddings") if items.size else np.zeros((0, 1), dtype=np.float32)
-        vectors = check_vectors(vectors, "embeddings", f"{self.selector.config_path}.space")
+        vectors = check_vectors(self._embedded(scorer, items), "embeddings", f"{self.selector.config_path}.space")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         corpus_vectors = np.ascontiguousarray(vectors[np.searchsorted(items, plan["corpus"])])
         config = neighbor_config(self.selector.neighbors, self.selector.metric, self.selector.config_path)
         index = NeighborIndex(config=config).fit(corpus_vectors)
         digest = hashlib.sha1(vectors.tobytes()).hexdigest()[:16]
         return Snapshot(items, vectors, corpus_vectors, index, config, digest)
+
+    @staticmethod
+    def _embedded(scorer: PoolScorer, items: np.ndarray) -> np.ndarray:
+        """The embeddings of ``items``, the same on every rank: every rank refreshes at the same step,
+        embeds its contiguous share of the items, and the shares are all-gathered in rank order."""
+        comm = Comm()
+        lo, hi = items.size * comm.rank // comm.world, items.size * (comm.rank + 1) // comm.world
+        part = scorer.score(items[lo:hi], embed_batch, "embeddings") if hi > lo else None
+        shapes = comm.all_gather_objects(None if part is None else (part.shape[1:], part.dtype.str), "hard negatives: snapshot shapes")
+        shape, dtype = next((s for s in shapes if s is not None), ((1,), "<f4"))
+        if part is None:
+            part = np.zeros((0, *shape), dtype=dtype)
+        return np.concatenate(comm.all_gather(part, "hard negatives: snapshot"))
 
     # ------------------------------------------------------------------ batches
     def prepare_batch(self, module: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -223,22 +234,13 @@ class StepRemining(TrainingHook):
 
     # ------------------------------------------------------------------ records
     def epoch_summary(self, module: Any) -> dict[str, Any]:
-        import torch.distributed as dist
-
         if not self._log:
             return {}
-        counts = torch.tensor([r[1:] for r in self._log], dtype=torch.long)
-        agree = True
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = torch.device(module.device)
-            counts = counts.to(device)
-            dist.all_reduce(counts)
-            counts = counts.cpu()
-            seen: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(seen, self._digests)
-            agree = all(d == self._digests for d in seen)
+        comm = Comm()
+        counts = comm.all_sum(np.array([r[1:] for r in self._log], dtype=np.int64))
+        agree = all(d == self._digests for d in comm.all_gather_objects(self._digests, "hard negatives: snapshot digests"))
         table = counts.tolist()
-        total = counts.sum(dim=0).tolist()
+        total = counts.sum(axis=0).tolist()
         return {
             "remine_every_steps": self.every,
             "refreshes": len(self._log),

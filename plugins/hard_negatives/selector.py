@@ -6,11 +6,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from selectkit.distributed import Comm, keyed_uniform
 from selectkit.errors import ConfigError
 from selectkit.sampling import subset_size
 from selectkit.selection import Tuples
 from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
-from selectkit_plugins.hard_negatives.mining import FILTERS, MiningSettings, check_vectors, mine, neighbor_config, scores_of
+from selectkit_plugins.hard_negatives.mining import FILTERS, Mined, MiningSettings, check_vectors, mine, neighbor_config, scores_of
+from selectkit_plugins.smote.shards import checked_rows, fetch_rows, reshard
 
 _ANCHORS = 0x484E
 _POSITIVES = 0x504F
@@ -19,11 +21,16 @@ _DRAWS = 0x4452
 _OPTIONAL_REAL = AnyOf((IsNone(), Interval()))
 
 
-def _rows(x: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """``x[items]``, as a view when the items are one contiguous range (a large corpus is not copied)."""
-    if items.size and items[-1] - items[0] + 1 == items.size and np.all(np.diff(items) == 1):
-        return x[int(items[0]) : int(items[-1]) + 1]
-    return x[items]
+def _assembled(comm: Comm, local: Mined) -> Mined:
+    """Every rank's `Mined` (each for its own run of the anchors, in rank order) as one, on every rank."""
+    k = local.negatives.shape[1]
+    rec = np.empty(local.found.size, dtype=[("negatives", "i8", (k,)), ("scores", "f4", (k,)), ("found", "i8"), ("padded", "i8"), ("depth", "i8")])
+    for name in rec.dtype.names:
+        rec[name] = getattr(local, name)
+    every = np.concatenate(comm.all_gather(rec, "hard negatives: mined"))
+    totals = comm.all_sum(np.array([local.removed.get(f, 0) for f in FILTERS] + [local.retrieved], dtype=np.int64))
+    removed = {f: int(v) for f, v in zip(FILTERS, totals[:-1])}
+    return Mined(*(every[name].copy() for name in rec.dtype.names), removed=removed, retrieved=int(totals[-1]), search=local.search)
 
 
 class HardNegatives(Selector):
@@ -40,6 +47,14 @@ class HardNegatives(Selector):
     ``positives``, or ``auto``: with pairs every item that is no pair's anchor (the documents, not
     the queries), with labels every item.
 
+    Over several ranks (``sharded``): each rank reads its shard of ``space``; the corpus's rows are cut
+    in the pool's logical blocks over the ranks, every rank mines for the anchors of its own shard
+    through `selectkit.distributed.sharded_knn` (each rank searches its corpus shard, the candidates
+    are merged by (score, id)), the positives' vectors come from their ranks, and the mined tuples
+    are gathered in anchor order, the same on every rank and at every world size. Only labels and
+    pairs are whole. The anchor subset and the label positives are keyed by pool position
+    (``ctx.key``), the random choices among candidates by (anchor, candidate).
+
     Filters, in order (`selectkit_plugins.hard_negatives.mining`): the margins to the positive's
     score (``absolute_margin``, ``relative_margin``), the false-negative guard
     (``false_negative_ratio``: drop candidates scoring above that multiple of the positive's score),
@@ -51,7 +66,7 @@ class HardNegatives(Selector):
 
     ``meta`` holds the table of what was mined and filtered: retrieved candidates, removals per
     filter, short, skipped and padded anchors, depths, score means, how the search ran (``search``:
-    backend, precision, queries rechecked in float32), and (from the second mining on)
+    corpus size, backend, the ranks and the sharded searches), and (from the second mining on)
     the share of anchors whose negatives changed since the previous mining. The latest mined tuples
     (global ids: anchors, positives, negatives) and their epoch are the selector's state, so they
     travel in checkpoints.
@@ -71,7 +86,7 @@ class HardNegatives(Selector):
         positives: ``auto`` | ``pairs`` | ``labels``.
         exclude_same_label: exclude items of the anchor's label, when the data has labels.
         corpus: ``auto`` | ``all`` | ``positives``.
-        fraction: share of the anchors mined for, in (0, 1] (a random subset from ``ctx.rng``).
+        fraction: share of the anchors mined for, in (0, 1] (a random subset, keyed by position).
         depth: candidates retrieved per anchor at first.
         max_depth: deepest search for anchors left short (``depth`` disables widening).
         rank_min, rank_max: the rank window among surviving candidates (``rank_max`` null: no bound).
@@ -88,6 +103,7 @@ class HardNegatives(Selector):
     name = "hard_negatives"
     returns = Tuples
     default_schedule = "once"
+    sharded = True
     parameter_constraints = {
         "negatives": Interval(1, None, integer=True),
         "space": Check(lambda v: isinstance(v, str) and bool(v), "a provider name such as embeddings or features"),
@@ -199,33 +215,42 @@ class HardNegatives(Selector):
             if mode is None:
                 raise self._error("positives", "=auto: this pool offers neither 'pairs' nor 'labels', so no anchor has a positive")
         labels = self._labels(pool, mode)
-        vectors = check_vectors(pool.get(self.space), f"{self.space!r} vectors", f"{self.config_path}.space")
-        if vectors.shape[0] != n:
-            raise self._error("space", f": {self.space!r} has {vectors.shape[0]} rows for {n} pool items")
-        rng = ctx.rng(_ANCHORS)
+        comm = pool.collectives()
+        setting = f"{self.config_path}.space"
+        vectors = checked_rows(comm, pool.local(self.space), lambda x, offset: check_vectors(x, f"{self.space!r} vectors", setting, offset), setting)
         meta: dict[str, Any] = {"positives": mode, "space": self.space, "metric": self.metric, "same_label_excluded": labels is not None and bool(self.exclude_same_label)}
         if mode == "pairs":
-            anchors, ptr, pos_items, corpus_items = self._pairs(pool, rng, meta)
+            anchors, ptr, pos_items, corpus_items = self._pairs(pool, ctx, meta)
         else:
-            anchors, ptr, pos_items, corpus_items = self._labelled(labels, rng, ctx, meta)
+            anchors, ptr, pos_items, corpus_items = self._labelled(labels, ctx, meta)
         k = int(self.negatives)
         if anchors.size == 0:
             raise self._error("positives", f"={mode}: no anchor has a positive in this pool of {n} items")
-        # positives' scores: margins refer to each anchor's lowest
-        owners = np.repeat(np.arange(anchors.size), np.diff(ptr))
-        pos_scores = scores_of(self.metric, vectors[anchors[owners]], vectors[pos_items])
-        reference = np.minimum.reduceat(pos_scores, ptr[:-1]) if pos_scores.size else np.zeros(0, np.float32)
-        keys = np.unique(owners.astype(np.int64) * n + pos_items)
+        if corpus_items.size == 0:
+            raise self._error("corpus", f"={self.corpus}: no item of this pool of {n} is in the corpus (every item anchors a pair); set corpus to all")
         config = neighbor_config(self.neighbors, self.metric, self.config_path)
         same = labels is not None and self.exclude_same_label
         if self.remine_every_steps is not None:
             self._plan = self._mining_plan(pool, anchors, ptr, pos_items, corpus_items, labels if same else None, ctx)
-        result = mine(
-            vectors[anchors], _rows(vectors, corpus_items), anchor_items=anchors, corpus_items=corpus_items, reference=reference,
-            positive_keys=keys, n_items=n, settings=self.settings(), seed=int(ctx.rng(_DRAWS).integers(2**62)), config=config,
-            anchor_labels=labels[anchors] if same else None, corpus_labels=labels[corpus_items] if same else None,
-            setting=self.config_path,
+        # this rank mines for the anchors of its shard; the positives' vectors come from their ranks
+        lo, hi = vectors.layout.lo, vectors.layout.hi
+        a0, a1 = (int(i) for i in np.searchsorted(anchors, [lo, hi]))
+        mine_ptr = ptr[a0 : a1 + 1] - ptr[a0]
+        mine_pos = pos_items[ptr[a0] : ptr[a1]]
+        owners = np.repeat(np.arange(a1 - a0), np.diff(mine_ptr))
+        anchor_vectors = vectors.local[anchors[a0:a1] - lo]
+        pos_scores = scores_of(self.metric, anchor_vectors[owners], fetch_rows(comm, vectors, mine_pos, "hard negatives: positives"))
+        # margins refer to each anchor's lowest positive score
+        reference = np.minimum.reduceat(pos_scores, mine_ptr[:-1]) if pos_scores.size else np.zeros(0, np.float32)
+        corpus_comm, corpus = reshard(comm, vectors, corpus_items, "hard negatives: corpus")
+        local = mine(
+            anchor_vectors, corpus, anchor_items=anchors[a0:a1], corpus_items=corpus_items, reference=reference,
+            positive_keys=np.unique(owners.astype(np.int64) * n + mine_pos), n_items=n, settings=self.settings(),
+            seed=int(ctx.rng(_DRAWS).integers(2**62)), config=config, anchor_labels=labels[anchors[a0:a1]] if same else None,
+            corpus_labels=labels[corpus_items] if same else None, setting=self.config_path, comm=corpus_comm, row_offset=a0,
         )
+        result = _assembled(comm, local)
+        pos_scores = np.concatenate(comm.all_gather(pos_scores.astype(np.float32), "hard negatives: positive scores"))
         short = result.short
         if short.any() and self.on_short == "error":
             first = int(np.flatnonzero(short)[0])
@@ -293,15 +318,23 @@ class HardNegatives(Selector):
         except ConfigError:
             return None
 
-    def _pairs(self, pool: Pool, rng: np.random.Generator, meta: dict[str, Any]):
+    def _subset(self, ctx: SelectContext, candidates: np.ndarray) -> np.ndarray:
+        """A ``fraction`` of the sorted pool positions ``candidates``, sorted: those with the smallest
+        keyed numbers (``ctx.key``, by position), so the anchors are the same at every world size."""
+        size = subset_size(candidates.size, self.fraction)
+        if size >= candidates.size:
+            return candidates
+        u = keyed_uniform(ctx.key(_ANCHORS), candidates)
+        return np.sort(candidates[np.lexsort((candidates, u))[:size]])
+
+    def _pairs(self, pool: Pool, ctx: SelectContext, meta: dict[str, Any]):
         """Anchors (sorted), CSR of their positives, and the corpus, from the pool's pairs."""
         n = len(pool)
         pairs = np.asarray(pool.get("pairs"), dtype=np.int64).reshape(-1, 2)
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
         pairs = np.unique(pairs, axis=0)
         every = np.unique(pairs[:, 0])
-        drawn = np.sort(rng.permutation(every.size)[: subset_size(every.size, self.fraction)]) if every.size else every
-        anchors = every[drawn]
+        anchors = self._subset(ctx, every)
         chosen = pairs[np.isin(pairs[:, 0], anchors)]
         ptr = np.concatenate([[0], np.cumsum(np.bincount(np.searchsorted(anchors, chosen[:, 0]), minlength=anchors.size))])
         if self.corpus == "all":
@@ -313,14 +346,15 @@ class HardNegatives(Selector):
         meta.update({"pairs": int(pairs.shape[0]), "anchors_with_pairs": int(every.size)})
         return anchors, ptr.astype(np.int64), chosen[:, 1].copy(), corpus_items
 
-    def _labelled(self, labels: np.ndarray | None, rng: np.random.Generator, ctx: SelectContext, meta: dict[str, Any]):
-        """Anchors (sorted), one random same-label positive each, and the corpus (every item)."""
+    def _labelled(self, labels: np.ndarray | None, ctx: SelectContext, meta: dict[str, Any]):
+        """Anchors (sorted), one random same-label positive each (keyed by the anchor's position), and
+        the corpus (every item)."""
         if labels is None:
             raise self._error("positives", "=labels: this pool has no labels")
         n = labels.shape[0]
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
-        drawn = np.sort(rng.permutation(n)[: subset_size(n, self.fraction)])
+        drawn = self._subset(ctx, np.arange(n, dtype=np.int64))
         alone = counts[inverse[drawn]] < 2
         anchors = drawn[~alone].astype(np.int64)
         order = np.argsort(inverse, kind="stable")
@@ -328,7 +362,7 @@ class HardNegatives(Selector):
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n) - starts[inverse[order]]
         c = inverse[anchors]
-        u = (ctx.rng(_POSITIVES).random(anchors.shape[0]) * (counts[c] - 1)).astype(np.int64)
+        u = (keyed_uniform(ctx.key(_POSITIVES), anchors) * (counts[c] - 1)).astype(np.int64)
         positives = order[starts[c] + u + (u >= rank[anchors])].astype(np.int64)
         meta.update({"anchors_drawn": int(drawn.size), "skipped_no_positive": int(alone.sum())})
         return anchors, np.arange(anchors.size + 1, dtype=np.int64), positives, np.arange(n, dtype=np.int64)

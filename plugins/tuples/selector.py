@@ -29,6 +29,7 @@ class RandomTuples(Selector):
     name = "random_tuples"
     requires = frozenset({"labels"})
     returns = Tuples
+    sharded = True  # labels only, which every rank holds whole: every rank draws the same tuples
     parameter_constraints = {
         "fraction": Interval(0.0, 1.0, low_closed=False),
         "negatives": Interval(0, None, integer=True),

@@ -2,8 +2,9 @@
 
 The pool (600 items in blocks of 64, so every rank of a world of 4 owns rows) offers every provider a
 run offers, precomputed from one seed: features, embeddings, labels (imbalanced, for the SMOTE family),
-probs, mc_probs, losses, grad_embeddings; acquisitions choose from the unlabelled items beside a
-labelled set. Each case's result is saved whole, so the test compares world 2 and 4 against world 1.
+probs, mc_probs, losses, grad_embeddings, and (query, document) pairs; acquisitions choose from the
+unlabelled items beside a labelled set. Each case's result is saved whole, so the test compares world 2
+and 4 against world 1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ CASES = [
     ("leverage_bernoulli", "leverage", {"budget": 60, "scheme": "bernoulli"}, 0, False),
     ("leverage_replacement", "leverage", {"budget": 60, "scheme": "replacement"}, 0, False),
     ("sensitivity", "sensitivity", {"size": 60, "k": 6, "embedding": "features", "cluster_term": "size"}, 0, False),
+    ("sensitivity_loss", "sensitivity", {"size": 60, "k": 6, "embedding": "model"}, 0, False),
+    ("sensitivity_replacement", "sensitivity", {"size": 60, "k": 6, "embedding": "features", "by_label": False, "scheme": "replacement", "lipschitz": 0.5}, 1, False),
+    ("sensitivity_encoder", "sensitivity", {"size": 60, "k": 6, "embedding": "encoder", "cluster_term": "size", "max_points_per_centroid": 20, "neighbors": {"metric": "cosine"},
+                                            "encoder": {"_target_": "selectkit_plugins.sensitivity.RandomProjection", "out_features": 3}}, 0, False),
     ("smote", "smote", {}, 0, False),
     ("borderline_smote", "borderline_smote", {}, 0, False),
     ("adasyn", "adasyn", {}, 0, False),
@@ -34,7 +39,11 @@ CASES = [
     ("random_over", "random_over", {}, 0, False),
     ("random_under", "random_under", {}, 0, False),
     ("random_tuples", "random_tuples", {"fraction": 0.3, "negatives": 2}, 1, False),
-    ("hard_negatives", "hard_negatives", {"negatives": 2, "fraction": 0.3, "depth": 16}, 0, False),
+    ("hard_negatives", "hard_negatives", {"negatives": 2, "fraction": 0.3, "depth": 16, "positives": "labels"}, 0, False),
+    ("hard_negatives_pad", "hard_negatives", {"negatives": 3, "fraction": 0.5, "depth": 4, "max_depth": 8, "positives": "labels", "space": "features",
+                                              "metric": "l2", "exclude_same_label": False, "min_score": -2.0, "sampling": "random", "rank_max": 6,
+                                              "on_short": "pad"}, 0, False),
+    ("hard_negatives_pairs", "hard_negatives", {"negatives": 2, "positives": "pairs", "depth": 8, "relative_margin": 0.05, "rank_min": 1}, 0, False),
     ("least_confidence", "least_confidence", {"budget": 25}, 0, True),
     ("margin", "margin", {"budget": 25}, 0, True),
     ("entropy_power", "entropy", {"budget": 25, "stochastic": "power"}, 0, True),
@@ -75,6 +84,7 @@ def arrays() -> dict[str, np.ndarray]:
 
 def make_pool(comm, acquisition: bool):
     """The pool of a case: every item, or the unlabelled items beside the labelled set."""
+    from selectkit.providers import pairs_provider
     from selectkit.selector import Pool
 
     values = arrays()
@@ -84,6 +94,10 @@ def make_pool(comm, acquisition: bool):
 
     providers = {name: provider(name) for name in values}
     if not acquisition:
+        # (query, document) pairs for hard_negatives' positives=pairs: queries 0..199, documents from 200 on
+        rng = np.random.default_rng(7)
+        queries = np.repeat(np.arange(200), rng.integers(1, 3, size=200))
+        providers["pairs"] = pairs_provider(queries, rng.integers(200, N, size=queries.size))
         return Pool(N, providers=providers, comm=comm, block_rows=BLOCK_ROWS, memory_cap_gb=1.0)
     order = np.random.default_rng(6).permutation(N)
     labelled, unlabelled = np.sort(order[:LABELLED]), np.sort(order[LABELLED:])

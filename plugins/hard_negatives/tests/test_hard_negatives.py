@@ -42,6 +42,27 @@ def test_contract_on_model_embeddings_with_random_sampling():
     check_selector(lambda **kw: HardNegatives(**{"negatives": 3, "sampling": "random", "rank_max": 20, **kw}), stochastic=True)
 
 
+def test_sharded_and_only_selectkit_distributed_calls_torch_distributed():
+    """The family reads its vectors by shard (whole only labels and pairs), and talks to the other
+    ranks through `selectkit.distributed.Comm` alone, never torch.distributed itself."""
+    import ast
+
+    from selectkit_plugins.smote import SMOTESelector
+    from selectkit_plugins.tuples import RandomTuples
+
+    for cls in (HardNegatives, RandomTuples, SMOTESelector):
+        assert cls.sharded and not cls.gathers, f"{cls.__name__} is sharded and gathers nothing whole"
+    plugins = Path(__file__).resolve().parents[2]
+    for folder in ("hard_negatives", "smote", "tuples"):
+        for path in (plugins / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+                module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+                assert not any(n.startswith("torch.distributed") for n in names) and not module.startswith("torch.distributed"), path.name
+                assert not (module == "torch" and "distributed" in names), path.name
+                assert not (isinstance(node, ast.Attribute) and node.attr == "distributed" and getattr(node.value, "id", "") == "torch"), path.name
+
+
 def test_config():
     sel = check_selector_config("hard_negatives", str(YAML))
     assert isinstance(sel, HardNegatives) and sel.default_schedule == "once"
@@ -185,7 +206,7 @@ def test_false_negative_guard_and_margins_hold_in_the_scores():
     removed = out.meta["removed"]
     assert set(removed) == set(FILTERS) and removed["same_label"] > 0 and removed["absolute_margin"] + removed["relative_margin"] > 0
     search = out.meta["search"]  # how the neighbour search ran, for the manifest
-    assert search["backend"] == "flat" and search["n"] == len(x) and search["precision"] in ("fp32", "bf16") and search["rechecked"] >= 0
+    assert search["backend"] == "flat" and search["n"] == len(x) and search["sharded"] and search["ranks"] == 1 and search["searches"] >= 1
 
 
 # ----------------------------------------------------------------------------------- sampling
