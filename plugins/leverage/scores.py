@@ -24,9 +24,13 @@ the path:
   back to uniform.
 
 Every pass cuts each block into sub-blocks of `SUB_BYTES` that run on ``torch.get_num_threads()``
-worker threads, torch's own kernels on one thread meanwhile (its count is restored afterwards; do
-not run other torch work in parallel threads of the process meanwhile). Results are combined in
-sub-block order, so the scores do not depend on the thread count.
+worker threads. The workers' products are numpy's (its BLAS held at one thread meanwhile through
+threadpoolctl, BLAS only, restored afterwards); torch's thread settings are never changed, and the
+workers run no torch kernels: a torch matrix product on a thread other than the one that set torch's
+count starts its own OpenMP team, which both oversubscribes the cores and leaves the process with more
+OpenMP threads than cores (GNU OpenMP then shortens every later spin-wait: the run's later training
+steps were up to 40x faster under load after leverage than after another selector; docs/benchmarks.md).
+Results are combined in sub-block order, so the scores do not depend on the thread count.
 
 Sketched scores (`sketched_scores`) follow the fast approximation of leverage scores by random
 projection: one pass forms a CountSketch ``S A`` (``sketch_size`` rows, each row of ``A`` added with a
@@ -112,12 +116,12 @@ class Blocks:
             block = np.ascontiguousarray(np.asarray(self.read(start, stop)).reshape(stop - start, -1), dtype=np_dtype)
             if block.shape != (stop - start, self.d):
                 raise ValueError(f"block {start}:{stop} has shape {block.shape}, expected {(stop - start, self.d)}")
+            if self.row_scale is not None:
+                block = block * np.asarray(self.row_scale[start:stop], dtype=np_dtype)[:, None]
             with warnings.catch_warnings():
-                # a read-only memory map: blocks are only read (scaling makes a new tensor)
+                # a read-only memory map: blocks are only read (scaling makes a new array)
                 warnings.simplefilter("ignore", UserWarning)
                 t = torch.from_numpy(block)
-            if self.row_scale is not None:
-                t = t * torch.from_numpy(np.asarray(self.row_scale[start:stop], dtype=np_dtype))[:, None]
             yield start, t
 
 
@@ -178,40 +182,36 @@ def _each_sub_block(
     """``work(index, first_row, sub_block)`` for every sub-block; ``combine(result)`` on the calling
     thread, in sub-block order, as each block's results come in.
 
-    The sub-blocks of a block run on ``torch.get_num_threads()`` threads, each running torch's
-    kernels on one thread (torch's count is set to 1 meanwhile and restored): one product per
-    sub-block and no thread synchronisation inside the kernels, which a loaded machine punishes.
-    The next block is read while the current one is worked on; blocks are read in order, by the
-    calling thread only.
+    The sub-blocks of a block run on ``torch.get_num_threads()`` threads; ``work`` computes with
+    numpy, whose BLAS is held at one thread meanwhile: one product per sub-block and no thread
+    synchronisation inside the kernels, which a loaded machine punishes. Torch's settings are left
+    alone (``work`` must not run torch kernels; see the module docstring). The next block is read
+    while the current one is worked on; blocks are read in order, by the calling thread only.
     """
     from selectkit.neighbors.lloyd import single_threaded_blas
 
     threads = max(1, torch.get_num_threads())
     pool = _pool(threads) if threads > 1 else None
-    torch.set_num_threads(1)
-    try:
-        with single_threaded_blas():  # numpy's BLAS (the Gram pass) on one thread per worker as well
-            it = blocks.iterate(dtype)
-            item = next(it, None)
-            index = 0
-            while item is not None:
-                start, block = item
-                jobs = [(index + j, start + s, block[s:e]) for j, (s, e) in enumerate(_sub_blocks(block.shape[0], blocks.d))]
-                index += len(jobs)
-                if pool is None:
-                    results = [work(*job) for job in jobs]
+    with single_threaded_blas():
+        it = blocks.iterate(dtype)
+        item = next(it, None)
+        index = 0
+        while item is not None:
+            start, block = item
+            jobs = [(index + j, start + s, block[s:e]) for j, (s, e) in enumerate(_sub_blocks(block.shape[0], blocks.d))]
+            index += len(jobs)
+            if pool is None:
+                results = [work(*job) for job in jobs]
+                item = next(it, None)
+            else:
+                futures = [pool.submit(work, *job) for job in jobs]
+                try:
                     item = next(it, None)
-                else:
-                    futures = [pool.submit(work, *job) for job in jobs]
-                    try:
-                        item = next(it, None)
-                    finally:
-                        results = [f.result() for f in futures]
-                if combine is not None:
-                    for r in results:
-                        combine(r)
-    finally:
-        torch.set_num_threads(threads)
+                finally:
+                    results = [f.result() for f in futures]
+            if combine is not None:
+                for r in results:
+                    combine(r)
 
 
 def gram(blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
@@ -282,20 +282,20 @@ def eigh(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row_norms(blocks: Blocks, m: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-    """Squared row norms of ``A m``, block by block (one product per sub-block into a reused buffer)."""
+    """Squared row norms of ``A m``, block by block (one product per sub-block into a reused buffer;
+    the norms summed in the product's precision)."""
     out = np.empty(blocks.n, dtype=np.float64)
-    mt = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32 if dtype == torch.float32 else np.float64))
+    mt = np.ascontiguousarray(m, dtype=np.float32 if dtype == torch.float32 else np.float64)
     local = threading.local()
 
     def work(_index: int, start: int, x: torch.Tensor) -> None:
         rows = x.shape[0]
         buf = getattr(local, "buf", None)
         if buf is None or buf.shape[0] < rows:
-            buf = local.buf = torch.empty((rows, mt.shape[1]), dtype=mt.dtype)
-            local.norms = torch.empty(rows, dtype=mt.dtype)
-        q = torch.mm(x, mt, out=buf[:rows])
-        norms = torch.linalg.vector_norm(q, dim=1, out=local.norms[:rows])
-        np.square(norms.numpy(), out=out[start : start + rows], dtype=np.float64)
+            buf = local.buf = np.empty((rows, mt.shape[1]), dtype=mt.dtype)
+            local.norms = np.empty(rows, dtype=mt.dtype)
+        q = np.matmul(x.numpy(), mt, out=buf[:rows])
+        out[start : start + rows] = np.einsum("ij,ij->i", q, q, out=local.norms[:rows])
 
     _each_sub_block(blocks, dtype, work)
     return out
@@ -303,20 +303,19 @@ def _row_norms(blocks: Blocks, m: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 
 def _refine(blocks: Blocks, w: np.ndarray, ridge: float, dtype: torch.dtype) -> np.ndarray:
     """One Cholesky-QR2 step: ``W`` times the whitening of the Gram matrix of ``A W`` (+ ridge part)."""
-    wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32 if dtype == torch.float32 else np.float64))
+    wt = np.ascontiguousarray(w, dtype=np.float32 if dtype == torch.float32 else np.float64)
     local = threading.local()
 
-    def work(_index: int, _start: int, x: torch.Tensor) -> torch.Tensor:
+    def work(_index: int, _start: int, x: torch.Tensor) -> np.ndarray:
         rows = x.shape[0]
         buf = getattr(local, "buf", None)
         if buf is None or buf.shape[0] < rows:
-            buf = local.buf = torch.empty((rows, wt.shape[1]), dtype=wt.dtype)
-        q = torch.mm(x, wt, out=buf[:rows])
-        return (q.T @ q).double()
+            buf = local.buf = np.empty((rows, wt.shape[1]), dtype=wt.dtype)
+        q = np.matmul(x.numpy(), wt, out=buf[:rows])
+        return (q.T @ q).astype(np.float64, copy=False)
 
-    g2 = torch.zeros((w.shape[1], w.shape[1]), dtype=torch.float64)
-    _each_sub_block(blocks, dtype, work, g2.add_)
-    g2 = g2.numpy()
+    g2 = np.zeros((w.shape[1], w.shape[1]), dtype=np.float64)
+    _each_sub_block(blocks, dtype, work, lambda r: np.add(g2, r, out=g2))
     if ridge:
         g2 += ridge * (w.T @ w)
     _check_finite(g2)
@@ -440,7 +439,7 @@ def sketch(
         if projection is not None and projection < w.shape[1]:
             m = w @ (rng.standard_normal((w.shape[1], int(projection))) / math.sqrt(projection))
     p = projection if projection is not None and projection < max(rank, 1) else None
-    estimate = math.expm1(2 * eps) + (3 * math.sqrt(2.0 / p) if p else 0.0)
+    estimate = math.expm1(2 * eps) + _projection_spread(p)
     meta = {
         "method": "sketch",
         "rank": rank,
@@ -455,17 +454,28 @@ def sketch(
     return Sketch(m, rank, g, colsum, estimate, meta, t0)
 
 
-def sketched_scores(
-    blocks: Blocks,
-    *,
-    sketch_size: int,
-    projection: int | None,
-    rng: np.random.Generator,
-    ridge: float = 0.0,
-    rtol: float = 1e-6,
-) -> Scores:
-    """Approximate leverage scores from a CountSketch of ``sketch_size`` rows (module docstring):
-    `sketch`, then its scoring pass.
+def sketch_error_floor(d: int, sketch_size: int, projection: int | None = None) -> float:
+    """The least ``rel_error_estimate`` a sketch of ``sketch_size`` rows of a ``d``-column matrix can
+    be expected to state: ``exp(2 sqrt(d / k)) - 1`` (plus the projection's term).
+
+    A random ``k``-row embedding of a ``d``-dimensional subspace distorts it by about ``sqrt(d / k)``
+    at least (the edge of the Marchenko-Pastur law); the estimate reads the distortion through two
+    independent sketches, and measured ``eps`` came out 1.3 to 1.6 times ``sqrt(d / k)`` (Gaussian
+    rows from 16 to 256 columns, Fashion-MNIST's 784 pixels). ``method: auto`` skips the sketch pass
+    when even this floor is above its tolerance.
+    """
+    p = projection if projection is not None and projection < d else None
+    return math.expm1(2.0 * math.sqrt(d / max(1, int(sketch_size)))) + _projection_spread(p)
+
+
+def _projection_spread(p: int | None) -> float:
+    """Three standard deviations of a squared norm under a ``p``-column Gaussian projection (0: none)."""
+    return 3 * math.sqrt(2.0 / p) if p else 0.0
+
+
+def sketched_scores(blocks: Blocks, **options: Any) -> Scores:
+    """Approximate leverage scores from a CountSketch (module docstring): `sketch` with ``options``
+    (``sketch_size``, ``projection``, ``rng``, ``ridge``, ``rtol``), then its scoring pass.
 
     ``projection`` columns of a Gaussian map shrink the scoring pass (None: no projection, the scores
     are those of ``A W`` exactly). The reported ``rel_error_estimate`` is
@@ -475,7 +485,7 @@ def sketched_scores(
     standard deviations of a squared norm under a ``p``-column Gaussian projection: a per-row bound that
     the tests check holds for at least 99% of rows.
     """
-    return sketch(blocks, sketch_size=sketch_size, projection=projection, rng=rng, ridge=ridge, rtol=rtol).scores(blocks)
+    return sketch(blocks, **options).scores(blocks)
 
 
 def _count_sketch(bucket: np.ndarray, sign: np.ndarray, k: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
 from selectkit import sampling
-from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketch
+from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketch, sketch_error_floor
 
 _DRAW = 0x4C56
 _TREE = 0x4C54
@@ -61,9 +61,10 @@ class LeverageSampling(Selector):
             Sensitivity Sampling").
         method: ``exact`` (blocked Cholesky-QR with a conditioning check and float64 fallback),
             ``sketch`` (CountSketch plus a Gaussian projection, error estimate in the metadata) or
-            ``auto``: from 256 columns on, and when the sketch has fewer rows than the pool, the sketch
-            pass runs and its scores are kept if its own error estimate is at most ``sketch_tol``;
-            otherwise exact scores (the metadata's ``method`` says which ran).
+            ``auto``: from 256 columns on, when the sketch has fewer rows than the pool and could state
+            an error within ``sketch_tol`` (`sketch_error_floor`), the sketch pass runs and its scores
+            are kept if its own error estimate is at most ``sketch_tol``; otherwise exact scores (the
+            metadata's ``method`` says which ran, ``auto`` why).
         source: ``features`` (raw inputs) or ``embeddings`` (the model's).
         ridge: for ``score: ridge``, ``lambda`` as a multiple of the mean eigenvalue of ``A^T A``
             (its trace over d), > 0.
@@ -191,10 +192,15 @@ class LeverageSampling(Selector):
                 raise self.param_error("sketch_size", f"is {k}, more rows than the pool's {n} items; give at most {n}")
             if self.projection is not None and self.projection > d:
                 raise self.param_error("projection", f"is {self.projection}, more than the {d} columns; give at most {d} or null")
+            tol = float(self.sketch_tol)
+            floor = sketch_error_floor(d, int(k), self.projection)
+            if self.method == "auto" and floor > tol:
+                scores = exact_scores(blocks, ridge=ridge)
+                scores.meta.update({"auto": f"exact: a sketch of {k} rows cannot state an error within sketch_tol", "sketch_error_floor": round(floor, 6), "sketch_tol": tol})
+                return scores
             sk = sketch(blocks, sketch_size=int(k), projection=self.projection, rng=ctx.rng(_SKETCH, per_epoch=False), ridge=ridge)
             if self.method == "sketch":
                 return sk.scores(blocks)
-            tol = float(self.sketch_tol)
             facts = {"sketch_error_estimate": sk.meta["rel_error_estimate"], "sketch_tol": tol, "sketch_pass_s": sk.meta["seconds"]}
             if sk.estimate <= tol:
                 scores = sk.scores(blocks)

@@ -1,6 +1,7 @@
 """Leverage sampling: the selector contract, scores against a float64 reference, the sketch's stated
 tolerance, pivotal sampling's inclusion probabilities and fixed size, weights, bad input, blocks."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,37 @@ def test_scores_do_not_depend_on_the_thread_count():
     assert all(np.array_equal(got[0], x) for x in got[1:])
 
 
+_NATIVE_THREADS = """
+import os, threading
+import numpy as np
+import torch
+from selectkit.neighbors.lloyd import single_threaded_blas
+from selectkit_plugins.leverage.scores import Blocks, exact_scores
+torch.set_num_threads(2)
+a = torch.randn(512, 256)
+torch.mm(a, a.T)  # torch's own OpenMP team
+with single_threaded_blas():  # scipy's BLAS loaded
+    pass
+native = lambda: len(os.listdir("/proc/self/task")) - threading.active_count()
+before = native()
+exact_scores(Blocks.of(np.random.default_rng(0).standard_normal((50_000, 64)).astype(np.float32)))
+print(before, native(), torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_scoring_workers_leave_no_threads_of_their_own_behind():
+    # a torch product on a worker thread starts an OpenMP team for that thread; those threads stay,
+    # oversubscribe the cores, and change how every later OpenMP wait in the process spins
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _NATIVE_THREADS], capture_output=True, text=True, check=True).stdout.split()
+    before, after, threads = (int(v) for v in out)
+    assert after == before, f"{after - before} native threads started by the scoring workers"
+    assert threads == 2
+
+
 def test_rank_deficient_features_drop_to_the_numerical_rank():
     rng = np.random.default_rng(2)
     a = rng.standard_normal((2000, 9)).astype(np.float32)
@@ -185,20 +217,36 @@ def test_sketched_scores_within_their_stated_tolerance():
 
 
 def test_auto_runs_exact_when_the_sketch_bound_exceeds_its_tolerance():
-    # 8,192 x 256: the default sketch (4,096 rows) states an error far above 5%, so auto keeps exact
-    a = _matrix(8192, 256, 5.0, seed=3)
-    pool = Pool(8192, features=a)
-    auto = LeverageSampling(budget=200).select(pool, SelectContext(seed=0))
-    exact = LeverageSampling(budget=200, method="exact").select(pool, SelectContext(seed=0))
-    assert auto.meta["method"].startswith("cholesky_qr")
-    assert auto.meta["sketch_error_estimate"] > auto.meta["sketch_tol"] == 0.05
-    assert auto.meta["auto"].startswith("exact")
+    # 4,096 x 256 and a sketch of 1,024 rows: it states an error far above 5%, so auto keeps exact
+    a = _matrix(4096, 256, 5.0, seed=3)
+    pool = Pool(4096, features=a)
+    lev = lambda **kw: LeverageSampling(budget=200, sketch_size=1024, **kw).select(pool, SelectContext(seed=0))
+    exact = lev(method="exact")
+    stated = lev(method="sketch").meta["rel_error_estimate"]
+    floor = scores.sketch_error_floor(256, 1024)
+    assert 0.05 < floor < stated, "the floor is below what the sketch states, and above the default tolerance"
+    # default tolerance: even the floor is above it, so no sketch pass runs
+    auto = lev()
+    assert auto.meta["method"].startswith("cholesky_qr") and auto.meta["auto"].startswith("exact")
+    assert auto.meta["sketch_error_floor"] > auto.meta["sketch_tol"] == 0.05 and "sketch_error_estimate" not in auto.meta
     assert np.array_equal(auto.indices, exact.indices) and np.array_equal(auto.weights, exact.weights)
-    loose = LeverageSampling(budget=200, sketch_tol=10.0).select(pool, SelectContext(seed=0))
+    # a tolerance between the floor and the estimate: the sketch runs, states too much, exact runs
+    between = lev(sketch_tol=(floor + stated) / 2)
+    assert between.meta["method"].startswith("cholesky_qr") and between.meta["sketch_error_estimate"] == stated > between.meta["sketch_tol"]
+    assert np.array_equal(between.indices, exact.indices)
+    loose = lev(sketch_tol=100.0)
     assert loose.meta["method"] == "sketch" and loose.meta["auto"].startswith("sketch")
-    assert loose.meta["rel_error_estimate"] == loose.meta["sketch_error_estimate"] <= 10.0
+    assert loose.meta["rel_error_estimate"] == loose.meta["sketch_error_estimate"] == stated
     narrow = LeverageSampling(budget=20).select(make_pool(), SelectContext(seed=0))
     assert narrow.meta["method"].startswith("cholesky_qr") and "fewer than 256 columns" in narrow.meta["auto"]
+
+
+def test_the_sketch_error_floor_is_below_what_sketches_state():
+    rng = np.random.default_rng(0)
+    for n, d, k in ((20_000, 16, 256), (20_000, 32, 2048), (4096, 256, 1024)):
+        a = rng.standard_normal((n, d)).astype(np.float32)
+        sk = scores.sketch(Blocks.of(a), sketch_size=k, projection=None, rng=np.random.default_rng(1))
+        assert scores.sketch_error_floor(d, k) < sk.estimate, (n, d, k)
 
 
 # ------------------------------------------------------------------ designs
