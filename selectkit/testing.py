@@ -12,7 +12,12 @@ output invariants, the same result for the same (seed, stage, epoch) from fresh 
 round-trip through a real checkpoint (and refusal of a checkpoint saved with other parameters or by
 another selector), parameters validated at selection time (never in the constructor) with errors that
 name the setting, refusal of an empty pool, and refusal of a pool that lacks what the selector declares
-it requires. `make_pool` offers exactly the providers a real run offers, computed by the same code.
+it requires. Every ``select`` it makes, failed ones included, must leave the process-wide settings of
+`selectkit.threads.snapshot` (torch's thread counts and modes, BLAS and OpenMP threads, numba's,
+thread and allocator environment variables) as it found them: selectors run one after another in a
+process, and a setting one of them leaves behind changes how fast, or how, the next one and the
+training after it run. `make_pool` offers exactly the providers a real run offers, computed by the
+same code.
 Data sources run `check_source` (and any `BatchDataset` `check_batch_dataset`), from `selectkit.data.checks`.
 `check_selector_worlds` (from `selectkit.worlds`) runs a selector on 1, 2 and 4 gloo ranks over one
 sharded pool and asserts the same result at every world size.
@@ -20,8 +25,9 @@ sharded pool and asserts the same result at every world size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -101,6 +107,27 @@ def _same(a: Any, b: Any) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def keeps_process_settings(what: str) -> Iterator[None]:
+    """Assert that the block leaves `selectkit.threads.snapshot` as it found it (also when it raises);
+    the ``AssertionError`` names ``what`` and every setting that changed."""
+    from selectkit.threads import changes, snapshot
+
+    before = snapshot()
+    try:
+        yield
+    finally:
+        changed = changes(before, snapshot())
+        if changed:
+            raise AssertionError(f"{what} left process-wide settings changed ({'; '.join(changed)}); a selector must restore what it sets")
+
+
+def _select(sel: Selector, pool: Pool, ctx: SelectContext) -> Any:
+    """``sel.select(pool, ctx)``, asserting that it keeps the process-wide settings."""
+    with keeps_process_settings(f"{type(sel).__name__}.select"):
+        return sel.select(pool, ctx)
+
+
 def _check_acquisition(sel: Selector, out: Acquisition) -> None:
     """An acquisition holds at most its ``budget`` items, best first by score."""
     budget = sel.get_params().get("budget")
@@ -155,28 +182,28 @@ def check_selector(
     runs = {}
     for epoch in epochs:
         ctx = SelectContext(seed=0, epoch=epoch, stage=0)
-        out = sel.select(pool, ctx)
+        out = _select(sel, pool, ctx)
         assert isinstance(out, sel.returns), f"select returned {type(out).__name__}, the selector declares {sel.returns.__name__}"
         out.check(len(pool))
         if isinstance(out, Acquisition):
             _check_acquisition(sel, out)
         runs[epoch] = out
     for r in (1, 2):
-        a = factory().select(pool_factory(), SelectContext(seed=0, round=r))
-        b = factory().select(pool_factory(), SelectContext(seed=0, round=r))
+        a = _select(factory(), pool_factory(), SelectContext(seed=0, round=r))
+        b = _select(factory(), pool_factory(), SelectContext(seed=0, round=r))
         assert _same(a, b), f"round {r}: the same seed and round selected differently"
 
     fresh = factory()
     for epoch in reversed(epochs):
-        again = fresh.select(pool_factory(), SelectContext(seed=0, epoch=epoch, stage=0))
+        again = _select(fresh, pool_factory(), SelectContext(seed=0, epoch=epoch, stage=0))
         assert _same(runs[epoch], again), f"epoch {epoch}: a fresh instance with the same seed selected differently"
 
     restored = factory()
     restored.load_state_dict(_through_checkpoint(sel.state_dict()))
     later = max(epochs) + 1
     assert _same(
-        sel.select(pool_factory(), SelectContext(seed=0, epoch=later)),
-        restored.select(pool_factory(), SelectContext(seed=0, epoch=later)),
+        _select(sel, pool_factory(), SelectContext(seed=0, epoch=later)),
+        _select(restored, pool_factory(), SelectContext(seed=0, epoch=later)),
     ), "a selector restored from a checkpoint selects differently"
     for key in params:
         tampered = _through_checkpoint(sel.state_dict())
@@ -199,13 +226,13 @@ def check_selector(
     if stochastic:
         other = factory()
         differs = any(
-            not _same(runs[e], other.select(pool_factory(), SelectContext(seed=1, epoch=e))) for e in epochs
+            not _same(runs[e], _select(other, pool_factory(), SelectContext(seed=1, epoch=e))) for e in epochs
         )
         assert differs, "seed 1 selected exactly what seed 0 did at every epoch"
 
     empty = Pool(np.zeros(0, dtype=np.int64), providers={name: (lambda ids, **kw: np.zeros((0, 8), np.float32)) for name in pool.available()})
     try:
-        factory().select(empty, SelectContext(seed=0))
+        _select(factory(), empty, SelectContext(seed=0))
     except ConfigError:
         pass
     else:
@@ -215,7 +242,7 @@ def check_selector(
     if needs:
         bare = Pool(np.arange(10, dtype=np.int64))
         try:
-            factory().select(bare, SelectContext(seed=0))
+            _select(factory(), bare, SelectContext(seed=0))
         except ConfigError as err:
             assert any(n in str(err) for n in needs), f"error for missing data should name it: {err}"
         else:
@@ -225,7 +252,7 @@ def check_selector(
         for value in values:
             obj = factory(**{key: value})
             try:
-                obj.select(pool_factory(), SelectContext(seed=0))
+                _select(obj, pool_factory(), SelectContext(seed=0))
             except ConfigError as err:
                 assert f"{obj.config_path}.{key}" in str(err), f"error for {key}={value!r} must name the setting: {err}"
                 assert "\n" not in str(err), "errors must fit on one line"

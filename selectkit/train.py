@@ -466,6 +466,9 @@ def _check_selector_choice(argv: list[str]) -> None:
 
 def main() -> None:
     """Console entry point of ``selectkit-train``: bad settings stop here, in one line, exit code 2."""
+    from selectkit.threads import prefer_passive_waits
+
+    prefer_passive_waits()  # before torch loads its OpenMP runtime (see selectkit.threads)
     from selectkit.schema import precheck
 
     # modules in the folder the command runs from can be named by `_target_` (a user's own project)
