@@ -203,6 +203,9 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point of ``selectkit-select``: bad settings stop here, in one line, exit code 2."""
+    from selectkit.threads import prefer_passive_waits
+
+    prefer_passive_waits()  # before torch loads its OpenMP runtime (see selectkit.threads)
     from selectkit.schema import precheck
     from selectkit.train import _check_selector_choice
 
