@@ -46,7 +46,7 @@ demo: install data
 	$(VENV)/bin/selectkit-report $(DEMO_OUT)
 
 test: install data
-	@WANDB_MODE=disabled $(PY) -m pytest; rc=$$?; \
+	@WANDB_MODE=disabled OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 bench: install data
