@@ -441,7 +441,8 @@ def closing_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
     best = summary.get(f"best_{monitor}")
     parts = [f"{summary.get('selector', 'run')}"]
     if "rounds" in summary:
-        parts.append(f"{len(summary['rounds'])} rounds, {summary.get('labels_used', 0)} labels")
+        # the last row is the training on the final labelled set, which acquires nothing
+        parts.append(f"{max(len(summary['rounds']) - 1, 0)} rounds of acquisition, {summary.get('labels_used', 0)} labels")
     else:
         parts.append(f"{summary.get('epochs', 0)} epochs")
     if reached is not None:

@@ -83,7 +83,7 @@ def test_the_final_model_trains_on_every_label_bought(compose_cfg, tmp_path):
     before = [x for x in rows if x["round"] < final["round"]]
     assert rows[-1]["examples_seen"] - before[-1]["examples_seen"] == 60, "the final model's epoch went over every label bought"
     assert rows[-1]["val_acc"] == final["val_acc"]
-    assert f", 60 labels, final val_acc {final['val_acc']:.4f}" in closing_line(summary, out)
+    assert f"2 rounds of acquisition, 60 labels, final val_acc {final['val_acc']:.4f}" in closing_line(summary, out)
 
 
 def _strict(text):
