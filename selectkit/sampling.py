@@ -216,11 +216,25 @@ def pivotal(pi: np.ndarray, coords: np.ndarray, rng: np.random.Generator) -> np.
     sample size is ``sum(pi)`` when that is an integer (otherwise its floor or ceiling). Returns pool
     positions, ascending.
     """
+    chosen, survivor, residual = pivotal_tree(pi, coords, rng)
+    if survivor >= 0 and rng.random() < residual:
+        chosen = np.sort(np.append(chosen, survivor))
+    return chosen
+
+
+def pivotal_tree(pi: np.ndarray, coords: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int, float]:
+    """`pivotal` up to its last coin: ``(chosen, survivor, residual)``.
+
+    ``chosen`` are the positions the tree's duels took (and those with ``pi = 1``), ascending;
+    ``survivor`` is the position left undecided at the root (-1 when none) and ``residual`` its
+    remaining inclusion probability. Taking the survivor with probability ``residual`` completes the
+    design; a caller may instead hand it to a later pivotal pass with that probability.
+    """
     pi = np.asarray(pi, dtype=np.float64)
     certain = np.flatnonzero(pi >= 1 - TOL)
     open_ = np.flatnonzero((pi > TOL) & (pi < 1 - TOL))
     if open_.size == 0:
-        return certain.astype(np.int64)
+        return certain.astype(np.int64), -1, 0.0
     order, levels = pca_tree_levels(coords[open_], rng)
     n = open_.size
     # state per segment at the deepest level: every leaf holds its own item
@@ -258,7 +272,6 @@ def pivotal(pi: np.ndarray, coords: np.ndarray, rng: np.random.Generator) -> np.
         out_s[gone] = -1
         out_p[gone] = 0.0
         surv, prob = out_s, out_p
-    if surv[0] >= 0 and rng.random() < prob[0]:
-        chosen.append(surv[:1])
     local = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-    return np.sort(np.concatenate([certain, open_[local]])).astype(np.int64)
+    taken = np.sort(np.concatenate([certain, open_[local]])).astype(np.int64)
+    return (taken, int(open_[surv[0]]), float(prob[0])) if surv[0] >= 0 else (taken, -1, 0.0)

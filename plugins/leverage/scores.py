@@ -126,6 +126,62 @@ class Blocks:
 
 
 @dataclass
+class ShardBlocks:
+    """This rank's rows of an ``n x d`` matrix spread over ranks, cut in the pool's logical blocks.
+
+    Every pass that sums over rows (`gram`, the Cholesky-QR2 refinement, the ridge trace, the sketch)
+    forms one partial per logical block from that block's rows alone and adds the partials with
+    `selectkit.distributed.Comm.block_sum`, so the sums, and everything computed from them, are bit
+    for bit the same at every world size. Per-row results (scores, coordinates) stay on the rank.
+
+    Args:
+        parts: ``(block id, first pool position, Blocks of the block's rows)`` for this rank's blocks,
+            in block order.
+        n: rows of the whole matrix (every rank).
+        d: columns (agreed over the ranks: a rank without rows knows it too).
+        comm: the ranks (`selectkit.distributed.Comm`).
+        layout: this rank's `selectkit.distributed.ShardLayout` of the ``n`` rows.
+        read_rows: rows the parts read at a time (`Blocks.rows`; a read never crosses a logical block).
+    """
+
+    parts: list[tuple[int, int, "Blocks"]]
+    n: int
+    d: int
+    comm: Any
+    layout: Any
+    read_rows: int
+
+    @classmethod
+    def whole(cls, blocks: "Blocks") -> "ShardBlocks":
+        """A matrix held whole by this process, as one logical block (the sums are those of ``blocks``)."""
+        from selectkit.distributed import Comm, ShardLayout
+
+        n = max(1, blocks.n)
+        return cls([(0, 0, blocks)], blocks.n, blocks.d, Comm.alone(), ShardLayout(n, block_rows=n), blocks.rows)
+
+    @property
+    def n_local(self) -> int:
+        """Rows on this rank."""
+        return sum(b.n for _, _, b in self.parts)
+
+    def total(self, partial: Callable[["Blocks", int], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """The float64 sum over the pool's blocks of ``partial(block rows, first position)`` (every rank)."""
+        by_id = {b: (start, blk) for b, start, blk in self.parts}
+        return self.comm.block_sum(lambda b: partial(by_id[b][1], by_id[b][0]), self.layout, shape=shape)
+
+    def rows(self, per_block: Callable[["Blocks", int], np.ndarray], width: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:
+        """``per_block(block rows, first position)`` for this rank's blocks, concatenated in row order
+        (``[0, *width]`` of ``dtype`` on a rank without rows)."""
+        out = [per_block(blk, start) for _, start, blk in self.parts]
+        return np.concatenate(out) if out else np.zeros((0, *width), dtype=dtype)
+
+
+def as_shard(blocks: "Blocks | ShardBlocks") -> ShardBlocks:
+    """``blocks`` as a `ShardBlocks` (a plain `Blocks` is one block held whole)."""
+    return blocks if isinstance(blocks, ShardBlocks) else ShardBlocks.whole(blocks)
+
+
+@dataclass
 class Scores:
     """Leverage (or ridge leverage) scores with how they were computed.
 
@@ -246,6 +302,36 @@ def gram(blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
     return g, s
 
 
+def gram_total(blocks: "Blocks | ShardBlocks") -> tuple[np.ndarray, np.ndarray]:
+    """`gram` of the whole matrix: each logical block's ``(A_b^T A_b, column sums)`` by `gram`, added
+    in block order (`ShardBlocks.total`). `NonFiniteError` on every rank when any block holds NaN/inf."""
+    sb = as_shard(blocks)
+    d = sb.d
+
+    def partial(b: Blocks, _start: int) -> np.ndarray:
+        try:
+            g, s = gram(b)
+        except NonFiniteError:
+            return np.full(d * d + d, np.nan)  # poisons the sum, so every rank raises below
+        return np.concatenate([g.reshape(-1), s])
+
+    out = sb.total(partial, (d * d + d,))
+    _check_finite(out)
+    return out[: d * d].reshape(d, d), out[d * d :]
+
+
+def square_sum(blocks: "Blocks | ShardBlocks") -> float:
+    """The sum of squares of every entry (float64, in block order), e.g. ``trace(A^T A)``."""
+
+    def partial(b: Blocks, _start: int) -> np.ndarray:
+        total = 0.0
+        for _, x in b:
+            total += float((x.double() ** 2).sum())
+        return np.array([total])
+
+    return float(as_shard(blocks).total(partial, (1,))[0])
+
+
 def whitening(g: np.ndarray, ridge: float = 0.0, rtol: float = 1e-6) -> tuple[np.ndarray, int, float]:
     """``(W, rank, kappa)``: ``W`` (``d x r``) with ``W^T (G + ridge I) W = I`` on the kept directions.
 
@@ -301,8 +387,20 @@ def _row_norms(blocks: Blocks, m: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     return out
 
 
-def _refine(blocks: Blocks, w: np.ndarray, ridge: float, dtype: torch.dtype) -> np.ndarray:
-    """One Cholesky-QR2 step: ``W`` times the whitening of the Gram matrix of ``A W`` (+ ridge part)."""
+def _refine(blocks: ShardBlocks, w: np.ndarray, ridge: float, dtype: torch.dtype) -> np.ndarray:
+    """One Cholesky-QR2 step: ``W`` times the whitening of the Gram matrix of ``A W`` (+ ridge part),
+    that Gram matrix summed in block order."""
+    r = w.shape[1]
+    g2 = blocks.total(lambda b, _start: _projected_gram(b, w, dtype).reshape(-1), (r * r,)).reshape(r, r)
+    if ridge:
+        g2 += ridge * (w.T @ w)
+    _check_finite(g2)
+    w2, _, _ = whitening(g2, 0.0, rtol=0.0)
+    return w @ w2
+
+
+def _projected_gram(blocks: Blocks, w: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """``(A W)^T (A W)`` of the rows of ``blocks``, in float64 (sub-block products in ``dtype``)."""
     wt = np.ascontiguousarray(w, dtype=np.float32 if dtype == torch.float32 else np.float64)
     local = threading.local()
 
@@ -316,52 +414,58 @@ def _refine(blocks: Blocks, w: np.ndarray, ridge: float, dtype: torch.dtype) -> 
 
     g2 = np.zeros((w.shape[1], w.shape[1]), dtype=np.float64)
     _each_sub_block(blocks, dtype, work, lambda r: np.add(g2, r, out=g2))
-    if ridge:
-        g2 += ridge * (w.T @ w)
-    _check_finite(g2)
-    w2, _, _ = whitening(g2, 0.0, rtol=0.0)
-    return w @ w2
+    return g2
 
 
-def one_pass_error(kappa: float, blocks: Blocks) -> float:
+def one_pass_error(kappa: float, blocks: "Blocks | ShardBlocks") -> float:
     """Estimated largest relative error of scores from the float64 Gram matrix in one float32 pass:
     the pass's own rounding (`SCORE_ERROR`, measured) plus a bound on the Gram matrix's rounding.
 
-    Each sub-block's product sums at most `_sub_rows` terms and the sub-blocks' sum adds one term per
-    sub-block, so every entry of the (Jacobi-scaled) Gram matrix is off by at most ``(rows + count)
-    2^-53``; ``d`` times that bounds the spectral norm of the error ``E``, and a row's score is off by
-    at most ``||W^T E W|| <= ||E|| kappa^2`` relative.
+    Each sub-block's product sums at most `_sub_rows` terms and the sub-blocks' sum (within a logical
+    block, then along the tree over the blocks) adds at most one term per sub-block, so every entry of
+    the (Jacobi-scaled) Gram matrix is off by at most ``(rows + count) 2^-53``; ``d`` times that
+    bounds the spectral norm of the error ``E``, and a row's score is off by at most
+    ``||W^T E W|| <= ||E|| kappa^2`` relative. The same on every rank (global sizes only).
     """
-    sub, rows = _sub_rows(blocks.d), blocks.rows
-    full, rest = divmod(blocks.n, rows)
-    count = full * -(-rows // sub) + -(-rest // sub)  # sub-blocks are cut within each block
-    gram_error = blocks.d * (min(blocks.n, rows, sub) + count) * 2.0**-53 * kappa**2
+    sb = as_shard(blocks)
+    d, n, logical = sb.d, sb.n, sb.layout.block_rows
+    sub, rows = _sub_rows(d), min(sb.read_rows, logical)
+
+    def subs(count_rows: int) -> int:  # sub-blocks of a logical block of ``count_rows`` rows
+        full, rest = divmod(count_rows, rows)
+        return full * -(-min(rows, count_rows) // sub) + -(-rest // sub)
+
+    whole, tail = divmod(n, logical)
+    count = whole * subs(logical) + subs(tail)
+    gram_error = d * (min(n, rows, sub) + count) * 2.0**-53 * kappa**2
     return gram_error + SCORE_ERROR[0] + SCORE_ERROR[1] * kappa
 
 
-def exact_scores(blocks: Blocks, *, ridge: float = 0.0, rtol: float = 1e-6) -> Scores:
+def exact_scores(blocks: "Blocks | ShardBlocks", *, ridge: float = 0.0, rtol: float = 1e-6) -> Scores:
     """Exact leverage (``ridge = 0``) or ridge leverage scores by blocked Cholesky-QR (module docstring).
 
-    ``ridge`` is the absolute ``lam`` of ``A^T A + lam I``. Raises `NonFiniteError` on NaN/inf.
+    ``ridge`` is the absolute ``lam`` of ``A^T A + lam I``. Raises `NonFiniteError` on NaN/inf. Over
+    a `ShardBlocks`, ``values`` are this rank's rows' scores; the Gram matrix is the whole pool's.
     """
     t0 = time.perf_counter()
-    g, colsum = gram(blocks)
+    sb = as_shard(blocks)
+    g, colsum = gram_total(sb)
     w, rank, kappa = whitening(g, ridge, rtol)
     passes = 1
     estimate = None
     if rank == 0:
-        values = np.zeros(blocks.n)
+        values = np.zeros(sb.n_local)
         method = "cholesky_qr32"
     else:
         if math.isfinite(kappa):
-            estimate = one_pass_error(kappa, blocks)
+            estimate = one_pass_error(kappa, sb)
         if estimate is not None and estimate <= ONE_PASS_TOL:
             method, dtype = "cholesky_qr32", torch.float32
         else:
             method, dtype = "cholesky_qr2_64", torch.float64
-            w = _refine(blocks, w, ridge, dtype)
+            w = _refine(sb, w, ridge, dtype)
             passes += 1
-        values = _row_norms(blocks, w, dtype)
+        values = sb.rows(lambda b, _start: _row_norms(b, w, dtype))
         passes += 1
     meta = {"method": method, "rank": rank, "kappa": _num(kappa), "passes": passes, "seconds": round(time.perf_counter() - t0, 6)}
     if estimate is not None:
@@ -392,38 +496,60 @@ class Sketch:
     meta: dict[str, Any]
     started: float
 
-    def scores(self, blocks: Blocks) -> Scores:
-        """The sketched scores of every row of ``blocks`` (one more pass, the second)."""
-        values = np.zeros(blocks.n) if self.m is None else _row_norms(blocks, self.m, torch.float32)
+    def scores(self, blocks: "Blocks | ShardBlocks") -> Scores:
+        """The sketched scores of every row of ``blocks`` (this rank's, one more pass, the second)."""
+        sb = as_shard(blocks)
+        values = np.zeros(sb.n_local) if self.m is None else sb.rows(lambda b, _start: _row_norms(b, self.m, torch.float32))
         meta = {**self.meta, "passes": 2, "seconds": round(time.perf_counter() - self.started, 6)}
         return Scores(values, self.rank, "sketch", self.gram, self.colsum, meta)
 
 
 def sketch(
-    blocks: Blocks,
+    blocks: "Blocks | ShardBlocks",
     *,
     sketch_size: int,
     projection: int | None,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
+    key: Any = None,
     ridge: float = 0.0,
     rtol: float = 1e-6,
 ) -> Sketch:
     """The sketch pass of `sketched_scores`: the whitening from a CountSketch of ``sketch_size``
-    rows and its error estimate, so a caller can judge the estimate before the scoring pass."""
+    rows and its error estimate, so a caller can judge the estimate before the scoring pass.
+
+    A row's bucket and sign in each of the two sketches are keyed by its pool position (``key``, a
+    `selectkit.distributed` key; or one drawn from ``rng``), and each logical block's sketch is added
+    in block order, so the sketch is the same at every world size. The projection comes from the key.
+    """
+    from selectkit.distributed import key_generator, subkey
+    from selectkit.distributed.keyed import keyed_bits
+
     t0 = time.perf_counter()
-    d, k = blocks.d, int(sketch_size)
-    sa = torch.zeros((k, d), dtype=torch.float32)
-    sb = torch.zeros((k, d), dtype=torch.float32)
-    colsum = np.zeros(d, dtype=np.float64)
-    gen = [np.random.default_rng(s) for s in rng.integers(0, 2**62, size=2)]
-    for _, b in blocks.iterate(torch.float32):
-        rows = b.shape[0]
-        for target, g in zip((sa, sb), gen):
-            bucket = g.integers(0, k, size=rows)
-            sign = g.integers(0, 2, size=rows).astype(np.float32) * 2 - 1
-            target += _count_sketch(bucket, sign, k) @ b
-        colsum += b.sum(0).double().numpy()
-    sa64 = sa.double()
+    sh = as_shard(blocks)
+    d, k = sh.d, int(sketch_size)
+    if key is None:
+        if rng is None:
+            raise ValueError("sketch needs a key or an rng")
+        key = tuple(int(x) for x in rng.integers(0, 2**62, size=2))
+
+    def partial(b: Blocks, start: int) -> np.ndarray:
+        sa = torch.zeros((k, d), dtype=torch.float32)
+        sb = torch.zeros((k, d), dtype=torch.float32)
+        colsum = np.zeros(d, dtype=np.float64)
+        for first, x in b.iterate(torch.float32):
+            positions = np.arange(start + first, start + first + x.shape[0], dtype=np.int64)
+            for j, target in enumerate((sa, sb)):
+                bits = keyed_bits(subkey(key, j), positions)
+                bucket = (bits % np.uint64(k)).astype(np.int64)
+                sign = ((bits >> np.uint64(63)).astype(np.float32)) * 2 - 1
+                target += _count_sketch(bucket, sign, k) @ x
+            colsum += x.sum(0).double().numpy()
+        return np.concatenate([sa.numpy().reshape(-1), sb.numpy().reshape(-1), colsum])
+
+    out = sh.total(partial, (2 * k * d + d,))
+    sa64 = torch.from_numpy(out[: k * d].reshape(k, d))
+    sb64 = torch.from_numpy(out[k * d : 2 * k * d].reshape(k, d))
+    colsum = out[2 * k * d :]
     g = (sa64.T @ sa64).numpy()
     _check_finite(g)
     _check_finite(colsum)
@@ -431,13 +557,13 @@ def sketch(
     m = None
     eps = 0.0
     if rank:
-        t = sb.double() @ torch.from_numpy(np.ascontiguousarray(w))
+        t = sb64 @ torch.from_numpy(np.ascontiguousarray(w))
         gt = (t.T @ t).numpy() + (ridge * (w.T @ w) if ridge else 0.0)
         sv = np.sqrt(np.clip(eigh(gt)[0], 1e-300, None))
         eps = float(np.max(np.abs(np.log(sv))))
         m = w
         if projection is not None and projection < w.shape[1]:
-            m = w @ (rng.standard_normal((w.shape[1], int(projection))) / math.sqrt(projection))
+            m = w @ (key_generator(subkey(key, 2)).standard_normal((w.shape[1], int(projection))) / math.sqrt(projection))
     p = projection if projection is not None and projection < max(rank, 1) else None
     estimate = math.expm1(2 * eps) + _projection_spread(p)
     meta = {
@@ -473,9 +599,9 @@ def _projection_spread(p: int | None) -> float:
     return 3 * math.sqrt(2.0 / p) if p else 0.0
 
 
-def sketched_scores(blocks: Blocks, **options: Any) -> Scores:
+def sketched_scores(blocks: "Blocks | ShardBlocks", **options: Any) -> Scores:
     """Approximate leverage scores from a CountSketch (module docstring): `sketch` with ``options``
-    (``sketch_size``, ``projection``, ``rng``, ``ridge``, ``rtol``), then its scoring pass.
+    (``sketch_size``, ``projection``, ``rng`` or ``key``, ``ridge``, ``rtol``), then its scoring pass.
 
     ``projection`` columns of a Gaussian map shrink the scoring pass (None: no projection, the scores
     are those of ``A W`` exactly). The reported ``rel_error_estimate`` is

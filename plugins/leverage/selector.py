@@ -12,8 +12,10 @@ import numpy as np
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Interval, IsNone, OneOf, Pool, SelectContext, Selector
-from selectkit import sampling
-from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, eigh, exact_scores, sketch, sketch_error_floor
+from selectkit import distributed, sampling
+from selectkit.distributed import ShardedArray
+from selectkit_plugins.leverage.scores import Blocks, NonFiniteError, ShardBlocks, eigh, exact_scores, sketch, sketch_error_floor, square_sum
+from selectkit_plugins.leverage.shards import block_pivotal
 
 _DRAW = 0x4C56
 _TREE = 0x4C54
@@ -81,6 +83,7 @@ class LeverageSampling(Selector):
 
     name = "leverage"
     default_schedule = "once"
+    sharded = True
     parameter_constraints = {
         "budget": _BudgetRule(),
         "scheme": OneOf(("pivotal", "bernoulli", "replacement")),
@@ -142,8 +145,11 @@ class LeverageSampling(Selector):
             return m
         return int(min(n, max(1, math.ceil(float(self.budget) * n - 1e-9))))
 
-    def _blocks(self, pool: Pool) -> Blocks:
+    def _blocks(self, pool: Pool) -> ShardBlocks:
+        """This rank's rows of the source, read logical block by logical block (never whole), scaled
+        by the square root of the pool's weights."""
         n = len(pool)
+        comm, layout = pool.collectives(), pool.layout
         scale = None
         if pool.weights is not None:
             w = np.asarray(pool.weights, dtype=np.float64)
@@ -151,17 +157,27 @@ class LeverageSampling(Selector):
                 raise ConfigError(f"{self.config_path}: the pool's weights (from the stage before) must be {n} finite positive numbers")
             scale = np.sqrt(w)
         if self.source == "embeddings":
-            emb = np.asarray(pool.get("embeddings"))
-            return Blocks.of(emb, scale, self.block_rows)
-        get_at = getattr(pool, "get_at", None)
-        if get_at is None:  # a pool without per-position access: read the whole array once
-            a = np.asarray(pool.get(self.source))
-            return Blocks.of(a, scale, self.block_rows)
-        first = np.asarray(get_at(self.source, np.zeros(1, dtype=np.int64)))
-        d = int(np.prod(first.shape[1:], dtype=np.int64))
-        return Blocks(lambda s, e: get_at(self.source, np.arange(s, e, dtype=np.int64)), n, d, scale, self.block_rows)
+            emb = np.asarray(pool.local("embeddings").local)
+            local = emb.reshape(emb.shape[0], -1)
 
-    def _scores(self, blocks: Blocks, ctx: SelectContext):
+            def read(start: int, stop: int) -> np.ndarray:
+                return local[start - layout.lo : stop - layout.lo]
+
+        else:
+
+            def read(start: int, stop: int) -> np.ndarray:
+                return pool.get_at(self.source, np.arange(start, stop, dtype=np.int64))
+
+        d_local = int(np.prod(np.shape(read(layout.lo, layout.lo + 1))[1:], dtype=np.int64)) if layout.n_local else 0
+        d = int(comm.all_max(d_local))
+        parts = []
+        for b, _ in layout.local_blocks():
+            lo, hi = layout.block_bounds(b)
+            rows = Blocks(lambda s, e, lo=lo: read(lo + s, lo + e), hi - lo, d, None if scale is None else scale[lo:hi], self.block_rows)
+            parts.append((b, lo, rows))
+        return ShardBlocks(parts, n, d, comm, layout, Blocks(read, 0, d, None, self.block_rows).rows)
+
+    def _scores(self, blocks: ShardBlocks, ctx: SelectContext):
         d, n = blocks.d, blocks.n
         k = self.sketch_size if self.sketch_size is not None else min(n, 16 * d)
         auto = None
@@ -174,9 +190,7 @@ class LeverageSampling(Selector):
         ridge = 0.0
         if self.score == "ridge":
             # lambda relative to the mean eigenvalue: a first pass reads the trace (cheap next to the rest)
-            trace = 0.0
-            for _, b in blocks:
-                trace += float((b.double() ** 2).sum())
+            trace = square_sum(blocks)
             if not math.isfinite(trace):
                 raise self.param_error("source", f"is {self.source!r}, whose values include NaN or infinity; clean them or use another source")
             ridge = self.ridge * trace / max(d, 1)
@@ -198,7 +212,7 @@ class LeverageSampling(Selector):
                 scores = exact_scores(blocks, ridge=ridge)
                 scores.meta.update({"auto": f"exact: a sketch of {k} rows cannot state an error within sketch_tol", "sketch_error_floor": round(floor, 6), "sketch_tol": tol})
                 return scores
-            sk = sketch(blocks, sketch_size=int(k), projection=self.projection, rng=ctx.rng(_SKETCH, per_epoch=False), ridge=ridge)
+            sk = sketch(blocks, sketch_size=int(k), projection=self.projection, key=ctx.key(_SKETCH, per_epoch=False), ridge=ridge)
             if self.method == "sketch":
                 return sk.scores(blocks)
             facts = {"sketch_error_estimate": sk.meta["rel_error_estimate"], "sketch_tol": tol, "sketch_pass_s": sk.meta["seconds"]}
@@ -213,31 +227,32 @@ class LeverageSampling(Selector):
         except NonFiniteError:
             raise self.param_error("source", f"is {self.source!r}, whose values include NaN or infinity; clean them or use another source") from None
 
-    def _coords(self, blocks: Blocks, scores) -> np.ndarray:
-        """Coordinates of every item on the top ``tree_dims`` principal directions (one block pass)."""
+    def _coords(self, blocks: ShardBlocks, scores) -> np.ndarray:
+        """Coordinates of this rank's items on the top ``tree_dims`` principal directions of the
+        whole pool (one block pass)."""
         n = blocks.n
         mean = scores.colsum / max(n, 1)
         cov = scores.gram / max(n, 1) - np.outer(mean, mean)
         lam, vec = eigh(cov)
         t = min(int(self.tree_dims), blocks.d)
-        top = vec[:, ::-1][:, :t].astype(np.float32)
-        out = np.empty((n, t), dtype=np.float32)
+        top = np.ascontiguousarray(vec[:, ::-1][:, :t], dtype=np.float32)
         mu = mean.astype(np.float32)
-        import torch
 
-        topt, mut = torch.from_numpy(np.ascontiguousarray(top)), torch.from_numpy(mu)
-        for start, b in blocks:
-            out[start : start + b.shape[0]] = ((b - mut) @ topt).numpy()
-        return out
+        def project(b: Blocks, _start: int) -> np.ndarray:
+            return np.concatenate([(x.numpy() - mu) @ top for _, x in b]) if b.n else np.zeros((0, t), dtype=np.float32)
+
+        return blocks.rows(project, (t,), np.float32)
 
     def _cache_key(self, pool: Pool) -> tuple | None:
-        """Identifies a pool whose scores can be reused (raw features of the same items and weights)."""
+        """Identifies a pool whose scores can be reused (raw features of the same items and weights;
+        this rank's shard of them, the ranks agreeing in `_select`)."""
         if self.source != "features":
             return None  # embeddings change as the model trains
-        h = hashlib.blake2b(pool.ids.tobytes(), digest_size=16)
+        layout = pool.layout
+        h = hashlib.blake2b(pool.local_ids.tobytes(), digest_size=16)
         if pool.weights is not None:
-            h.update(np.asarray(pool.weights).tobytes())
-        return (len(pool), h.hexdigest())
+            h.update(np.asarray(pool.weights)[layout.lo : layout.hi].tobytes())
+        return (len(pool), layout.world, layout.rank, layout.block_rows, h.hexdigest())
 
     # ------------------------------------------------------------------ selection
     def _select(self, pool: Pool, ctx: SelectContext) -> Selection:
@@ -245,60 +260,68 @@ class LeverageSampling(Selector):
         m = self.size(n)
         t0 = time.perf_counter()
         blocks = self._blocks(pool)
+        comm, layout = blocks.comm, blocks.layout
         key = self._cache_key(pool)
         cached = getattr(self, "_cached", None)
-        if key is not None and cached is not None and cached[0] == key:
+        hit = key is not None and bool(comm.all_min(int(cached is not None and cached[0] == key)))
+        if hit:
             scores, coords = cached[1], cached[2]
         else:
             scores, coords = self._scores(blocks, ctx), None
         score_s = time.perf_counter() - t0
+
+        def pool_sum(v: np.ndarray) -> float:  # the same float at every world size
+            return float(comm.block_sum(np.array([v[rows].sum() for _, rows in layout.local_blocks()]), layout))
+
         tau = np.clip(scores.values, 0.0, None)
+        tau_sum = pool_sum(tau)
         meta: dict[str, Any] = {k: v for k, v in scores.meta.items() if k != "seconds"}
-        if scores.rank == 0 or not tau.sum() > 0:
+        if scores.rank == 0 or not tau_sum > 0:
             # constant-zero features carry no leverage information: sample uniformly
-            q = np.ones(n)
+            q = np.ones(tau.shape[0])
             meta["fallback"] = "uniform (rank 0)"
         else:
             q = tau ** (self.p / 2.0) if self.score == "root" else tau
-        q = q / q.sum()
+        q = q / (pool_sum(q) if q is not tau else tau_sum)
         if self.uniform_mix:
             q = (1.0 - self.uniform_mix) * q + self.uniform_mix / n
-        positive = int((q > 0).sum())
+        positive = int(comm.all_sum(int((q > 0).sum())))
         if self.scheme != "replacement" and m > positive:
             raise self.param_error("budget", f"asks for {m} items but only {positive} have a positive score; lower it or set uniform_mix > 0")
         t1 = time.perf_counter()
-        rng = ctx.rng(_DRAW)
         tree_s = 0.0
+        positions = pool.local_positions
         if self.scheme == "replacement":
-            idx = sampling.with_replacement(q, m, rng)
-            weights = 1.0 / (n * q[idx])
+            mine = distributed.sample_with_replacement(comm, ctx.key(_DRAW), ShardedArray(q, layout), m)
+            idx, weights = _gathered(comm, mine, 1.0 / (n * q[mine - layout.lo]))
         else:
-            pi = sampling.inclusion_probabilities(q, float(m))
+            pi = distributed.inclusion_probabilities(comm, ShardedArray(q, layout), float(m))
             if self.scheme == "bernoulli":
-                idx = sampling.bernoulli(pi, rng)
+                mine = distributed.bernoulli(ctx.key(_DRAW), pi, positions)
                 redraws = 0
-                while idx.size == 0:  # an empty draw cannot be trained on: draw again (rare unless m is tiny)
+                while not comm.all_sum(int(mine.size)):  # an empty draw cannot be trained on: draw again (rare unless m is tiny)
                     redraws += 1
-                    idx = sampling.bernoulli(pi, ctx.rng(_DRAW, redraws))
+                    mine = distributed.bernoulli(ctx.key(_DRAW, redraws), pi, positions)
                 if redraws:
                     meta["empty_redraws"] = redraws
+                idx, weights = _gathered(comm, mine, m / (n * pi[mine - layout.lo]))
             else:
                 tt = time.perf_counter()
                 if coords is None:
                     coords = self._coords(blocks, scores)
                 tree_s = time.perf_counter() - tt
-                idx = sampling.pivotal(pi, coords, ctx.rng(_TREE))
-            weights = m / (n * pi[idx])
-            meta["capped"] = int((pi >= 1 - sampling.TOL).sum())
+                idx, chosen_pi = block_pivotal(comm, layout, pi, coords, lambda b: ctx.key(_TREE, b), ctx.key(_TREE))
+                weights = m / (n * chosen_pi)
+            meta["capped"] = int(comm.all_sum(int((pi >= 1 - sampling.TOL).sum())))
         sample_s = time.perf_counter() - t1
         if key is not None:
             self._cached = (key, scores, coords)
-            meta["scores_cached"] = cached is not None and cached[0] == key
+            meta["scores_cached"] = hit
         meta.update(
             {
                 "size": int(idx.size),
                 "expected_size": int(m),
-                "score_sum": float(tau.sum()),
+                "score_sum": tau_sum,
                 "weight_mean": float(weights.mean()) if idx.size else 0.0,
                 "weight_max": float(weights.max()) if idx.size else 0.0,
                 "score_s": round(score_s, 6),
@@ -307,3 +330,12 @@ class LeverageSampling(Selector):
             }
         )
         return Selection(idx.astype(np.int64), weights.astype(np.float32), meta=meta)
+
+
+def _gathered(comm: Any, mine: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's chosen positions (ascending within each rank's shard) and their weights, in rank
+    order: the whole selection, positions ascending, on every rank."""
+    rec = np.empty(mine.size, dtype=[("pos", "i8"), ("w", "f8")])
+    rec["pos"], rec["w"] = mine, weights
+    both = np.concatenate(comm.all_gather(rec, "leverage: selection"))
+    return both["pos"].copy(), both["w"].copy()
