@@ -11,9 +11,21 @@ error of that estimate by ``eps`` (plus an additive term in the k-means cost).
 
 ``scheme: pivotal`` draws the same number of distinct items instead, with inclusion probabilities
 ``pi(e)`` proportional to ``p(e)`` (capped at 1) and weights ``m / (n pi(e))`` (Horvitz-Thompson, again
-mean 1 under the design), by pivotal sampling (`selectkit.sampling`) along the clusters: items ordered
-by cluster (class by class with ``by_label``) and by distance to the centre, so the sample is spread
-over clusters and distances as a stratified sample would be, and the estimate varies less.
+mean 1 under the design), by pivotal sampling (`selectkit_plugins.sensitivity.pivotal`) along the
+clusters: items ordered by cluster (class by class with ``by_label``) and by distance to the centre,
+so the sample is spread over clusters and distances as a stratified sample would be, and the
+estimate varies less.
+
+The selector is sharded (`selectkit.Selector.sharded`): each rank embeds and checks its own shard of
+the pool (``pool.local``), k-means runs over the shards (`selectkit_plugins.sensitivity.clusters`:
+k-means|| and Lloyd's sums along the pool's block tree, class by class with ``by_label``), the cluster
+sizes, the representatives and the probes are combined over the ranks (``O(k)`` per rank), the losses
+at the ``k`` (or ``2k``) items are computed on every rank (``pool.get_at``), the bounds are local and
+their totals block-ordered sums (`selectkit.distributed.Comm.block_sum`). The draws are
+`selectkit.distributed.sample_with_replacement` (i.i.d.) or pivotal sampling along the global cluster
+order, keyed by pool position and by tree node, so the coreset and its weights are the same at world
+size 1, 2 or 4. No rank holds more than its shard and ``O(k d + m)`` (and, for a pivotal sort, about
+twice its shard's ``(cluster, distance, position, pi)`` records).
 """
 
 from __future__ import annotations
@@ -25,15 +37,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from selectkit import sampling
+from selectkit.distributed import Comm, ShardedArray, inclusion_probabilities, keyed_uniform, sample_with_replacement
 from selectkit.errors import ConfigError
 from selectkit.selection import Selection
 from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
+from selectkit_plugins.sensitivity.clusters import Clusters, cluster_groups, cluster_minimum, pool_sum
+from selectkit_plugins.sensitivity.pivotal import sharded_pivotal
 
 _KMEANS = 0x4B4D
 _DRAW = 0x5344
 _ENCODER = 0x454E
 _PROBE = 0x5052
+_TRAIN = 0x5452
+_ENCODE_ROWS = 4096
 
 EMBEDDINGS = ("features", "model", "encoder")
 CLUSTER_TERMS = ("loss", "size")
@@ -105,8 +121,11 @@ class SensitivitySampling(Selector):
         uniform: share of the sampling mass spread uniformly, in (0, 1]: bounds every weight by
             ``1 / uniform`` and keeps every item drawable.
         n_iter: k-means (Lloyd) iterations at most.
-        max_points_per_centroid: k-means trains on at most ``k`` times this many items (a seeded
-            sample; every item is still assigned); null trains on all.
+        max_points_per_centroid: k-means trains on at most ``k`` times this many items (per class
+            with ``by_label``: those with the smallest uniforms keyed by pool position; every item is
+            still assigned to its nearest centre); null trains on all. The weights of earlier stages
+            do not weigh the k-means (`selectkit.distributed.sharded_kmeans` has no item weights);
+            they weigh the bound and the sampling.
         neighbors: `NeighborConfig` fields for the k-means (device, metric ``l2`` or ``cosine``,
             memory cap); null: defaults.
         scheme: ``pivotal`` (the default: distinct items spread over the clusters, fixed size; see
@@ -115,7 +134,7 @@ class SensitivitySampling(Selector):
 
     name = "sensitivity"
     default_schedule = "once"
-    random_order = True
+    sharded = True
     parameter_constraints = {
         "fraction": Interval(0.0, 1.0, low_closed=False),
         "size": AnyOf((IsNone(), Interval(1, None, integer=True))),
@@ -215,34 +234,36 @@ class SensitivitySampling(Selector):
         k = min(int(self.k), m)
         if k < int(self.k):
             log.warning("%s.k=%d is more clusters than the %d draws; clustering into %d (k is bounded by the budget)", self.config_path, int(self.k), m, k)
-        prior = self._pool_weights(pool)
+        comm = pool.collectives()
+        layout = pool.layout
+        positions = pool.local_positions
+        prior = self._pool_weights(pool, comm)
 
         start = time.perf_counter()
-        points = self._embed(pool, ctx)
+        points = self._embed(pool, ctx, comm)
         embed_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        assignment, distances, k_used, inertia, iters = self._cluster(points, pool, prior, ctx, k)
+        clusters = self._cluster(points, pool, comm, ctx, k)
         cluster_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        dist = np.maximum(distances.astype(np.float64), 0.0)
+        dist = np.maximum(clusters.distances.astype(np.float64), 0.0)
         if self.power == 1:
             dist = np.sqrt(dist)
-        order = np.lexsort((dist, assignment))
-        first = np.ones(n, dtype=bool)
-        first[1:] = assignment[order][1:] != assignment[order][:-1]
-        reps = order[first]  # one representative per non-empty cluster: the item nearest its centre
-        clusters = assignment[reps]
-        slot = np.full(k_used, -1, dtype=np.int64)
-        slot[clusters] = np.arange(clusters.size)
-        member = slot[assignment]
-        w_prior = np.ones(n) if prior is None else prior
-        mass = np.bincount(member, weights=w_prior, minlength=clusters.size)
+        counts = comm.all_sum(np.bincount(clusters.assignment, minlength=clusters.k_used))
+        kept = np.flatnonzero(counts > 0)  # clusters k-means left empty are dropped
+        slot = np.full(clusters.k_used, -1, dtype=np.int64)
+        slot[kept] = np.arange(kept.size)
+        member = slot[clusters.assignment]
+        sizes = counts[kept]
+        # one representative per cluster: the item nearest its centre (ties: the lowest position)
+        reps, rep_dist = cluster_minimum(comm, member, dist, positions, kept.size, dist)
+        w_prior = np.ones(layout.n_local) if prior is None else prior
         evals = 0
         slope = None
         if self.cluster_term == "loss":
-            probes = self._probes(order, first, ctx) if self.lipschitz is None else np.zeros(0, np.int64)
+            probes, probe_slots, probe_dist = self._probes(comm, ctx, member, dist, positions, reps, sizes)
             asked = np.concatenate([reps, probes])
             values = np.asarray(pool.get_at("losses", asked), dtype=np.float64).reshape(-1)
             evals = int(asked.size)
@@ -253,7 +274,7 @@ class SensitivitySampling(Selector):
             if self.lipschitz is not None:
                 lam = float(self.lipschitz)
             else:
-                slope = _fit_lipschitz(values[reps.size :], rep_losses[member[probes]], dist[probes] - dist[reps[member[probes]]])
+                slope = _fit_lipschitz(values[reps.size :], rep_losses[probe_slots], probe_dist - rep_dist[probe_slots])
                 lam = max(0.0, slope)
                 if not slope > 0 and probes.size:
                     log.warning(
@@ -262,43 +283,51 @@ class SensitivitySampling(Selector):
                         self.config_path, slope, int(probes.size), self.config_path,
                     )
         else:
-            term = 1.0 / (clusters.size * mass[member])
-            d_total = float(np.dot(w_prior, dist))
+            if prior is None:
+                mass = sizes.astype(np.float64)
+            else:
+                mass = comm.block_sum(np.array([np.bincount(member[rows], weights=prior[rows], minlength=kept.size) for _, rows in layout.local_blocks()]).reshape(-1, kept.size), layout)
+            term = 1.0 / (kept.size * mass[member])
+            d_total = pool_sum(comm, layout, w_prior * dist)
             lam = 1.0 / d_total if d_total > 0 else 0.0  # both terms of the k-means bound sum to 1
         v = w_prior * (lam * dist + term)
+        v_total = pool_sum(comm, layout, v)
+        w_total = float(n) if prior is None else pool_sum(comm, layout, prior)
         uniform = float(self.uniform)
-        if not v.sum() > 0:
+        if not v_total > 0:
             uniform = 1.0  # every bound is zero: nothing to prefer
-        p = (1.0 - uniform) * v / max(v.sum(), np.finfo(float).tiny) + uniform * w_prior / w_prior.sum()
+        p = (1.0 - uniform) * v / max(v_total, np.finfo(float).tiny) + uniform * w_prior / w_total
+        p = p / pool_sum(comm, layout, p)
         score_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        p = p / p.sum()
         if self.scheme == "pivotal":
-            pi = sampling.inclusion_probabilities(p, float(m))
-            position = np.empty(n, dtype=np.float32)
-            position[order] = np.arange(n, dtype=np.float32)  # cluster by cluster, nearest the centre first
-            draws = sampling.pivotal(pi, position[:, None], ctx.rng(_DRAW))
-            weights = (m / (n * pi[draws])).astype(np.float32)
+            pi = inclusion_probabilities(comm, ShardedArray(p, layout), float(m))
+            # cluster by cluster, nearest the centre first
+            draws, pi_drawn = sharded_pivotal(comm, ctx.key(_DRAW), pi, member, dist, positions)
+            weights = (m / (n * pi_drawn)).astype(np.float32)
         else:
-            draws = ctx.rng(_DRAW).choice(n, size=m, replace=True, p=p)
-            weights = (1.0 / (n * p[draws])).astype(np.float32)
+            local = sample_with_replacement(comm, ctx.key(_DRAW), ShardedArray(p, layout), m)
+            drawn = np.empty(local.size, dtype=[("pos", "i8"), ("weight", "f4")])
+            drawn["pos"], drawn["weight"] = local, 1.0 / (n * p[local - layout.lo])
+            every = np.concatenate(comm.all_gather(drawn, "sensitivity: draws"))
+            draws, weights = every["pos"], every["weight"]
         sample_s = time.perf_counter() - start
 
         meta: dict[str, Any] = {
             "size": int(draws.size),
             "k": int(self.k),
             "k_effective": int(k),
-            "clusters": int(clusters.size),
+            "clusters": int(kept.size),
             "embedding": self.embedding,
             "scheme": self.scheme,
-            "dim": int(points.shape[1]),
+            "dim": int(points.local.shape[1]),
             "cluster_term": self.cluster_term,
             "lipschitz": lam,
             "lipschitz_slope": slope,
-            "k_used": int(k_used),
-            "inertia": float(inertia),
-            "kmeans_iters": int(iters),
+            "k_used": int(clusters.k_used),
+            "inertia": float(clusters.inertia),
+            "kmeans_iters": int(clusters.iters),
             "model_evals": evals,
             "distinct": int(np.unique(draws).size),
             "max_weight": float(weights.max()),
@@ -311,83 +340,85 @@ class SensitivitySampling(Selector):
         return Selection(draws.astype(np.int64), weights=weights, meta=meta)
 
     # ------------------------------------------------------------------ pieces
-    def _cluster(self, points: np.ndarray, pool: Pool, prior: np.ndarray | None, ctx: SelectContext, k: int) -> tuple[np.ndarray, np.ndarray, int, float, int]:
-        """k-means into ``k`` clusters through the neighbour layer, within each class when
-        ``by_label`` (``k`` split over the classes): the cluster of every item (ids
-        ``0..k_used-1``), its squared distance to the centre, ``k_used``, the inertia and the most
-        Lloyd iterations run."""
-        from selectkit.neighbors import kmeans
-
-        n = points.shape[0]
-        config = self._neighbor_config()
-        cap = None if self.max_points_per_centroid is None else int(self.max_points_per_centroid)
+    def _cluster(self, points: ShardedArray, pool: Pool, comm: Comm, ctx: SelectContext, k: int) -> Clusters:
+        """k-means into ``k`` clusters over the shards (`cluster_groups`), within each class when
+        ``by_label`` (``k`` split over the classes by their sizes, counted over every rank)."""
         if self.by_label:
-            classes, inverse = np.unique(pool.labels, return_inverse=True)
-            groups = [np.flatnonzero(inverse == c) for c in range(classes.size)]
+            labels = pool.local("labels").local
+            classes = np.unique(np.concatenate(comm.all_gather(np.unique(labels), "sensitivity: classes")))
+            group = np.searchsorted(classes, labels).astype(np.int64)
         else:
-            groups = [np.arange(n)]
-        sizes = np.array([g.size for g in groups])
+            classes, group = np.zeros(1), np.zeros(points.layout.n_local, dtype=np.int64)
+        sizes = comm.all_sum(np.bincount(group, minlength=classes.size))
         quota = _split(int(k), sizes)
-        assignment = np.empty(n, dtype=np.int64)
-        distances = np.empty(n, dtype=np.float32)
-        offset, inertia, iters = 0, 0.0, 0
-        for g, (members, k_g) in enumerate(zip(groups, quota)):
-            seed = int(ctx.rng(_KMEANS, g).integers(2**31))
-            w = None if prior is None else prior[members]
-            km = kmeans(points[members], int(k_g), n_iter=int(self.n_iter), seed=seed, config=config, max_points_per_centroid=cap, sample_weight=w)
-            assignment[members] = offset + km.assignment
-            distances[members] = km.distances
-            offset += int(k_g)
-            inertia += float(km.inertia)
-            iters = max(iters, int(km.n_iter))
-        return assignment, distances, offset, inertia, iters
+        seeds = [int(ctx.rng(_KMEANS, g).integers(2**31)) for g in range(quota.size)]
+        cap = None if self.max_points_per_centroid is None else int(self.max_points_per_centroid)
+        return cluster_groups(comm, points, group, quota, seeds, n_iter=int(self.n_iter), config=self._neighbor_config(), cap=cap, key=ctx.key(_TRAIN))
 
-    def _probes(self, order: np.ndarray, first: np.ndarray, ctx: SelectContext) -> np.ndarray:
-        """One random member other than the representative from every cluster that has one: the
-        items whose losses fit ``lipschitz`` when it is null."""
-        starts = np.flatnonzero(first)
-        sizes = np.diff(np.append(starts, order.size))
-        has = sizes > 1
-        offsets = 1 + (ctx.rng(_PROBE).random(int(has.sum())) * (sizes[has] - 1)).astype(np.int64)
-        return order[starts[has] + offsets]
+    def _probes(
+        self, comm: Comm, ctx: SelectContext, member: np.ndarray, dist: np.ndarray, positions: np.ndarray, reps: np.ndarray, sizes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One random member other than the representative from every cluster that has one (the one
+        of the smallest keyed uniform): the items whose losses fit ``lipschitz`` when it is null.
+        Their positions, their clusters and their distance terms; none when ``lipschitz`` is set."""
+        if self.lipschitz is not None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        others = positions != reps[member]
+        u = keyed_uniform(ctx.key(_PROBE), positions[others])
+        probes, probe_dist = cluster_minimum(comm, member[others], u, positions[others], sizes.size, dist[others])
+        has = np.flatnonzero(sizes > 1)
+        return probes[has], has, probe_dist[has]
 
-    def _pool_weights(self, pool: Pool) -> np.ndarray | None:
-        """The weights an earlier stage gave the pool (float64), checked; None when unweighted."""
+    def _pool_weights(self, pool: Pool, comm: Comm) -> np.ndarray | None:
+        """This shard's part of the weights an earlier stage gave the pool (float64), checked on every
+        rank; None when unweighted."""
         if pool.weights is None:
             return None
         w = np.asarray(pool.weights, dtype=np.float64).reshape(-1)
-        if w.shape[0] != len(pool) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        local = w[pool.layout.lo : pool.layout.hi] if w.shape[0] == len(pool) else w[:0]
+        bad = int(comm.all_sum(int(w.shape[0] != len(pool)) + int(np.count_nonzero(~(np.isfinite(local) & (local > 0))))))
+        if bad:
             raise ConfigError(f"{self.config_path}: the weights from the stages before it must be finite and positive, one per item; a stage gave zero, negative or NaN weights")
-        return w
+        return local
 
-    def _embed(self, pool: Pool, ctx: SelectContext) -> np.ndarray:
-        """The points to cluster, ``[n, d]`` float32, checked for NaN and constant rows."""
+    def _embed(self, pool: Pool, ctx: SelectContext, comm: Comm) -> ShardedArray:
+        """This shard's points to cluster, ``[n_local, d]`` float32, checked over every rank for NaN
+        and for constant rows."""
         if self.embedding == "model":
-            points = pool.embeddings
+            points = pool.local("embeddings").local
             source = "the model's embeddings"
         elif self.embedding == "features":
-            points = pool.features
+            points = pool.local("features").local
             source = "the raw features"
         else:
-            points = self._encode(pool.features, ctx)
+            points = comm.checked(lambda: self._encode(pool.local("features"), ctx), f"{self.config_path}.encoder")
             source = "the encoder's outputs"
-        points = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(len(pool), -1))
-        bad = ~np.isfinite(points).all(axis=1)
-        if bad.any():
-            raise ConfigError(f"{self.config_path}.embedding={self.embedding}: {int(bad.sum())} of {len(pool)} rows of {source} are NaN or inf (first: pool item {int(np.argmax(bad))})")
-        if points.shape[0] > 1 and not np.any(points.max(axis=0) > points.min(axis=0)):
+        n_rows = points.shape[0]
+        width = int(comm.all_max(int(np.prod(points.shape[1:], dtype=np.int64)) if n_rows else -1))
+        points = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(n_rows, width))
+        bad = np.concatenate([np.zeros(0, np.int64)] + [rows.start + np.flatnonzero(~np.isfinite(points[rows]).all(axis=1)) for _, rows in pool.layout.local_blocks()])
+        count = int(comm.all_sum(int(bad.size)))
+        if count:
+            first = int(comm.all_min(int(pool.layout.lo + bad[0]) if bad.size else len(pool)))
+            raise ConfigError(f"{self.config_path}.embedding={self.embedding}: {count} of {len(pool)} rows of {source} are NaN or inf (first: pool item {first})")
+        high = comm.all_max(points.max(axis=0) if n_rows else np.full(width, -np.inf))
+        low = comm.all_min(points.min(axis=0) if n_rows else np.full(width, np.inf))
+        if len(pool) > 1 and not np.any(high > low):
             raise ConfigError(f"{self.config_path}.embedding={self.embedding}: {source} are constant (every row the same), so clusters and distances say nothing; use another embedding")
-        return points
+        return ShardedArray(points, pool.layout)
 
-    def _encode(self, features: np.ndarray, ctx: SelectContext) -> np.ndarray:
-        """``encoder`` built (seeded by the run, the same at every epoch) and applied in batches."""
+    def _encode(self, features: ShardedArray, ctx: SelectContext) -> np.ndarray:
+        """``encoder`` built (seeded by the run, the same at every epoch and on every rank) and applied
+        to this shard's raw inputs in batches cut at the pool's logical blocks (so a row meets the
+        same batch at every world size)."""
         import torch
 
         from selectkit.train import instantiate_node
         from omegaconf import OmegaConf
 
         setting = f"{self.config_path}.encoder"
-        features = np.asarray(features, dtype=np.float32).reshape(features.shape[0], -1)
+        rows = np.asarray(features.local, dtype=np.float32)
+        rows = rows.reshape(rows.shape[0], int(np.prod(rows.shape[1:], dtype=np.int64)))
         with torch.random.fork_rng():
             torch.manual_seed(int(ctx.rng(_ENCODER, per_epoch=False).integers(2**31)))
             encoder = instantiate_node(OmegaConf.create(dict(self.encoder)), setting)
@@ -398,20 +429,21 @@ class SensitivitySampling(Selector):
             encoder.eval()
         out = []
         with torch.no_grad():
-            for start in range(0, features.shape[0], 4096):
-                batch = features[start : start + 4096]
-                try:
-                    y = encoder(torch.from_numpy(batch)) if is_module else encoder(batch)
-                except Exception as err:  # noqa: BLE001 - user code: report it on one line
-                    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise self.param_error("encoder", f"failed on a [{batch.shape[0]}, {batch.shape[1]}] batch of raw inputs: {line}") from None
-                if isinstance(y, torch.Tensor):
-                    y = y.detach().float().cpu().numpy()
-                y = np.asarray(y, dtype=np.float32)
-                if y.ndim != 2 or y.shape[0] != batch.shape[0]:
-                    raise self.param_error("encoder", f"must map a [b, d] batch to [b, d'] rows; got shape {tuple(y.shape)} for {batch.shape[0]} rows")
-                out.append(y)
-        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+            for _, block in features.layout.local_blocks():
+                for start in range(block.start, block.stop, _ENCODE_ROWS):
+                    batch = np.ascontiguousarray(rows[start : min(start + _ENCODE_ROWS, block.stop)])
+                    try:
+                        y = encoder(torch.from_numpy(batch)) if is_module else encoder(batch)
+                    except Exception as err:  # noqa: BLE001 - user code: report it on one line
+                        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                        raise self.param_error("encoder", f"failed on a [{batch.shape[0]}, {batch.shape[1]}] batch of raw inputs: {line}") from None
+                    if isinstance(y, torch.Tensor):
+                        y = y.detach().float().cpu().numpy()
+                    y = np.asarray(y, dtype=np.float32)
+                    if y.ndim != 2 or y.shape[0] != batch.shape[0]:
+                        raise self.param_error("encoder", f"must map a [b, d] batch to [b, d'] rows; got shape {tuple(y.shape)} for {batch.shape[0]} rows")
+                    out.append(y)
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def _neighbor_config(self) -> Any:
         from selectkit.neighbors import NeighborConfig
