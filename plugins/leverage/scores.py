@@ -39,6 +39,11 @@ whitening ``W`` of ``S A`` stands in for the exact one, and a Gaussian projectio
 columns) of ``W`` makes the last pass cost ``n d p`` instead of ``n d^2``. The singular values of
 ``S' A W`` estimate how far ``W`` is from whitening ``A``; with the projection's spread this gives the
 reported error estimate (see `sketched_scores`).
+
+Over several ranks (`ShardBlocks`), each rank reads its shard in the pool's logical blocks; every sum
+over rows is formed per logical block and the blocks' partials are added along the fixed tree of
+`selectkit.distributed.Comm.block_sum`, so the whitening, and every score, is the same at every world
+size. A plain `Blocks` is one block held whole.
 """
 
 from __future__ import annotations
