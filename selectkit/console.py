@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import warnings
+from typing import Any, Callable
 
 #: the run's own log lines (``<run>/train.log`` under ``selectkit-train``)
 RUN_LOG = logging.getLogger("selectkit.run")
@@ -50,3 +51,30 @@ def say(line: str, *, error: bool = False) -> None:
     print(line, file=sys.stderr if error else sys.stdout, flush=True)
     if RUN_LOG.handlers:
         RUN_LOG.log(logging.ERROR if error else logging.INFO, line)
+
+
+def entry_point(prog: str, app: Any, config_name: str, prepare: Callable[[list[str]], list[str]] | None = None) -> None:
+    """The console entry of a selectkit Hydra app (``selectkit-train``, ``selectkit-select``).
+
+    Prefers passive OpenMP waits before torch loads (`selectkit.threads`), lets modules of the folder
+    the command runs from be named by ``_target_`` (a user's own project), rewrites the command line
+    with ``prepare`` when given, refuses an unknown selector and any setting that does not compose
+    with one line and exit code 2 (before Hydra runs), then runs ``app``.
+    """
+    from selectkit.threads import prefer_passive_waits
+
+    prefer_passive_waits()
+    from selectkit.errors import ConfigError
+    from selectkit.schema import check_selector_choice, precheck
+
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        if prepare is not None:
+            sys.argv[1:] = prepare(sys.argv[1:])
+        check_selector_choice(sys.argv[1:])
+        precheck(["--config-name", config_name, *sys.argv[1:]])
+    except ConfigError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    app()

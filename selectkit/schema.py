@@ -626,3 +626,17 @@ def check_selector_config(name: str, yaml_path: str | Path):
     got = selector.get_params()
     assert got == params, f"{path}: the selector's parameters {got} differ from the config's {params}"
     return selector
+
+
+def check_selector_choice(argv: list[str]) -> None:
+    """Refuse ``selector=<unknown>`` with one line listing the installed selectors (before Hydra runs)."""
+    from selectkit import registry
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") != "selector":
+            continue
+        for name in value.split(","):
+            name = name.strip()
+            if name and name != "null" and name not in registry.available():
+                raise ConfigError(f"unknown selector {name!r} in selector={value}; installed selectors: {', '.join(registry.available())}")

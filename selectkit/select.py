@@ -203,22 +203,9 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point of ``selectkit-select``: bad settings stop here, in one line, exit code 2."""
-    from selectkit.threads import prefer_passive_waits
+    from selectkit.console import entry_point
 
-    prefer_passive_waits()  # before torch loads its OpenMP runtime (see selectkit.threads)
-    from selectkit.schema import precheck
-    from selectkit.train import _check_selector_choice
-
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        sys.argv[1:] = shared_run_dir(sys.argv[1:])
-        _check_selector_choice(sys.argv[1:])
-        precheck(["--config-name", "select", *sys.argv[1:]])
-    except ConfigError as err:
-        print(f"selectkit-select: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    _app()
+    entry_point("selectkit-select", _app, "select", prepare=shared_run_dir)
 
 
 if __name__ == "__main__":

@@ -451,37 +451,11 @@ def closing_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
     return f"selectkit-train: done: {', '.join(parts)}; outputs in {out_dir}"
 
 
-def _check_selector_choice(argv: list[str]) -> None:
-    """Refuse ``selector=<unknown>`` with one line listing the installed selectors (before Hydra runs)."""
-    from selectkit import registry
-
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key.lstrip("+~") != "selector":
-            continue
-        for name in value.split(","):
-            name = name.strip()
-            if name and name != "null" and name not in registry.available():
-                raise ConfigError(f"unknown selector {name!r} in selector={value}; installed selectors: {', '.join(registry.available())}")
-
-
 def main() -> None:
     """Console entry point of ``selectkit-train``: bad settings stop here, in one line, exit code 2."""
-    from selectkit.threads import prefer_passive_waits
+    from selectkit.console import entry_point
 
-    prefer_passive_waits()  # before torch loads its OpenMP runtime (see selectkit.threads)
-    from selectkit.schema import precheck
-
-    # modules in the folder the command runs from can be named by `_target_` (a user's own project)
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        _check_selector_choice(sys.argv[1:])
-        precheck(sys.argv[1:])
-    except ConfigError as err:
-        print(f"selectkit-train: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    _app()
+    entry_point("selectkit-train", _app, "train")
 
 
 if __name__ == "__main__":
