@@ -164,6 +164,7 @@ class SelectionDataModule(pl.LightningDataModule):
         num_workers: loader workers; 0 gathers in the main process (fastest for in-memory data).
         score_batch_size: batch size of the passes that compute model outputs for selectors.
         memory_cap_gb: largest model output a provider may allocate (``providers.memory_cap_gb``).
+        block_rows: rows per logical block of the pools' shards over the DDP ranks (``distributed.block_rows``).
         record_shards: write every rank's shard of every epoch to ``<out_dir>/shards`` (audits).
         data_on_device: ``auto`` moves in-memory data to the accelerator once when it fits in half its
             free memory (batches are then gathered there); ``true`` always, ``false`` never.
@@ -183,6 +184,7 @@ class SelectionDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         score_batch_size: int = 1024,
         memory_cap_gb: float = 4.0,
+        block_rows: int | None = None,
         record_shards: bool = False,
         data_on_device: Any = "auto",
         base_ids: np.ndarray | None = None,
@@ -198,6 +200,7 @@ class SelectionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.score_batch_size = score_batch_size
         self.memory_cap_gb = memory_cap_gb
+        self.block_rows = block_rows
         self.record_shards = record_shards
         self.data_on_device = data_on_device
         self.base_ids = base_ids
@@ -224,7 +227,7 @@ class SelectionDataModule(pl.LightningDataModule):
             pairs = self.train_ds.pairs() if callable(getattr(self.train_ds, "pairs", None)) else None
             self.controller = SelectionController(
                 self.pipeline, labels, self.train_ds.features, out_dir=self.out_dir, rank=rank, base_ids=self.base_ids, rows=len(self.train_ds), pairs=pairs,
-                comm=Comm(), memory_cap_gb=self.memory_cap_gb,
+                comm=Comm(), memory_cap_gb=self.memory_cap_gb, block_rows=self.block_rows,
             )
             self.controller.round = self.round
             if self._pending_state is not None:

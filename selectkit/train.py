@@ -73,6 +73,9 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("batch_size",):
         if key in prov:
             _require(_is_int(prov[key]) and prov[key] >= 1, f"providers.{key}", "an integer >= 1", prov[key])
+    block_rows = (cfg.get("distributed") or {}).get("block_rows")
+    if block_rows is not None:
+        _require(_is_int(block_rows) and block_rows >= 1, "distributed.block_rows", "an integer >= 1", block_rows)
     if "memory_cap_gb" in prov:
         _require(_is_num(prov.memory_cap_gb) and prov.memory_cap_gb > 0, "providers.memory_cap_gb", "a number > 0", prov.memory_cap_gb)
     if cfg.get("resume"):
@@ -310,6 +313,7 @@ def loader_settings(cfg: DictConfig) -> dict[str, Any]:
         data_on_device=d.get("on_device", "auto"),
         score_batch_size=prov.get("batch_size", 1024),
         memory_cap_gb=prov.get("memory_cap_gb", 4.0),
+        block_rows=(cfg.get("distributed") or {}).get("block_rows"),
     )
 
 

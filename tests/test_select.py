@@ -118,3 +118,23 @@ def test_torchrun_ranks_with_different_configs_are_refused(pool, tmp_path):
     proc = _select(pool, out, "selector=leverage", "run_name=${oc.env:RANK}", launcher=_torchrun(2))
     assert proc.returncode != 0
     assert "differs between ranks" in proc.stderr and not (out / "selections").exists()
+
+
+@pytest.mark.ddp
+def test_lightning_ddp_training_selects_what_one_process_selects(pool, tmp_path):
+    """Sensitivity sampling inside a two-process DDP training run picks the one-process coreset."""
+    common = TRAIN + [
+        "data=arrays", f"data.train={{x: {pool / 'x.npy'}, y: {pool / 'y.npy'}}}", "model=mlp", "logger=none",
+        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.progress_bar=false", "selector=sensitivity",
+        "selector.embedding=features", "selector.cluster_term=size", "selector.size=200", "selector.k=8",
+        "distributed.block_rows=256",
+    ]
+    runs = {}
+    for world in (1, 2):
+        out = tmp_path / f"ddp{world}"
+        extra = ["trainer.strategy=ddp", f"trainer.devices={world}"] if world > 1 else []
+        proc = subprocess.run(common + extra + [f"hydra.run.dir={out}"], capture_output=True, text=True, env=ENV, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with np.load(out / "selections" / "epoch_0000.npz") as z:
+            runs[world] = (z["indices"], z["weights"])
+    assert np.array_equal(runs[1][0], runs[2][0]) and np.array_equal(runs[1][1], runs[2][1])
