@@ -7,24 +7,53 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from selectkit.distributed import Comm, ShardedArray
 from selectkit.selection import Acquisition
 from selectkit.selector import Interval, Pool, SelectContext, Selector
-from selectkit_plugins.acquisition.base import BUDGET, NEIGHBORS, SPACE, check_budget, neighbor_config, representation, tie_key
-from selectkit_plugins.acquisition.greedy import MinDistances, d2_seeding
+from selectkit_plugins.acquisition.base import BUDGET, NEIGHBORS, SPACE, check_budget, neighbor_config, tie_key
+from selectkit_plugins.acquisition.greedy import shard_and_labelled
 
 _KMEANS, _CLUSTERS = 0x544B, 0x5443
 
 
+def with_labelled(comm: Comm, x: ShardedArray, extra: np.ndarray) -> ShardedArray:
+    """The pool's rows followed by ``extra`` ``[m, d]`` (held by every rank) as one sharded array of
+    ``n + m`` rows in its own layout (same logical block size): this rank's shard of it, the pool rows
+    that change owner sent by one all-to-all (about a block per rank; bytes sent per rank at most its
+    shard's)."""
+    n, d = x.n, x.local.shape[1]
+    target = comm.layout(n + extra.shape[0], x.layout.block_rows)
+    lo, hi = x.layout.lo, x.layout.hi
+    pieces = []
+    for r in range(comm.world):
+        start, stop = target.rows_of(r)
+        a, b = max(lo, start), min(hi, stop, n)
+        pieces.append(np.ascontiguousarray(x.local[a - lo : b - lo] if b > a else np.zeros((0, d), dtype=np.float32), dtype=np.float32))
+    got = comm.all_to_all(pieces, "typiclust: rows to the clustering's shards")
+    extra_rows = extra[max(target.lo, n) - n : max(target.hi, n) - n]
+    return ShardedArray(np.concatenate([g.reshape(-1, d) for g in got] + [extra_rows.astype(np.float32)]), target)
+
+
 class TypiClust(Selector):
     """Cluster labelled and unlabelled items together into ``|L| + budget`` clusters (at most
-    ``max_clusters``) with the neighbour layer's k-means (Lloyd from a k-means++ seeding drawn from
-    ``ctx.rng``); then ``budget`` times take the cluster with
-    the fewest labelled or acquired items (the largest first among those, clusters smaller than
-    ``min_cluster_size`` only when no other has unlabelled items left) and acquire its most typical
-    unlabelled item. Typicality is the inverse mean Euclidean distance to the item's ``k_neighbors``
-    nearest neighbours within its cluster (blocked kNN through the neighbour layer, one cluster at a
-    time). Ties (cluster sizes, typicality) are broken by random keys from ``ctx.rng``. Items are listed
-    in pick order; ``meta.typicality`` holds each pick's value.
+    ``max_clusters``) with distributed k-means (`selectkit.distributed.sharded_kmeans`: k-means||
+    seeding keyed by ``ctx``, then Lloyd with block-ordered sums); then ``budget`` times take the
+    cluster with the fewest labelled or acquired items (the largest first among those, clusters
+    smaller than ``min_cluster_size`` only when no other has unlabelled items left) and acquire its
+    most typical unlabelled item. Typicality is the inverse mean Euclidean distance to the item's
+    ``k_neighbors`` nearest neighbours within its cluster (blocked kNN through the neighbour layer,
+    one cluster at a time). Ties are broken by random keys: cluster sizes by one key per cluster
+    (``ctx.rng``), typicality by one key per pool position (`tie_key`). Items are listed in pick
+    order; ``meta.typicality`` holds each pick's value.
+
+    Sharded: each rank reads its own shard (``pool.local``); the labelled set (``pool.labelled``) is
+    held whole by every rank and appended after the pool (`with_labelled`). Which clusters are picked
+    from, and how often, follows from the clusters' counts alone, so it is planned first; the members of
+    those clusters only then move to the rank that owns their cluster (one all-to-all, clusters
+    dealt out largest first to the least loaded rank), which computes their typicality; the
+    ``budget`` picks are then gathered. Per rank that is its shard plus the members of its clusters
+    (about ``n / W``, or one whole cluster when there are fewer picked clusters than ranks). The
+    result is the same at every world size.
 
     The representation should not need labels: ``features`` (raw inputs, the default, usable before
     any model is trained, e.g. for the initial set) or ``embeddings`` (the trained model's).
@@ -41,6 +70,7 @@ class TypiClust(Selector):
 
     name = "typiclust"
     returns = Acquisition
+    sharded = True
     parameter_constraints = {
         "budget": BUDGET,
         "space": SPACE,
@@ -76,48 +106,94 @@ class TypiClust(Selector):
         return frozenset({self.space}) if self.space in ("embeddings", "features") else frozenset({"features"})
 
     def _select(self, pool: Pool, ctx: SelectContext) -> Acquisition:
-        from selectkit.neighbors import kmeans, knn
+        from selectkit.distributed import sharded_kmeans
 
         n = len(pool)
         budget = check_budget(self, n)
         config = neighbor_config(self)
-        x, ref = representation(pool, self.space)
+        comm = pool.collectives()
+        x, ref = shard_and_labelled(pool, self.space)
         m = ref.shape[0]
-        data = np.concatenate([ref, x]) if m else x
         k = int(min(m + budget, int(self.max_clusters), m + n))
-        rng = ctx.rng(_KMEANS)
-        start, _ = d2_seeding(MinDistances(data), k, rng, int(rng.integers(data.shape[0])))
-        result = kmeans(data, k, n_iter=int(self.n_iter), init=data[start], config=config)
-        assign = result.assignment
-        sizes = np.bincount(assign, minlength=k)
-        covered = np.bincount(assign[:m], minlength=k).astype(np.int64)
-        free = np.bincount(assign[m:], minlength=k).astype(np.int64)
-        cluster_key = ctx.rng(_CLUSTERS).random(k)
-        item_key = tie_key(ctx, n)
-        taken = np.zeros(n, dtype=bool)
-        typical: dict[int, np.ndarray] = {}
-        picks = np.empty(budget, dtype=np.int64)
-        values = np.empty(budget, dtype=np.float64)
+        data = with_labelled(comm, x, ref)
+        seed = int(ctx.rng(_KMEANS).integers(2**62))
+        assign = sharded_kmeans(comm, data, k, n_iter=int(self.n_iter), seed=seed, reduce="block", config=config).assignment
+        labelled = data.ids >= n
+        counts = comm.all_sum(np.stack([np.bincount(assign, minlength=k), np.bincount(assign[labelled], minlength=k)]))
+        sizes, covered = counts[0], counts[1]
+        steps, nth = self._plan(sizes, covered, ctx.rng(_CLUSTERS).random(k), budget)
+        picked = self._typical_members(comm, data, assign, sizes, np.bincount(steps, minlength=k), n, ctx, config)
+        where = np.searchsorted(picked["slot"], steps * budget + nth)
+        return Acquisition(
+            picked["position"][where],
+            meta={"budget": budget, "pool": n, "labelled": m, "clusters": k, "space": self.space, "typicality": picked["typicality"][where].astype(np.float32)},
+        )
+
+    def _plan(self, sizes: np.ndarray, covered: np.ndarray, cluster_key: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cluster of each of the ``budget`` picks, and how many picks came from that cluster before it.
+
+        Each pick takes the cluster with the fewest labelled or acquired items (largest first, then by
+        ``cluster_key``) among those with unlabelled items left (at least ``min_cluster_size`` items
+        when any such is left); it depends on the counts alone, not on which item is picked."""
+        covered = covered.copy()
+        free = sizes - covered
+        taken = np.zeros(sizes.shape[0], dtype=np.int64)
+        steps = np.empty(budget, dtype=np.int64)
+        nth = np.empty(budget, dtype=np.int64)
         for step in range(budget):
             open_ = free > 0
             big = open_ & (sizes >= int(self.min_cluster_size))
             allowed = big if big.any() else open_
             order = np.lexsort((-cluster_key, -sizes, covered))
             c = int(order[allowed[order]][0])
-            if c not in typical:
-                members = np.flatnonzero(assign == c)
-                typical[c] = np.stack([members, self._typicality(data[members], config, knn)])
-            members, typ = typical[c][0].astype(np.int64), typical[c][1]
-            rows = members - m
-            ok = (rows >= 0) & ~taken[np.maximum(rows, 0)]
-            cand, cand_typ = rows[ok], typ[ok]
-            best = np.flatnonzero(cand_typ == cand_typ.max())
-            row = int(cand[best[np.argmax(item_key[cand[best]])]])
-            picks[step], values[step] = row, cand_typ.max()
-            taken[row] = True
+            steps[step], nth[step] = c, taken[c]
+            taken[c] += 1
             covered[c] += 1
             free[c] -= 1
-        return Acquisition(picks, meta={"budget": budget, "pool": n, "labelled": m, "clusters": k, "space": self.space, "typicality": values.astype(np.float32)})
+        return steps, nth
+
+    def _typical_members(
+        self, comm: Comm, data: ShardedArray, assign: np.ndarray, sizes: np.ndarray, picks: np.ndarray, n: int, ctx: SelectContext, config: Any
+    ) -> np.ndarray:
+        """The ``picks[c]`` most typical unlabelled items of every cluster ``c`` picked from, on every
+        rank: records ``(slot = c * budget + rank in c, position, typicality)`` sorted by slot.
+
+        The picked clusters' members move to their cluster's owner (largest cluster first, to the
+        least loaded rank), which ranks them by typicality (ties by `tie_key`, highest first)."""
+        from selectkit.neighbors import knn
+
+        budget = int(picks.sum())
+        owner = np.full(sizes.shape[0], -1, dtype=np.int64)
+        load = np.zeros(comm.world, dtype=np.int64)
+        chosen = np.flatnonzero(picks)
+        for c in chosen[np.lexsort((chosen, -sizes[chosen]))]:
+            owner[c] = int(np.argmin(load))
+            load[owner[c]] += sizes[c]
+        d = data.local.shape[1]
+        member = np.dtype([("id", "i8"), ("cluster", "i8"), ("row", "f4", (d,))])
+        dest = owner[assign]
+        moving = np.flatnonzero(dest >= 0)
+        records = np.empty(moving.size, dtype=member)
+        records["id"], records["cluster"], records["row"] = data.ids[moving], assign[moving], data.local[moving]
+        pieces = [records[dest[moving] == r] for r in range(comm.world)]
+        mine = np.concatenate(comm.all_to_all(pieces, "typiclust: members to their cluster's rank"))
+        mine = mine[np.lexsort((mine["id"], mine["cluster"]))]
+        result = np.dtype([("slot", "i8"), ("position", "i8"), ("typicality", "f8")])
+        out = []
+        bounds = np.flatnonzero(np.r_[True, mine["cluster"][1:] != mine["cluster"][:-1], True]) if mine.size else np.zeros(1, dtype=np.int64)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            group = mine[a:b]
+            c = int(group["cluster"][0])
+            typ = self._typicality(group["row"], config, knn)
+            free = group["id"] < n
+            cand, cand_typ = group["id"][free], typ[free]
+            best = np.lexsort((-tie_key(ctx, n, cand), -cand_typ))[: picks[c]]
+            rec = np.empty(best.size, dtype=result)
+            rec["slot"], rec["position"], rec["typicality"] = c * budget + np.arange(best.size), cand[best], cand_typ[best]
+            out.append(rec)
+        local = np.concatenate(out) if out else np.empty(0, dtype=result)
+        every = np.concatenate(comm.all_gather(local, "typiclust: picks"))
+        return every[np.argsort(every["slot"])]
 
     def _typicality(self, points: np.ndarray, config: Any, knn: Any) -> np.ndarray:
         """``1 / mean Euclidean distance`` to each point's nearest neighbours among ``points``."""

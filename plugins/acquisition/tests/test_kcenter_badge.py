@@ -1,10 +1,11 @@
 """k-center greedy and BADGE: the shared contract, invariants on a round pool with a labelled set, both
 against brute-force references that use small dense distance matrices (allowed in tests only), the
-labelled set's effect, duplicates, and their YAML."""
+labelled set's effect, duplicates, their YAML, the sharded read and the same picks at world 3."""
 
 import numpy as np
 import pytest
 
+from selectkit.distributed import keyed_gumbel
 from selectkit.schema import check_selector_config
 from selectkit.selector import SelectContext
 from selectkit.testing import check_selector, make_pool
@@ -34,17 +35,18 @@ def _kcenter_reference(x, ref, budget, key):
     return np.array(picks)
 
 
-def _badge_reference(g, budget, key, rng):
-    """k-means++ seeding from the largest norm, D^2 draws with a full [n, n] distance matrix."""
+def _badge_reference(g, budget, key, ctx):
+    """k-means++ seeding from the largest norm, D^2 draws with a full [n, n] distance matrix: draw t is
+    the argmax of log d^2 + Gumbel, the Gumbel draws keyed by pool position and ctx.key(SAMPLING, t)."""
     d = _dense(g, g)
     norms = (g.astype(np.float64) ** 2).sum(1)
     ties = np.flatnonzero(norms == norms.max())
     picks = [int(ties[np.argmax(key[ties])])]
-    for _ in range(budget - 1):
+    for t in range(1, budget):
         w = d[:, picks].min(axis=1)
         w[picks] = 0.0
-        c = np.cumsum(w)
-        picks.append(int(np.searchsorted(c, rng.random() * c[-1], side="right")))
+        with np.errstate(divide="ignore"):
+            picks.append(int(np.argmax(np.log(w) + keyed_gumbel(ctx.key(SAMPLING, t), np.arange(g.shape[0])))))
     return np.array(picks)
 
 
@@ -114,7 +116,7 @@ def test_badge_matches_the_brute_force_seeding():
     ctx = SelectContext(seed=7, round=2)
     out = BADGE(budget=35).select(pool, ctx)
     g = pool.get("grad_embeddings")
-    expected = _badge_reference(g, 35, tie_key(ctx, len(pool)), ctx.rng(SAMPLING))
+    expected = _badge_reference(g, 35, tie_key(ctx, len(pool)), ctx)
     assert np.array_equal(out.indices, expected)
 
 
@@ -168,3 +170,35 @@ def test_badge_first_pick_is_the_largest_norm_of_rows_far_from_the_origin():
     for step in range(1, 5):
         expected = _dense(g[picks[step : step + 1]], g[picks[:step]]).min()
         assert out.meta["d2"][step] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("cls", [KCenter, BADGE])
+def test_reads_its_rows_by_shard(cls):
+    # a sharded selector that read its rows whole (pool.get) would be refused by the pool
+    assert cls.sharded and not cls.gathers
+    out = cls(budget=9).select(make_pool(n=120, labelled=20), SelectContext(seed=1, round=1))
+    assert np.unique(out.indices).size == 9
+
+
+def _far_rows(n, seed):
+    return (np.random.default_rng(seed).standard_normal((n, 5)) + 1000.0).astype(np.float32)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(
+    "cls, params, arrays, labelled",
+    [
+        # rows far from the origin: the distance passes centre them on the pool's block-ordered mean
+        (KCenter, {"budget": 15, "space": "features"}, {"features": _far_rows(300, 2)}, list(range(0, 300, 11))),
+        # ... and BADGE's first pick is the largest norm of the rows as given; five distinct rows,
+        # 60 copies each: after five draws every item left is a duplicate of one drawn
+        (BADGE, {"budget": 12}, {"grad_embeddings": np.repeat(_far_rows(5, 3), 60, axis=0)}, None),
+    ],
+    ids=["kcenter", "badge"],
+)
+def test_same_picks_at_three_ranks(cls, params, arrays, labelled):
+    # world 3 (the world-size suite runs 2 and 4): blocks split unevenly over the ranks
+    from selectkit.worlds import check_selector_worlds
+
+    out = check_selector_worlds(cls, params, arrays, worlds=(3,), labelled=labelled, seed=2, round=1)
+    assert np.unique(out["indices"]).size == params["budget"]

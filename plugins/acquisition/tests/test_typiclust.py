@@ -1,6 +1,6 @@
 """TypiClust: the shared contract, invariants on a round pool, one pick per well-separated cluster and
 each the cluster's most typical point (against a dense per-cluster reference), the labelled set
-covering clusters, and its YAML."""
+covering clusters, its YAML, the sharded read and the same picks at world 3."""
 
 import numpy as np
 import pytest
@@ -75,3 +75,22 @@ def test_seeded():
 def test_yaml_is_typed_by_its_schema(kit):
     sel = check_selector_config("typiclust", kit.CONF / "typiclust.yaml")
     assert isinstance(sel, TypiClust) and sel.space == "features" and sel.k_neighbors == 20
+
+
+def test_reads_its_rows_by_shard():
+    # a sharded selector that read its rows whole (pool.get) would be refused by the pool
+    assert TypiClust.sharded and not TypiClust.gathers
+    out = TypiClust(budget=9).select(make_pool(n=120, labelled=20), SelectContext(seed=1, round=1))
+    assert np.unique(out.indices).size == 9
+
+
+@pytest.mark.ddp
+def test_same_picks_at_three_ranks():
+    # 480 items in blocks of 50 at world 3 (the world-size suite runs 2 and 4): with 40 labelled the
+    # pool has 9 blocks (3 per rank) and pool + labelled 10 (4, 3, 3), so rows move between ranks
+    from selectkit.worlds import check_selector_worlds
+
+    x, _ = _blobs([160, 120, 100, 60, 40], d=4, spread=6.0, seed=5)
+    params = {"budget": 12, "k_neighbors": 8, "n_iter": 8}
+    out = check_selector_worlds(TypiClust, params, {"features": x}, worlds=(3,), labelled=list(range(0, 480, 12)), seed=4, round=1, block_rows=50)
+    assert np.unique(out["indices"]).size == 12
