@@ -472,10 +472,11 @@ class Data:
 
 def draw(
     method: str,
-    data: Data,
+    X: np.ndarray | Data,
     codes: np.ndarray,
     plan: Mapping[int, int],
     rng: np.random.Generator,
+    source: NeighborSource | None = None,
     *,
     k: int,
     m: int = 10,
@@ -484,7 +485,8 @@ def draw(
     """Parents and interpolation factors for ``method`` in ``smote``, ``borderline-1``, ``borderline-2``,
     ``adasyn``, following ``plan`` (class position -> samples to create).
 
-    ``data`` holds the float32 search matrix. Classes are handled in ascending order and every
+    ``X`` is the float32 search matrix, searched through ``source``, or a `Data` that holds the rows
+    and their searches (e.g. a sharded pool's). Classes are handled in ascending order and every
     per-sample step is vectorised. Each distinct base is indexed once: all of the data (the danger
     and hardness neighbours over every class, and borderline-2's seed neighbours) on first use,
     shared by every class, and each class's own rows once for that class's same-class neighbours.
@@ -492,6 +494,7 @@ def draw(
     ``backend`` it ran, ...). Draws come from ``rng`` (`Sequential`), except in classes ``data``
     draws keyed (`Data.keyed`).
     """
+    data = X if isinstance(X, Data) else Data(X, source)
     n_classes = int(codes.max()) + 1 if codes.size else 0
     counts = np.bincount(codes, minlength=n_classes)
     check_sizes(method, counts, plan, k, m, names)

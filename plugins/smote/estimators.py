@@ -417,7 +417,7 @@ class _Interpolating(_Resampler):
         if X_sparse is not None:
             X = self._densify(X_sparse, plan, names)
         search = core.as_search_matrix(X)
-        drawn = core.draw(self._method_name(), core.Data(search, source), codes, plan, rng, k=k, names=names, **self._draw_kwargs())
+        drawn = core.draw(self._method_name(), search, codes, plan, rng, source, k=k, names=names, **self._draw_kwargs())
         n, m = X.shape[0], drawn.lam.size
         y_res = np.concatenate([y, classes[drawn.codes]])
         attrs = {"synthetic_parents_": drawn.parents, "synthetic_lam_": drawn.lam, "resample_info_": drawn.meta}

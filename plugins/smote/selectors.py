@@ -110,7 +110,7 @@ class _OverSampler(Selector):
 
         raw = checked_rows(comm, pool.local("embeddings" if self.space == "embedding" else "features"), search_rows, self.config_path)
         shape = raw.local.shape[1:]
-        rows = ShardedArray(raw.local.reshape(raw.local.shape[0], -1), raw.layout)
+        rows = ShardedArray(raw.local.reshape(raw.local.shape[0], int(np.prod(shape, dtype=np.int64))), raw.layout)
         classes, codes, counts = class_counts(y)
         names = core.Names(self.config_path, self._data_name(), classes)
         plan = resolve_strategy(self.sampling_strategy, classes, counts, OVER, names.setting("sampling_strategy"), y)

@@ -397,3 +397,15 @@ def test_the_mined_set_is_the_selector_state():
     moved = x + np.random.default_rng(1).normal(scale=0.5, size=x.shape).astype(np.float32)
     later = restored.select(Pool(ids, labels=labels, vectors=moved), SelectContext(seed=0, epoch=7))
     assert later.meta["previous_epoch"] == 5 and later.meta["changed_since_previous"] > 0.3, "moved vectors, refreshed negatives"
+
+
+@pytest.mark.ddp
+def test_the_same_tuples_when_a_rank_holds_no_rows():
+    """160 items in blocks of 64 on 4 ranks: the last rank owns no block and mines for no anchor, but
+    takes part in every search; padding fetches rows from the ranks that hold them."""
+    from selectkit.testing import check_selector_worlds
+
+    x, labels = _vectors()
+    params = {"negatives": 3, "space": "vectors", "fraction": 0.6, "depth": 4, "max_depth": 8, "min_score": 0.3, "sampling": "random", "on_short": "pad"}
+    out = check_selector_worlds(HardNegatives, params, {"vectors": x, "labels": labels}, worlds=(4,), block_rows=64, seed=2)
+    assert out["negatives"].shape == (96, 3)

@@ -346,3 +346,14 @@ def test_a_gathered_class_is_bounded_by_the_memory_cap(data3):
     assert "\n" not in str(err.value)
     sel = ADASYNSelector(gather_below=60).select(Pool(np.arange(y.size, dtype=np.int64), labels=y, features=X, memory_cap_gb=cap), SelectContext(seed=0))
     assert sel.meta["gathered"] == [2] and sel.num_synthetic == 470
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("cls, params", [(ADASYNSelector, {}), (BorderlineSMOTESelector, {"kind": "borderline-2"})])
+def test_the_same_samples_when_a_rank_holds_no_rows(cls, params, data3):
+    """430 rows in blocks of 200 on 4 ranks: the last rank owns no block (as a small pool over many
+    ranks does); the class of 90 is searched sharded, the class of 40 gathered."""
+    from selectkit.testing import check_selector_worlds
+
+    X, y = data3
+    check_selector_worlds(cls, {"gather_below": 60, **params}, {"features": X, "labels": y}, worlds=(4,), block_rows=200, seed=4)
