@@ -7,8 +7,8 @@ import numpy as np
 
 from selectkit.selection import Acquisition
 from selectkit.selector import Pool, SelectContext, Selector
-from selectkit_plugins.acquisition.base import BUDGET, SAMPLING, check_budget, tie_key
-from selectkit_plugins.acquisition.greedy import MinDistances, d2_seeding, tie_ids
+from selectkit_plugins.acquisition.base import BUDGET, SAMPLING, check_budget, tie_ids, tie_key
+from selectkit_plugins.acquisition.greedy import MinDistances, d2_seeding
 
 
 class BADGE(Selector):

@@ -51,6 +51,12 @@ def tie_key(ctx: SelectContext, n: int, positions: np.ndarray | None = None) -> 
     return keyed_uniform(ctx.key(TIES), np.arange(n, dtype=np.int64) if positions is None else positions)
 
 
+def tie_ids(key: np.ndarray) -> np.ndarray:
+    """Random tie keys in ``(0, 1)`` as int64 ids that `selectkit.distributed.global_topk` breaks ties by
+    (lowest id first, so highest key first)."""
+    return (np.float64(2.0**62) * (1.0 - key)).astype(np.int64)
+
+
 def neighbor_config(selector: Selector) -> Any:
     """The selector's ``neighbors`` mapping as a `selectkit.neighbors.NeighborConfig` (None: defaults)."""
     from selectkit.neighbors import NeighborConfig
@@ -66,17 +72,6 @@ def neighbor_config(selector: Selector) -> Any:
         return NeighborConfig(**fields)
     except ConfigError as err:
         raise ConfigError(f"{selector.config_path}.{err}") from None
-
-
-def representation(pool: Pool, space: str) -> tuple[np.ndarray, np.ndarray]:
-    """The pool's and its labelled set's rows in ``space`` (``embeddings`` or ``features``), float32."""
-    x = np.ascontiguousarray(pool.get(space), dtype=np.float32).reshape(len(pool), -1)
-    labelled = pool.labelled
-    if len(labelled):
-        ref = np.ascontiguousarray(labelled.get(space), dtype=np.float32).reshape(len(labelled), -1)
-    else:
-        ref = np.zeros((0, x.shape[1]), dtype=np.float32)
-    return x, ref
 
 
 class ScoredAcquisition(Selector):

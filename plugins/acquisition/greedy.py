@@ -42,12 +42,6 @@ def shard_and_labelled(pool: Pool, space: str) -> tuple[ShardedArray, np.ndarray
     return ShardedArray(x, shard.layout), ref
 
 
-def tie_ids(key: np.ndarray) -> np.ndarray:
-    """Random tie keys in ``(0, 1)`` as int64 ids that `global_topk` breaks ties by (lowest first =
-    highest key first)."""
-    return (np.float64(2.0**62) * (1.0 - key)).astype(np.int64)
-
-
 def pool_l2_shift(comm: Comm, x: ShardedArray) -> np.ndarray | None:
     """`selectkit.neighbors.inputs.l2_shift` of the whole sharded pool: the float32 mean of its rows
     when it carries more of their squared norm than their spread does, else None. The moments are

@@ -9,8 +9,8 @@ import numpy as np
 
 from selectkit.selection import Acquisition
 from selectkit.selector import Pool, SelectContext, Selector
-from selectkit_plugins.acquisition.base import BUDGET, NEIGHBORS, SPACE, check_budget, neighbor_config, tie_key
-from selectkit_plugins.acquisition.greedy import MinDistances, shard_and_labelled, tie_ids
+from selectkit_plugins.acquisition.base import BUDGET, NEIGHBORS, SPACE, check_budget, neighbor_config, tie_ids, tie_key
+from selectkit_plugins.acquisition.greedy import MinDistances, shard_and_labelled
 
 
 class KCenter(Selector):

@@ -34,7 +34,7 @@ from selectkit.distributed import Comm, global_topk, keyed_gumbel
 from selectkit.errors import ConfigError, SelectionError
 from selectkit.selection import Acquisition
 from selectkit.selector import Check, OneOf, Pool, SelectContext, Selector
-from selectkit_plugins.acquisition.base import BUDGET, KINDS, SAMPLING, TEMPERATURE, check_budget, tie_key
+from selectkit_plugins.acquisition.base import BUDGET, KINDS, SAMPLING, TEMPERATURE, check_budget, tie_ids, tie_key
 
 
 def log_weights(scores: np.ndarray, kind: str, temperature: float, ranks: np.ndarray | None, error: Callable[[str], ConfigError]) -> np.ndarray:
@@ -89,8 +89,7 @@ def choose(
 
     comm.checked(checked, "acquisition scores")
     key = tie_key(ctx, len(pool), positions)
-    # ranked by (value, tie key): the key's bits as the id global_topk breaks ties by (lowest first)
-    tie = (np.float64(2.0**62) * (1.0 - key)).astype(np.int64)
+    tie = tie_ids(key)  # ranked by (value, tie key)
     meta: dict[str, Any] = {}
     if kind is None:
         value = scores
