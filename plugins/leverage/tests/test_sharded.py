@@ -1,6 +1,6 @@
 """Leverage over a sharded pool: the block-wise pivotal design keeps inclusion probabilities and size,
 the source is read one logical block at a time, and every method and score selects the same at
-world 1, 2, 3 and 4 (gloo ranks)."""
+world 1, 2 and 4 (gloo ranks)."""
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ def test_block_pivotal_keeps_inclusion_probabilities_and_size():
     pi = sampling.inclusion_probabilities(rng.random(n) ** 2 + 0.01, float(m))
     coords = rng.standard_normal((n, 2)).astype(np.float32)
     layout = ShardLayout(n, block_rows=25)  # 10 blocks, the last of 5 rows: 10 leftovers at most
-    runs = 2000
+    runs = 500
     counts = np.zeros(n)
     for r in range(runs):
         pos, got_pi = block_pivotal(Comm.alone(), layout, pi, coords, lambda b: (r, 1, b), (r, 2))
@@ -57,20 +57,19 @@ def test_source_read_one_logical_block_at_a_time():
 @pytest.mark.parametrize(
     "params",
     [
-        {"budget": 50, "method": "sketch", "sketch_size": 60, "scheme": "bernoulli"},
         {"budget": 50, "method": "sketch", "sketch_size": 60, "projection": 3},
-        {"budget": 50, "score": "ridge", "ridge": 0.5, "uniform_mix": 0.2},
+        {"budget": 50, "score": "ridge", "ridge": 0.5, "uniform_mix": 0.2, "scheme": "bernoulli"},
         {"budget": 50, "score": "root", "p": 1.5, "scheme": "replacement", "block_rows": 16},
         {"budget": 0.2, "source": "embeddings", "tree_dims": 2},
     ],
-    ids=["sketch_bernoulli", "sketch_projection_pivotal", "ridge_mix", "root_replacement", "embeddings"],
+    ids=["sketch_projection_pivotal", "ridge_mix_bernoulli", "root_replacement", "embeddings"],
 )
 def test_same_selection_at_every_world_size(params):
     from selectkit.worlds import check_selector_worlds
 
     x = _features()
     arrays = {"features": x, "embeddings": np.round(x * 2)}
-    out = check_selector_worlds(LeverageSampling, params, arrays, worlds=(2, 3, 4), seed=7, block_rows=40)
+    out = check_selector_worlds(LeverageSampling, params, arrays, worlds=(2, 4), seed=7, block_rows=40)
     assert out["indices"].size > 0
 
 
