@@ -97,9 +97,11 @@ class ShardedData(core.Data):
         self._around_logged = False
 
     def keyed(self, n: int) -> bool:
+        """The rule: a class of ``gather_below`` members or more is searched sharded, with keyed draws."""
         return n >= self.gather_below
 
     def keyed_draws(self, code: int) -> Keyed:
+        """The keyed draws of class position ``code``."""
         return Keyed(self.comm, subkey(self.key, code))
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
@@ -143,9 +145,11 @@ class ShardedData(core.Data):
         return core.NeighborRows(a, b, rows.size, idx, whole=False)
 
     def gather(self, part: core.NeighborRows, values: np.ndarray) -> np.ndarray:
+        """Every rank's per-query values, in rank order (the queries' order)."""
         return values if part.whole else np.concatenate(self.comm.all_gather(np.asarray(values), "smote counts"))
 
     def whole(self, part: core.NeighborRows) -> core.NeighborRows:
+        """Every rank's neighbour lists, in rank order (the queries' order)."""
         if part.whole:
             return part
         return core.NeighborRows(0, part.total, part.total, np.concatenate(self.comm.all_gather(part.idx, "smote neighbours")))
