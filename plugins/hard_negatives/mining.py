@@ -32,7 +32,7 @@ import numpy as np
 
 from selectkit.distributed import Comm, ShardedArray, sharded_knn
 from selectkit.errors import ConfigError
-from selectkit_plugins.smote.shards import fetch_rows
+from selectkit.distributed.rows import fetch_rows
 
 #: The filters in the order they apply; counts in `Mined.removed` use these names.
 FILTERS = ("self", "positive", "same_label", "absolute_margin", "relative_margin", "false_negative", "max_score", "min_score", "rank_window")

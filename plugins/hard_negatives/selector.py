@@ -12,7 +12,7 @@ from selectkit.sampling import subset_size
 from selectkit.selection import Tuples
 from selectkit.selector import AnyOf, Boolean, Check, Interval, IsNone, OneOf, Pool, SelectContext, Selector
 from selectkit_plugins.hard_negatives.mining import FILTERS, Mined, MiningSettings, check_vectors, mine, neighbor_config, scores_of
-from selectkit_plugins.smote.shards import checked_rows, fetch_rows, reshard
+from selectkit.distributed.rows import checked_rows, fetch_rows, reshard
 
 _ANCHORS = 0x484E
 _POSITIVES = 0x504F

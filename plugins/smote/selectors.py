@@ -18,7 +18,7 @@ from selectkit.selection import Selection, Synthetic
 from selectkit.selector import Interval, OneOf, Pool, SelectContext, Selector
 from selectkit_plugins.smote import core
 from selectkit_plugins.smote.sharded import ShardedData
-from selectkit_plugins.smote.shards import checked_rows
+from selectkit.distributed.rows import checked_rows
 from selectkit_plugins.smote.strategy import OVER, RULES, UNDER, class_counts, resolve_strategy
 from selectkit_plugins.smote.training import EmbeddingInterpolation
 

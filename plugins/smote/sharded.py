@@ -8,7 +8,7 @@ The rule (setting ``gather_below`` of each over-sampler):
   ``providers.memory_cap_gb``), then the single-process code runs on them identically on every rank
   (its neighbour search over the class, the draws from the stage's generator);
 * a larger class is **searched sharded**: its members' rows move to a layout of their own in the
-  pool's logical blocks (`selectkit_plugins.smote.shards.reshard`), each rank searches its own
+  pool's logical blocks (`selectkit.distributed.rows.reshard`), each rank searches its own
   members' neighbours with `selectkit.distributed.sharded_knn`, and the seeds, partners and
   interpolation factors are keyed draws (`Keyed`): a seed's extra sample by the keyed number of its
   pool position, a sample's partner and factor by its index among the class's samples. Each rank
@@ -30,7 +30,7 @@ from selectkit.distributed import Comm, ShardedArray, keyed_uniform, sharded_knn
 from selectkit.distributed.keyed import keyed_bits
 from selectkit.errors import ConfigError
 from selectkit_plugins.smote import core
-from selectkit_plugins.smote.shards import gather_rows, reshard
+from selectkit.distributed.rows import gather_rows, reshard
 
 #: sub-streams of a keyed class: which seeds make one more sample, ADASYN's remainders, partners, factors
 _EXTRA, _REMAINDER, _PARTNER, _FACTOR = 1, 2, 3, 4

@@ -13,7 +13,8 @@ sums, equal to rounding) are listed in docs/distributed.md, with each collective
 Collectives: `Comm.all_sum`, `Comm.block_sum`, `Comm.all_max`, `Comm.all_min`,
 `Comm.all_gather_objects`; `global_topk`; `gumbel_topk`, `bernoulli`, `sample_with_replacement`,
 `inclusion_probabilities`; `sharded_knn`; `kmeans_parallel_init`, `sharded_kmeans`; `gram`; and the
-start-up checks `check_same_config`, `check_same_pool`, `check_world`.
+start-up checks `check_same_config`, `check_same_pool`, `check_world`; moving rows between ranks:
+`checked_rows`, `gather_rows`, `fetch_rows`, `reshard`.
 """
 
 from selectkit.distributed.collectives import (
@@ -32,6 +33,7 @@ from selectkit.distributed.keyed import key_generator, keyed_gumbel, keyed_unifo
 from selectkit.distributed.kmeans import ParallelInit, ShardedKMeansResult, kmeans_parallel_init, sharded_kmeans, weighted_kmeanspp
 from selectkit.distributed.knn import sharded_knn
 from selectkit.distributed.sampling import bernoulli, gumbel_topk, inclusion_probabilities, sample_with_replacement
+from selectkit.distributed.rows import checked_rows, fetch_rows, gather_rows, reshard
 from selectkit.distributed.shard import DEFAULT_BLOCK_ROWS, ShardedArray, ShardLayout, check_world
 
 __all__ = [
@@ -48,7 +50,10 @@ __all__ = [
     "check_same_config",
     "check_same_pool",
     "check_world",
+    "checked_rows",
     "config_digest",
+    "fetch_rows",
+    "gather_rows",
     "global_topk",
     "gram",
     "gumbel_topk",
@@ -58,6 +63,7 @@ __all__ = [
     "keyed_gumbel",
     "keyed_uniform",
     "kmeans_parallel_init",
+    "reshard",
     "sample_with_replacement",
     "sharded_kmeans",
     "sharded_knn",

@@ -1,5 +1,5 @@
-"""Moving some rows of a sharded pool array between ranks: what the SMOTE family and hard-negative
-mining need on top of `selectkit.distributed`.
+"""Moving some rows of a sharded pool array between ranks (used by the SMOTE family and hard-negative
+mining, and open to any sharded selector).
 
 A pool array is held as a `selectkit.distributed.ShardedArray` (rank ``r`` owns the contiguous rows
 ``[lo, hi)``). Three ways to reach rows another rank holds, each sending only the rows asked for:
@@ -25,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from selectkit.distributed import Comm, ShardedArray, ShardLayout
+from selectkit.distributed.collectives import Comm
+from selectkit.distributed.shard import ShardedArray, ShardLayout
 
 
 def _row_bytes(rows: np.ndarray) -> np.ndarray:
