@@ -16,8 +16,11 @@ import time
 import traceback
 from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = "1"
+if __name__ == "__main__":
+    # a rank runs one thread of everything; importing this module (the tests read its pools) must not
+    # change the test process's own settings: numba, for one, refuses a thread count changed under it
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_var] = "1"
 
 import numpy as np  # noqa: E402
 
